@@ -1,0 +1,36 @@
+# speechcodec: `make demo` runs the main job on the built-in demo corpus, `make test` runs the checks.
+# Both set up .venv first (and the system libraries, with apt-get when root on Debian).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; installed before the package so no resolver reaches for a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test lint clean
+
+setup: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	@bash scripts/system-deps.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	@bash scripts/demo.sh
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Encode and decode speed of each model on ONE CPU thread, range coding included.
+
+Prints one row per model: real kbps and how many times faster than real time encoding and
+decoding run (goal: >= 100x each). Audio: ../shared/data/speech when present, else synthetic.
+
+    .venv/bin/python benchmarks/speed.py [--model NAME_OR_PATH ...] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import speechcodec
+from speechcodec.audio import read_audio
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
+
+
+def test_audio() -> tuple[list[tuple[np.ndarray, int]], str]:
+    files = sorted(SPEECH.glob("*.wav"))
+    if files:
+        return [read_audio(f) for f in files], f"{len(files)} files of {SPEECH}"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import synth_speech
+
+    return [(synth_speech(10.0, seed=i), 16000) for i in range(6)], "60 s of synthetic speech"
+
+
+def measure(codec, clips, repeats: int) -> dict:
+    duration_s = sum(len(a) / sr for a, sr in clips)
+    codec.encode(*clips[0])  # warm-up: first calls allocate
+    enc_times, dec_times, total_bytes = [], [], 0
+    for _ in range(repeats):
+        streams, t0 = [], time.perf_counter()
+        for audio, sr in clips:
+            streams.append(codec.encode(audio, sr))
+        enc_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for data in streams:
+            codec.decode(data)
+        dec_times.append(time.perf_counter() - t0)
+        total_bytes = sum(len(s) for s in streams)
+    return {
+        "model": codec.name,
+        "kbps": total_bytes * 8 / duration_s / 1000,
+        "encode_x_realtime": duration_s / min(enc_times),
+        "decode_x_realtime": duration_s / min(dec_times),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", nargs="*", help="models (default: all installed)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N passes (default: 3)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    clips, what = test_audio()
+    names = args.model or [m["name"] for m in speechcodec.list_models()]
+    print(f"one thread, {what}, best of {args.repeats}")
+    print(f"{'model':<24} {'real kbps':>9} {'encode x RT':>12} {'decode x RT':>12}")
+    for name in names:
+        row = measure(speechcodec.load(name), clips, args.repeats)
+        print(f"{row['model']:<24} {row['kbps']:>9.2f} {row['encode_x_realtime']:>12.0f} "
+              f"{row['decode_x_realtime']:>12.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

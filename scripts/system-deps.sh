@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the system libraries speechcodec needs: apt-get on Debian/Ubuntu when root,
+# otherwise say exactly what to install. libsndfile comes inside the soundfile wheel.
+set -euo pipefail
+needed=()
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+have_lib "libopus.so.0" || needed+=(libopus0)
+command -v espeak-ng >/dev/null 2>&1 || needed+=(espeak-ng)
+[ ${#needed[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing system packages: ${needed[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+else
+  echo "speechcodec needs the system packages: ${needed[*]}" >&2
+  echo "install them (Debian/Ubuntu: sudo apt-get install ${needed[*]}; macOS: brew install opus espeak-ng) and rerun" >&2
+  exit 1
+fi

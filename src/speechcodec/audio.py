@@ -1,0 +1,136 @@
+"""Audio in and out: read any soundfile format in blocks, mix to mono, resample with soxr."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from speechcodec.errors import AudioInputError
+
+BLOCK_SAMPLES = 1 << 16
+
+
+def as_mono(audio: np.ndarray) -> np.ndarray:
+    """``[N]``, ``[N, channels]`` or ``[channels, N]`` (up to 64 channels) -> float32 ``[N]``."""
+    audio = np.asarray(audio)
+    if audio.dtype.kind not in "fiu":
+        raise AudioInputError(f"audio must be a numeric array, got dtype {audio.dtype}")
+    if audio.dtype.kind in "iu":  # integer PCM: scale to [-1, 1)
+        audio = audio.astype(np.float64) / float(np.iinfo(audio.dtype).max + 1)
+    if audio.ndim == 2:
+        channels_last = audio.shape[1] <= 64 or audio.shape[0] > 64
+        audio = audio.mean(axis=1 if channels_last else 0)
+    elif audio.ndim != 1:
+        raise AudioInputError(f"audio must be 1-D or 2-D, got shape {audio.shape}")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def check_finite(block: np.ndarray, where: str = "input") -> None:
+    if not np.isfinite(block).all():
+        raise AudioInputError(f"{where} holds NaN or infinite samples")
+
+
+def expected_length(num_samples: int, rate_in_hz: int, rate_out_hz: int) -> int:
+    """Samples after resampling ``num_samples`` from ``rate_in_hz`` to ``rate_out_hz``."""
+    if rate_in_hz == rate_out_hz:
+        return num_samples
+    return max(1, round(num_samples * rate_out_hz / rate_in_hz))
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], rate_in_hz: int, rate_out_hz: int,
+                    num_samples_out: int) -> Iterator[np.ndarray]:
+    """Stream-resample mono float32 blocks; the total is trimmed or zero-padded to ``num_samples_out``."""
+    stream = None if rate_in_hz == rate_out_hz else soxr.ResampleStream(
+        rate_in_hz, rate_out_hz, 1, dtype="float32")
+    emitted = 0
+    for block in blocks:
+        out = block if stream is None else stream.resample_chunk(block)
+        out = out[: num_samples_out - emitted]
+        emitted += len(out)
+        if len(out):
+            yield out
+    if stream is not None:
+        out = stream.resample_chunk(np.zeros(0, np.float32), last=True)[: num_samples_out - emitted]
+        emitted += len(out)
+        if len(out):
+            yield out
+    if emitted < num_samples_out:
+        yield np.zeros(num_samples_out - emitted, np.float32)
+
+
+@dataclass(frozen=True)
+class AudioFileInfo:
+    path: Path
+    sample_rate_hz: int
+    channels: int
+    num_samples: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.sample_rate_hz
+
+
+def probe(path: str | os.PathLike) -> AudioFileInfo:
+    """Open an audio file and read its format, with a one-line error for every way it can fail."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioInputError(f"input file {path} does not exist")
+    if path.is_dir():
+        raise AudioInputError(f"input {path} is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioInputError(f"input file {path} is empty (0 bytes)")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            info = AudioFileInfo(path, int(f.samplerate), int(f.channels), int(f.frames))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioInputError(f"cannot read {path} as audio ({exc})") from None
+    if info.num_samples <= 0:
+        raise AudioInputError(f"input file {path} holds no audio samples")
+    if info.sample_rate_hz <= 0:
+        raise AudioInputError(f"input file {path} has an invalid sample rate")
+    return info
+
+
+def read_mono_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks of ``path``, checking every sample is finite."""
+    try:
+        for block in sf.blocks(str(path), blocksize=block_samples, dtype="float32", always_2d=True):
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            check_finite(mono, str(path))
+            yield np.ascontiguousarray(mono)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioInputError(f"cannot read {path} as audio ({exc})") from None
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Whole file as float32 mono ``[N]`` and its sample rate."""
+    info = probe(path)
+    blocks = list(read_mono_blocks(path))
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), info.sample_rate_hz
+
+
+class AtomicWriter:
+    """Open ``path.tmp``-style sibling for writing; rename onto ``path`` only on success."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+
+    def __enter__(self) -> Path:
+        if self.path.is_dir():
+            raise AudioInputError(f"output {self.path} is a directory")
+        if not self.path.parent.exists():
+            raise AudioInputError(f"output folder {self.path.parent} does not exist")
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,27 @@
+"""Integers and tables to bytes and back: range coding and the container. No torch here."""
+
+from speechcodec.bitstream.container import (
+    FORMAT_VERSION,
+    MAGIC,
+    Chunk,
+    StreamHeader,
+    read_header,
+    read_stream,
+    write_chunk,
+    write_end,
+    write_header,
+)
+from speechcodec.bitstream.rangecoder import RangeCoder
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Chunk",
+    "RangeCoder",
+    "StreamHeader",
+    "read_header",
+    "read_stream",
+    "write_chunk",
+    "write_end",
+    "write_header",
+]

@@ -1,0 +1,247 @@
+"""The ``speechcodec`` command: encode, decode, info, models (and the pipeline's verbs)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+from speechcodec.errors import SpeechCodecError
+
+EPILOG = """examples:
+  speechcodec encode speech.wav speech.spcd              # default model (about 6 kbps)
+  speechcodec encode speech.flac speech.spcd --bitrate 12
+  speechcodec decode speech.spcd speech_decoded.wav      # back at the input's sample rate
+  speechcodec info speech.spcd
+  speechcodec models
+"""
+
+
+def _progress_wanted(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import speechcodec
+
+    name = args.model or speechcodec.model_for_bitrate(args.bitrate * 1000)
+    codec = speechcodec.load(name)
+    stats = codec.encode_file(args.input, args.output, progress=_progress_wanted(args))
+    if not args.quiet:
+        clipped = f", {stats.clipped_symbols} symbols clipped" if stats.clipped_symbols else ""
+        print(f"{args.output}: {stats.duration_s:.2f} s with {codec.name} -> {stats.num_bytes} bytes, "
+              f"{stats.bitrate_bps / 1000:.2f} kbps{clipped}", file=sys.stderr)
+    return 0
+
+
+def _read_header(path: str):
+    from speechcodec.bitstream.container import read_header
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpeechCodecError(f"input file {p} does not exist")
+    with open(p, "rb") as f:
+        return read_header(f)[0]
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import speechcodec
+
+    header = _read_header(args.input)
+    codec = speechcodec.load(args.model or header.model)
+    codec.decode_file(args.input, args.output, sample_rate_hz=args.sample_rate,
+                      progress=_progress_wanted(args))
+    if not args.quiet:
+        rate = args.sample_rate or header.source_sample_rate_hz
+        print(f"{args.output}: {header.duration_s:.2f} s at {rate} Hz from {header.model}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from speechcodec.bitstream.container import read_stream
+
+    p = Path(args.input)
+    if not p.is_file():
+        raise SpeechCodecError(f"input file {p} does not exist")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        header, chunks = read_stream(f)
+        num_chunks = sum(1 for _ in chunks)  # reads every chunk: checks every CRC
+    facts = {
+        "file": str(p),
+        "model": header.model,
+        "fingerprint": header.fingerprint,
+        "duration_s": round(header.duration_s, 3),
+        "num_bytes": size,
+        "bitrate_kbps": round(size * 8 / header.duration_s / 1000, 3),
+        "num_chunks": num_chunks,
+        "sample_rate_hz": header.sample_rate_hz,
+        "source_sample_rate_hz": header.source_sample_rate_hz,
+        "source_channels": header.source_channels,
+        "code_frame_rate_hz": header.sample_rate_hz / header.samples_per_frame,
+        "code_channels": header.code_channels,
+        "integrity": "ok",
+    }
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        width = max(len(k) for k in facts)
+        for key, value in facts.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import speechcodec
+
+    models = speechcodec.list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print("no models installed", file=sys.stderr)
+        return 0
+    print(f"{'name':<20} {'kbps':>6} {'rate Hz':>8} {'arch':<7} description")
+    for m in models:
+        kbps = f"{m['bitrate_bps'] / 1000:.1f}" if m["bitrate_bps"] else "-"
+        print(f"{m['name']:<20} {kbps:>6} {m['sample_rate_hz']:>8} {m['arch']:<7} {m['description']}")
+    return 0
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def _audio_files(sources: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise SpeechCodecError(f"training data {p} does not exist")
+    if not files:
+        raise SpeechCodecError(f"no .wav/.flac/.ogg files under {', '.join(sources)}")
+    return files
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from speechcodec.model import ModelConfig
+    from speechcodec.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model_cfg = ModelConfig.from_dict(json.loads(args.model_config)) if args.model_config \
+            else ModelConfig()
+        train_cfg = TrainConfig(bitrate_bps=args.bitrate, steps=args.steps,
+                                batch_size=args.batch_size, seed=args.seed, device=args.device)
+    except (ValueError, TypeError) as exc:
+        raise SpeechCodecError(f"bad configuration: {exc}") from None
+    name = args.name or Path(args.out).stem
+    path = train(model_cfg, train_cfg, _audio_files(args.data), args.out, name,
+                 work_dir=args.work_dir, progress=not args.quiet)
+    print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechcodec",
+        description="Neural speech codec: encode speech into a small, safe, self-describing file "
+                    "and back. Files are range-coded with a learned entropy model and checked "
+                    "chunk by chunk with CRC32.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="audio file (wav/flac/ogg, any rate, any channels) -> stream",
+                       description="Encode an audio file. It is mixed to mono and resampled to the "
+                                   "model's rate; the stream remembers the original rate.")
+    p.add_argument("input", help="audio file readable by libsndfile (wav, flac, ogg, ...)")
+    p.add_argument("output", help="stream file to write (written atomically)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--bitrate", type=float, default=6.0, metavar="KBPS",
+                        help="pick the installed model nearest this bitrate (default: 6)")
+    choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="stream -> WAV (or FLAC by extension)",
+                       description="Decode a stream with the model named in its header.")
+    p.add_argument("input", help="stream file written by 'speechcodec encode'")
+    p.add_argument("output", help="audio file to write: .wav or .flac, 16-bit mono")
+    p.add_argument("--sample-rate", type=int, metavar="HZ",
+                   help="output sample rate (default: the rate of the encoded input)")
+    p.add_argument("--model", metavar="NAME_OR_PATH",
+                   help="model to decode with, when it is not installed under its name")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
+                       description="Print what a stream holds and check every chunk's CRC32.")
+    p.add_argument("input", help="stream file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="list installed models",
+                       description="List shipped models and those in $SPEECHCODEC_MODEL_PATH.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("train", help="train a model for one target bitrate",
+                       description="Train a codec model on a folder of speech (any layout; "
+                                   "wav/flac/ogg). Rerunning the same command resumes from the "
+                                   "last checkpoint in --work-dir.")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
+                   help="audio files or folders searched recursively")
+    p.add_argument("--bitrate", type=int, required=True, metavar="BPS",
+                   help="target bitrate in bits per second, e.g. 6000")
+    p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.safetensors)")
+    p.add_argument("--name", help="model name written into streams (default: the file's stem)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per step (default: 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--model-config", metavar="JSON",
+                   help='model hyper-parameters, e.g. \'{"width": 64, "code_channels": 16}\'')
+    p.add_argument("--work-dir", help="checkpoints and metrics.csv (default: OUT with .work)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except SpeechCodecError as exc:
+        print(f"speechcodec: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print("speechcodec: error: no space left on device; nothing was written",
+                  file=sys.stderr)
+        else:
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"speechcodec: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("speechcodec: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

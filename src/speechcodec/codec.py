@@ -1,0 +1,312 @@
+"""The one module that joins the model, the frozen entropy tables and the bitstream.
+
+Audio is coded in chunks of a few seconds. Each chunk is encoded from a window that reaches
+``encoder_context_frames`` beyond its edges and decoded from codes reaching
+``decoder_context_frames`` beyond them, so the result equals coding the whole signal at once
+while memory stays bounded by one chunk, however long the input.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from speechcodec.audio import (
+    AtomicWriter,
+    as_mono,
+    check_finite,
+    expected_length,
+    probe,
+    read_mono_blocks,
+    resample_blocks,
+)
+from speechcodec.bitstream import (
+    RangeCoder,
+    StreamHeader,
+    read_stream,
+    write_chunk,
+    write_end,
+    write_header,
+)
+from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
+from speechcodec.modelfile import ModelFile
+
+DEFAULT_CHUNK_S = 4.0
+GAIN_RANGE = (0.01, 1000.0)
+ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    """What encoding wrote, measured from the bytes."""
+
+    num_bytes: int
+    duration_s: float
+    num_chunks: int
+    clipped_symbols: int
+
+    @property
+    def bitrate_bps(self) -> float:
+        return self.num_bytes * 8 / self.duration_s
+
+
+def active_rms(blocks: Iterable[np.ndarray], sample_rate_hz: int) -> tuple[float, int]:
+    """RMS over the 20 ms frames within 40 dB of the loudest, and the sample count.
+
+    Checks every sample is finite. Returns RMS 0.0 for digital silence.
+    """
+    frame = max(1, sample_rate_hz // 50)
+    powers: list[np.ndarray] = []
+    carry = np.zeros(0, np.float32)
+    total = 0
+    for block in blocks:
+        check_finite(block)
+        total += len(block)
+        data = np.concatenate([carry, block])
+        usable = len(data) // frame * frame
+        if usable:
+            powers.append(np.mean(data[:usable].reshape(-1, frame).astype(np.float64) ** 2, axis=1))
+        carry = data[usable:]
+    if len(carry):
+        powers.append(np.array([np.mean(carry.astype(np.float64) ** 2)]))
+    if not powers:
+        return 0.0, total
+    p = np.concatenate(powers)
+    loudest = float(p.max())
+    if loudest < 1e-14:
+        return 0.0, total
+    active = p[p >= loudest * 10 ** (ACTIVE_FLOOR_DB / 10)]
+    return math.sqrt(float(active.mean())), total
+
+
+def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: int, step: int,
+             ctx: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Cut a stream of arrays (along the last axis, ``total`` columns) into steps with context.
+
+    Yields ``(start, stop, window)`` where ``window`` holds columns ``start - ctx .. stop + ctx``,
+    zeros standing for columns outside ``0 .. total`` - the same zero padding a convolution over
+    the whole signal would see. Holds at most one step plus two contexts plus one block.
+    """
+    buf = np.zeros(lead_shape + (ctx,), np.float32)
+    buf_start = -ctx
+    start = 0
+
+    def emit():
+        nonlocal buf, buf_start, start
+        while start < total:
+            stop = min(start + step, total)
+            if buf_start + buf.shape[-1] < stop + ctx:
+                return  # wait for more input
+            yield start, stop, buf[..., start - ctx - buf_start: stop + ctx - buf_start]
+            drop = stop - ctx - buf_start
+            buf = buf[..., drop:]
+            buf_start += drop
+            start = stop
+
+    for block in blocks:
+        buf = np.concatenate([buf, block.astype(np.float32, copy=False)], axis=-1)
+        yield from emit()
+    missing = total + ctx - (buf_start + buf.shape[-1])
+    if missing > 0:
+        buf = np.concatenate([buf, np.zeros(lead_shape + (missing,), np.float32)], axis=-1)
+    yield from emit()
+
+
+class Codec:
+    """A loaded model ready to code: ``encode(audio, sample_rate) -> bytes`` and ``decode(bytes)``."""
+
+    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S):
+        self.model_file = model_file
+        self.name = model_file.name
+        self.config = model_file.config
+        self.info = model_file.info
+        self.fingerprint = model_file.fingerprint
+        self.model = model_file.build()
+        self.autoencoder = self.model.autoencoder
+        self.coder = RangeCoder(model_file.pmf)
+        self.sample_rate_hz = self.config.sample_rate_hz
+        self.samples_per_frame = self.config.samples_per_frame
+        self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))
+
+    @property
+    def bitrate_bps(self) -> int | None:
+        return self.info.get("bitrate_bps")
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, {self.bitrate_bps} bps, {self.sample_rate_hz} Hz)"
+
+    # ---- the array API -------------------------------------------------------------------
+
+    def encode(self, audio: np.ndarray, sample_rate: int) -> bytes:
+        """Code ``audio`` (float ``[N]``, ``[N, ch]`` or ``[ch, N]``, any rate) into bytes."""
+        mono = self._checked_array(audio, sample_rate)
+        out = io.BytesIO()
+        channels = 1 if np.ndim(audio) == 1 else min(np.shape(audio))
+        self._encode_stream(out, lambda: iter((mono,)), int(sample_rate), channels)
+        return out.getvalue()
+
+    def decode(self, data: bytes, sample_rate_hz: int | None = None) -> tuple[np.ndarray, int]:
+        """Bytes -> ``(float32 [N], rate)``; the rate is the input's unless ``sample_rate_hz``."""
+        header, blocks, rate = self._decode_stream(io.BytesIO(data), sample_rate_hz)
+        audio = np.concatenate(list(blocks)) if header.num_samples else np.zeros(0, np.float32)
+        return audio, rate
+
+    def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
+        mono = self._checked_array(audio, sample_rate)
+        gain, _ = self._gain(lambda: iter((mono,)), int(sample_rate))
+        n = expected_length(len(mono), int(sample_rate), self.sample_rate_hz)
+        blocks = resample_blocks(iter((mono,)), int(sample_rate), self.sample_rate_hz, n)
+        return np.concatenate([c for _, c, _ in self._code_chunks(blocks, n, gain)], axis=1)
+
+    def codes_from_bytes(self, data: bytes) -> np.ndarray:
+        """The integer code ``[C, F]`` held by a stream (range decoding only, no network)."""
+        header, chunks = read_stream(io.BytesIO(data))
+        self._check_header(header)
+        return np.concatenate([self.coder.decode(c.payload, c.num_frames) for c in chunks], axis=1)
+
+    # ---- the file API (streams: bounded memory) ------------------------------------------
+
+    def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
+                    progress: bool = False) -> EncodeStats:
+        """Encode an audio file (wav/flac/ogg/...) into ``dst``; nothing is left at ``dst`` on error."""
+        info = probe(src)
+        with AtomicWriter(dst) as tmp, open(tmp, "wb") as out:
+            bar = tqdm(total=round(info.duration_s, 1), unit="s", desc="encode", disable=not progress,
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+            with bar:
+                stats = self._encode_stream(out, lambda: read_mono_blocks(src), info.sample_rate_hz,
+                                            info.channels, on_chunk=bar.update)
+        return stats
+
+    def decode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
+                    sample_rate_hz: int | None = None, progress: bool = False) -> StreamHeader:
+        """Decode a stream file to a 16-bit WAV (or any soundfile format by extension)."""
+        src = Path(src)
+        if not src.is_file():
+            raise SpeechCodecError(f"input file {src} does not exist")
+        with open(src, "rb") as f:
+            header, blocks, rate = self._decode_stream(f, sample_rate_hz)
+            with AtomicWriter(dst) as tmp:
+                fmt = sf.available_formats()
+                ext = Path(dst).suffix.lstrip(".").upper() or "WAV"
+                if ext not in fmt:
+                    raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav or .flac")
+                bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
+                           disable=not progress,
+                           bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+                with bar, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format=ext,
+                                       subtype="PCM_16") as out:
+                    for block in blocks:
+                        out.write(np.clip(block, -1.0, 1.0))
+                        bar.update(len(block) / rate)
+        return header
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _checked_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384_000:
+            raise AudioInputError(f"sample_rate must be an integer from 1000 to 384000 Hz, got {sample_rate!r}")
+        mono = as_mono(audio)
+        if mono.size == 0:
+            raise AudioInputError("input audio has no samples")
+        check_finite(mono)
+        return mono
+
+    def _gain(self, make_blocks: Callable[[], Iterator[np.ndarray]], rate: int) -> tuple[float, int]:
+        """The gain that brings the active speech level to the model's ``input_rms``, and the
+        sample count; this pass also rejects empty and non-finite input before anything is written."""
+        rms, total = active_rms(make_blocks(), rate)
+        if total == 0:
+            raise AudioInputError("input audio has no samples")
+        if rms == 0.0:
+            return 1.0, total
+        # Rounded to float32 here because the header stores float32: both sides use this value.
+        return float(np.float32(np.clip(self.config.input_rms / rms, *GAIN_RANGE))), total
+
+    def _code_chunks(self, blocks: Iterable[np.ndarray], num_samples: int, gain: float):
+        """Yield ``(num_frames, codes int32 [C, num_frames], clipped)`` chunk by chunk."""
+        spf = self.samples_per_frame
+        num_frames = -(-num_samples // spf)
+        ctx = self.autoencoder.encoder_context_frames
+        m = self.config.max_symbol
+        with torch.inference_mode():
+            for start, stop, window in _windows(blocks, (), num_frames * spf,
+                                                self.chunk_frames * spf, ctx * spf):
+                x = torch.from_numpy(window * np.float32(gain))[None, None]  # [1, 1, T]
+                y = self.autoencoder.encode(x)[0]  # [C, F + 2 ctx]
+                n = (stop - start) // spf
+                codes = torch.round(y[:, ctx: ctx + n]).numpy()
+                clipped = int((np.abs(codes) > m).sum())
+                yield n, np.clip(codes, -m, m).astype(np.int32), clipped
+
+    def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
+                       rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
+                       ) -> EncodeStats:
+        """Two passes over the source blocks: loudness first, then coding."""
+        rms_gain, source_n = self._gain(make_blocks, rate)
+        n = expected_length(source_n, rate, self.sample_rate_hz)
+        header = StreamHeader(
+            model=self.name, fingerprint=self.fingerprint, sample_rate_hz=self.sample_rate_hz,
+            num_samples=n, samples_per_frame=self.samples_per_frame,
+            code_channels=self.config.code_channels, chunk_frames=self.chunk_frames,
+            gain=rms_gain, source_sample_rate_hz=rate, source_num_samples=source_n,
+            source_channels=channels,
+        )
+        written = write_header(out, header)
+        chunks = clipped = 0
+        blocks = resample_blocks(make_blocks(), rate, self.sample_rate_hz, n)
+        for num_frames, codes, clip in self._code_chunks(blocks, n, rms_gain):
+            written += write_chunk(out, num_frames, self.coder.encode(codes))
+            chunks += 1
+            clipped += clip
+            if on_chunk:
+                on_chunk(num_frames * self.samples_per_frame / self.sample_rate_hz)
+        written += write_end(out)
+        return EncodeStats(written, n / self.sample_rate_hz, chunks, clipped)
+
+    def _check_header(self, header: StreamHeader) -> None:
+        if header.model != self.name or header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"stream was written by model {header.model!r} (fingerprint {header.fingerprint}); "
+                f"this is {self.name!r} ({self.fingerprint}): decode it with the model that wrote it"
+            )
+        if (header.sample_rate_hz, header.samples_per_frame, header.code_channels) != (
+                self.sample_rate_hz, self.samples_per_frame, self.config.code_channels):
+            raise ModelMismatchError("stream geometry does not match the model")
+
+    def _decode_stream(self, src: BinaryIO, sample_rate_hz: int | None):
+        header, chunks = read_stream(src)
+        self._check_header(header)
+        rate = header.source_sample_rate_hz if sample_rate_hz is None else int(sample_rate_hz)
+        if not 1000 <= rate <= 384_000:
+            raise AudioInputError(f"output sample rate must be from 1000 to 384000 Hz, got {rate}")
+        if rate == header.source_sample_rate_hz:
+            out_n = header.source_num_samples
+        else:
+            out_n = expected_length(header.num_samples, header.sample_rate_hz, rate)
+        return header, resample_blocks(self._decode_chunks(header, chunks), header.sample_rate_hz,
+                                       rate, out_n), rate
+
+    def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
+        spf = self.samples_per_frame
+        ctx = self.autoencoder.decoder_context_frames
+        inv_gain = np.float32(1.0 / header.gain)
+        codes = (self.coder.decode(c.payload, c.num_frames).astype(np.float32) for c in chunks)
+        with torch.inference_mode():
+            for start, stop, window in _windows(codes, (self.config.code_channels,),
+                                                header.num_frames, self.chunk_frames, ctx):
+                x_hat = self.autoencoder.decode(torch.from_numpy(window)[None])[0, 0].numpy()
+                audio = x_hat[ctx * spf: (ctx + stop - start) * spf]
+                audio = audio[: max(0, header.num_samples - start * spf)]
+                yield audio * inv_gain

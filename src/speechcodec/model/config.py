@@ -1,0 +1,68 @@
+"""The hyper-parameters of a codec model: one JSON-serialisable record stored inside each model file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+ARCHES = ("folded", "paper")
+DECODER_HEADS = ("subpixel", "istft")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and coding parameters. Units are in the names; counts are plain ints.
+
+    ``folded`` (default): the waveform is folded into frames of ``fold`` samples first
+    (space-to-depth), so nearly every convolution runs at the code's frame rate.
+    ``paper``: the 2018 paper's autoencoder: two convolutions widening 1 -> ``width`` channels
+    (the second strided by ``downsample``), residual blocks, a convolution to the code; the
+    decoder mirrors it with sub-pixel (convolution + depth-to-space) upsampling.
+    """
+
+    arch: str = "folded"
+    sample_rate_hz: int = 16000
+    code_channels: int = 32
+    width: int = 128  # channels at the code frame rate
+    fold_width: int = 64  # channels at the fold rate (folded arch only)
+    kernel_size: int = 5
+    res_blocks: int = 3  # residual blocks per stage
+    fold: int = 40  # samples per folded frame (folded arch only)
+    downsample: int = 2  # folded: frames per code frame; paper: samples per code frame
+    decoder_head: str = "subpixel"  # "subpixel" upsampling, or "istft" (Vocos-style spectra)
+    max_symbol: int = 32  # codes are clipped to +-max_symbol for range coding
+    prior_components: int = 3  # logistic components per channel in the factorised prior
+    input_rms: float = 0.05  # the codec scales audio to this RMS before the encoder
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHES:
+            raise ValueError(f"arch must be one of {ARCHES}, got {self.arch!r}")
+        if self.decoder_head not in DECODER_HEADS:
+            raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
+        if self.arch == "paper" and self.decoder_head != "subpixel":
+            raise ValueError("arch 'paper' uses the sub-pixel decoder")
+        if self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd so convolutions stay centred")
+        for name in ("code_channels", "width", "fold_width", "fold", "downsample", "max_symbol",
+                     "prior_components", "sample_rate_hz"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Samples at ``sample_rate_hz`` per code frame."""
+        return self.fold * self.downsample if self.arch == "folded" else self.downsample
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.sample_rate_hz / self.samples_per_frame
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**values)

@@ -1,0 +1,90 @@
+"""Finding models by name: the shipped ones, plus any folder named in $SPEECHCODEC_MODEL_PATH."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from speechcodec.bitstream.container import read_header
+from speechcodec.codec import Codec
+from speechcodec.errors import ModelError, UnknownModelError
+from speechcodec.modelfile import load_model_file, read_metadata
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+MODEL_PATH_ENV = "SPEECHCODEC_MODEL_PATH"
+
+
+def model_dirs() -> list[Path]:
+    """Where models are looked up, first match wins: $SPEECHCODEC_MODEL_PATH, then shipped ones."""
+    extra = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    return extra + [PRETRAINED_DIR]
+
+
+def list_models() -> list[dict]:
+    """Every installed model: ``name``, ``bitrate_bps``, ``sample_rate_hz``, ``arch``, ``path``..."""
+    seen: dict[str, dict] = {}
+    for folder in model_dirs():
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            try:
+                meta = read_metadata(path)
+                config = json.loads(meta["config"])
+                info = json.loads(meta.get("info", "{}"))
+            except (ModelError, KeyError, ValueError):
+                continue  # a foreign or broken file in a model folder is not a model
+            name = meta["name"]
+            if name in seen:
+                continue
+            spf = config["fold"] * config["downsample"] if config["arch"] == "folded" else config["downsample"]
+            seen[name] = {
+                "name": name,
+                "bitrate_bps": info.get("bitrate_bps"),
+                "sample_rate_hz": config["sample_rate_hz"],
+                "arch": config["arch"],
+                "frame_rate_hz": config["sample_rate_hz"] / spf,
+                "code_channels": config["code_channels"],
+                "description": info.get("description", ""),
+                "path": str(path),
+            }
+    return sorted(seen.values(), key=lambda m: (m["bitrate_bps"] or 0, m["name"]))
+
+
+def find_model(name: str) -> Path:
+    for model in list_models():
+        if model["name"] == name:
+            return Path(model["path"])
+    names = ", ".join(m["name"] for m in list_models()) or "none"
+    raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
+                            f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")
+
+
+def model_for_bitrate(bitrate_bps: float) -> str:
+    """Name of the installed model whose nominal bitrate is nearest to ``bitrate_bps``."""
+    models = [m for m in list_models() if m["bitrate_bps"]]
+    if not models:
+        raise UnknownModelError("no installed model declares a bitrate; pass --model")
+    return min(models, key=lambda m: abs(m["bitrate_bps"] - bitrate_bps))["name"]
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int, size: int) -> Codec:
+    return Codec(load_model_file(path))
+
+
+def load(name_or_path: str | os.PathLike) -> Codec:
+    """A :class:`Codec` for an installed model name or a model file path."""
+    path = Path(name_or_path)
+    if not path.exists():
+        if path.suffix == ".safetensors" or os.sep in str(name_or_path):
+            raise ModelError(f"model file {path} does not exist")
+        path = find_model(str(name_or_path))
+    stat = path.stat()
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def decode(data: bytes, sample_rate_hz: int | None = None):
+    """Decode a stream with the installed model named in its header: ``(audio, rate)``."""
+    header, _ = read_header(io.BytesIO(data))
+    return load(header.model).decode(data, sample_rate_hz)

@@ -1,0 +1,179 @@
+"""The ``speechcodec`` command as a user runs it: end to end, and every bad input on one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import run_cli, synth_speech
+
+
+@pytest.fixture()
+def env(tiny_model):
+    return {"SPEECHCODEC_MODEL_PATH": str(tiny_model.parent)}
+
+
+@pytest.fixture()
+def wav(tmp_path):
+    path = tmp_path / "speech.wav"
+    sf.write(path, synth_speech(3.0, 16000, seed=9), 16000)
+    return path
+
+
+@pytest.fixture()
+def stream(tmp_path, wav, env):
+    out = tmp_path / "speech.spcd"
+    result = run_cli("encode", wav, out, "--model", "tiny-test", env=env)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def assert_one_line_error(result, output, match):
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("speechcodec: error:") and match in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+
+
+def test_encode_info_decode_end_to_end(tmp_path, wav, env):
+    out = tmp_path / "speech.spcd"
+    result = run_cli("encode", wav, out, "--bitrate", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "kbps" in result.stderr and "tiny-test" in result.stderr
+    info = run_cli("info", out, "--json", env=env)
+    facts = json.loads(info.stdout)
+    assert facts["model"] == "tiny-test" and facts["num_chunks"] == 1
+    assert facts["num_bytes"] == out.stat().st_size
+    assert facts["bitrate_kbps"] == pytest.approx(out.stat().st_size * 8 / 3.0 / 1000, rel=1e-3)
+    text = run_cli("info", out, env=env).stdout
+    assert "integrity" in text and "ok" in text
+    back = tmp_path / "back.wav"
+    result = run_cli("decode", out, back, env=env)
+    assert result.returncode == 0, result.stderr
+    audio, rate = sf.read(back)
+    assert rate == 16000 and len(audio) == 48000
+    result = run_cli("decode", out, tmp_path / "back8k.flac", "--sample-rate", "8000", env=env)
+    assert result.returncode == 0 and sf.info(str(tmp_path / "back8k.flac")).samplerate == 8000
+
+
+def test_models_lists_real_models(env):
+    result = run_cli("models", "--json", env=env)
+    models = json.loads(result.stdout)
+    assert {"name", "bitrate_bps", "sample_rate_hz"} <= set(models[0])
+    assert "tiny-test" in [m["name"] for m in models]
+    assert "tiny-test" in run_cli("models", env=env).stdout
+
+
+def test_help_answers():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "encode" in result.stdout and "examples" in result.stdout
+    for verb in ("encode", "decode", "info", "models", "train"):
+        assert run_cli(verb, "--help").returncode == 0
+
+
+def _bad_audio(tmp_path, kind):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not audio\n" * 10)
+    elif kind == "truncated":
+        sf.write(path, synth_speech(1.0), 16000)
+        path.write_bytes(path.read_bytes()[:30])
+    elif kind == "zero_length":
+        sf.write(path, np.zeros(0, np.float32), 16000)
+    elif kind == "nan":
+        audio = synth_speech(1.0)
+        audio[100] = np.nan
+        sf.write(path, audio, 16000, subtype="FLOAT")
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("missing", "does not exist"), ("empty", "empty"), ("text", "cannot read"),
+    ("truncated", "cannot read"), ("zero_length", "no audio samples"), ("nan", "NaN"),
+    ("directory", "directory"),
+])
+def test_bad_audio_input(tmp_path, env, kind, match):
+    out = tmp_path / "out.spcd"
+    result = run_cli("encode", _bad_audio(tmp_path, kind), out, "--model", "tiny-test", env=env)
+    assert_one_line_error(result, out, match)
+
+
+def _bad_stream(stream, kind):
+    data = bytearray(stream.read_bytes())
+    if kind == "truncated":
+        data = data[: len(data) - 7]
+    elif kind == "flipped":
+        data[len(data) // 2] ^= 0x04
+    elif kind == "random":
+        data = bytearray(np.random.default_rng(0).bytes(len(data)))
+    elif kind == "future":
+        data[4] = 9
+    elif kind == "empty":
+        data = bytearray()
+    bad = stream.with_name(f"{kind}.spcd")
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("truncated", "truncated"), ("flipped", "chunk 0"), ("random", "not a speechcodec stream"),
+    ("future", "newer"), ("empty", "empty"),
+])
+def test_bad_streams(stream, env, kind, match):
+    out = stream.with_name("out.wav")
+    assert_one_line_error(run_cli("decode", _bad_stream(stream, kind), out, env=env), out, match)
+    if kind != "empty":
+        assert run_cli("info", _bad_stream(stream, kind), env=env).returncode == 1
+
+
+def test_stream_for_a_model_we_do_not_have(stream, tmp_path, env):
+    out = tmp_path / "out.wav"
+    result = run_cli("decode", stream, out, env={"SPEECHCODEC_MODEL_PATH": str(tmp_path)})
+    assert_one_line_error(result, out, "no installed model is named 'tiny-test'")
+
+
+def test_unwritable_output_leaves_nothing(wav, env, tmp_path):
+    out = tmp_path / "no" / "such" / "dir" / "x.spcd"
+    result = run_cli("encode", wav, out, "--model", "tiny-test", env=env)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+from speechcodec.cli import main
+code = main(["encode", sys.argv[1], sys.argv[2], "--model", sys.argv[3], "-q"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def test_ten_minute_input_encodes_in_bounded_memory(tmp_path, tiny_model):
+    """Peak memory for 10 minutes of audio stays within a few MB of that for 1 minute."""
+    peaks = {}
+    for minutes in (1, 10):
+        src = tmp_path / f"{minutes}min.wav"
+        with sf.SoundFile(src, "w", samplerate=16000, channels=1, subtype="PCM_16") as f:
+            for i in range(minutes * 6):
+                f.write(synth_speech(10.0, seed=i))
+        result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(src),
+                                 str(tmp_path / f"{minutes}.spcd"), str(tiny_model)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        peaks[minutes] = int(result.stdout.strip()) / 1024  # ru_maxrss is in KiB on Linux
+    # 10 minutes of float32 audio alone would add 35 MiB; streaming must add far less.
+    assert peaks[10] - peaks[1] < 12, peaks

@@ -1,0 +1,135 @@
+"""The codec through its Python API, with a real trained model and real constriction coding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import speechcodec
+from conftest import synth_speech
+from speechcodec.bitstream.container import read_header
+from speechcodec.modelfile import load_model_file, save_model
+
+
+@pytest.fixture()
+def codec(tiny_model):
+    return speechcodec.load(tiny_model)
+
+
+def test_symbols_survive_the_bitstream_exactly(codec):
+    audio = synth_speech(9.0, seed=11)
+    data = codec.encode(audio, 16000)
+    assert np.array_equal(codec.codes_from_bytes(data), codec.codes(audio, 16000))
+
+
+def test_real_bits_match_the_models_estimate(codec):
+    audio = synth_speech(20.0, seed=12)
+    data = codec.encode(audio, 16000)
+    codes = codec.codes(audio, 16000)
+    estimate_bits = codec.coder.estimate_bits(codes)
+    import io
+
+    header_bytes = read_header(io.BytesIO(data))[1]
+    payload_bits = (len(data) - header_bytes) * 8
+    assert abs(payload_bits - estimate_bits) <= 0.03 * estimate_bits + 8 * 16 * 6  # + records
+
+
+def test_round_trip_keeps_rate_length_and_resembles_input(codec):
+    audio = synth_speech(2.5, seed=2)
+    decoded, rate = codec.decode(codec.encode(audio, 16000))
+    assert rate == 16000 and decoded.shape == audio.shape and decoded.dtype == np.float32
+    assert np.isfinite(decoded).all()
+
+
+def test_any_rate_and_channel_layout(codec):
+    mono = synth_speech(1.5, sample_rate_hz=44100, seed=4)
+    stereo = np.stack([mono, 0.5 * mono], axis=1)  # [N, 2]
+    for audio in (stereo, stereo.T, (mono * 32767).astype(np.int16)):
+        data = codec.encode(audio, 44100)
+        decoded, rate = codec.decode(data)
+        assert rate == 44100 and len(decoded) == len(mono)
+    decoded, rate = codec.decode(data, sample_rate_hz=8000)
+    assert rate == 8000 and len(decoded) == round(len(mono) * 8000 / 44100)
+
+
+@pytest.mark.parametrize("audio, match", [
+    (np.zeros(0, np.float32), "no samples"),
+    (np.array([0.1, np.nan, 0.2], np.float32), "NaN or infinite"),
+    (np.array([0.1, np.inf] * 100, np.float32), "NaN or infinite"),
+    (np.zeros((2, 3, 4), np.float32), "1-D or 2-D"),
+    (np.array(["a", "b"]), "numeric"),
+])
+def test_bad_arrays_raise_value_errors(codec, audio, match):
+    with pytest.raises(ValueError, match=match):
+        codec.encode(audio, 16000)
+
+
+def test_bad_sample_rate(codec):
+    with pytest.raises(speechcodec.AudioInputError, match="sample_rate"):
+        codec.encode(synth_speech(0.5), 0)
+
+
+def test_silence_and_tiny_inputs_code(codec):
+    for audio in (np.zeros(16000, np.float32), np.full(3, 0.01, np.float32)):
+        decoded, _ = codec.decode(codec.encode(audio, 16000))
+        assert decoded.shape == audio.shape and np.isfinite(decoded).all()
+
+
+def test_decode_picks_the_model_named_in_the_stream(model_path_env):
+    names = [m["name"] for m in speechcodec.list_models()]
+    assert "tiny-test" in names
+    entry = next(m for m in speechcodec.list_models() if m["name"] == "tiny-test")
+    assert entry["bitrate_bps"] == 4000 and entry["sample_rate_hz"] == 16000
+    codec = speechcodec.load("tiny-test")
+    data = codec.encode(synth_speech(1.0), 16000)
+    audio, rate = speechcodec.decode(data)
+    assert rate == 16000 and len(audio) == 16000
+
+
+def test_unknown_model_and_changed_weights_are_refused(tiny_model, tmp_path, monkeypatch):
+    codec = speechcodec.load(tiny_model)
+    data = codec.encode(synth_speech(1.0), 16000)
+    monkeypatch.setenv("SPEECHCODEC_MODEL_PATH", str(tmp_path))
+    with pytest.raises(speechcodec.UnknownModelError, match="tiny-test"):
+        speechcodec.decode(data)
+    # Same name, other weights: the fingerprint tells them apart.
+    loaded = load_model_file(tiny_model)
+    model = loaded.build()
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    other = save_model(tmp_path / "tiny-test.safetensors", model, loaded.pmf, "tiny-test")
+    with pytest.raises(speechcodec.ModelMismatchError, match="fingerprint"):
+        speechcodec.decode(data)
+    with pytest.raises(speechcodec.ModelMismatchError):
+        speechcodec.load(other).decode(data)
+
+
+def test_model_files_are_never_unpickled(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(speechcodec.ModelError, match="not a readable safetensors"):
+        speechcodec.load(evil)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(speechcodec.ModelError, match="does not exist"):
+        speechcodec.load(tmp_path / "missing.safetensors")
+
+
+def test_file_api_streams_and_writes_atomically(codec, tmp_path):
+    src = tmp_path / "in.flac"
+    sf.write(src, np.stack([synth_speech(5.0, 22050, 5)] * 2, axis=1), 22050)
+    stats = codec.encode_file(src, tmp_path / "out.spcd")
+    assert stats.num_bytes == (tmp_path / "out.spcd").stat().st_size
+    assert stats.num_chunks == 2  # 4-second chunks
+    header = codec.decode_file(tmp_path / "out.spcd", tmp_path / "back.wav")
+    info = sf.info(str(tmp_path / "back.wav"))
+    assert (info.samplerate, info.frames, info.channels) == (22050, 5 * 22050, 1)
+    assert header.source_channels == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.wav", "in.flac", "out.spcd"]
