@@ -88,3 +88,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
     command = [str(script)] if script.exists() else [sys.executable, "-m", "speechcodec.cli"]
     return subprocess.run([*command, *map(str, args)],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture()
+def small_disk(tmp_path) -> Path:
+    """A 300 kB tmpfs, to see what a full disk does; skips where mounting is not allowed."""
+    import subprocess
+
+    path = tmp_path / "small_disk"
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(path)],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    yield path
+    subprocess.run(["umount", str(path)], check=False)

@@ -153,6 +153,25 @@ def test_unwritable_output_leaves_nothing(wav, env, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_full_disk_leaves_no_output(tmp_path, env, small_disk):
+    src = tmp_path / "long.wav"
+    sf.write(src, np.tile(synth_speech(10.0), 6), 16000)  # one minute
+    out = small_disk / "long.spcd"
+    result = run_cli("encode", src, out, "--model", "tiny-test", env=env)
+    assert result.returncode == 0, result.stderr  # a minute of codes fits in 300 kB
+    back = small_disk / "long.wav"  # 1.9 MB of PCM does not
+    assert_one_line_error(run_cli("decode", out, back, env=env), back, "disk")
+    try:  # fill the disk, then encoding must fail cleanly too
+        with open(small_disk / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+    out2 = small_disk / "again.spcd"
+    assert_one_line_error(run_cli("encode", src, out2, "--model", "tiny-test", env=env), out2, "space")
+
+
 MEMORY_SCRIPT = """
 import resource, sys
 from speechcodec.cli import main

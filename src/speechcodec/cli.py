@@ -152,6 +152,101 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from speechcodec.data import download
+
+    path = download(args.url, args.out, sha256=args.sha256, size_bytes=args.size_bytes,
+                    progress=not args.quiet)
+    print(f"{path}: ready", file=sys.stderr)
+    return 0
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from speechcodec.data.demo import build_demo_corpus
+
+    path = build_demo_corpus(args.out)
+    print(f"{path}: demo corpus in the VCTK 0.92 layout", file=sys.stderr)
+    return 0
+
+
+def cmd_data_clean(args: argparse.Namespace) -> int:
+    from speechcodec.data import extract_vctk, scan_folder, scan_vctk
+    from speechcodec.data.clean import CleanConfig, clean_corpus
+
+    src = Path(args.input)
+    if not src.exists():
+        raise SpeechCodecError(f"input {src} does not exist")
+    if args.source == "vctk":
+        if src.is_file():
+            src = extract_vctk(src, args.extract_dir or src.with_suffix(""), progress=not args.quiet)
+        items = scan_vctk(src)
+    else:
+        items = scan_folder(src)
+    cfg = CleanConfig(sample_rate_hz=args.sample_rate, min_duration_s=args.min_duration,
+                      silence_dbfs=args.silence_dbfs,
+                      require_transcript=args.source == "vctk" and not args.allow_no_transcript)
+    kept, dropped = clean_corpus(items, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    print(f"{args.out}: kept {len(kept)} items of {kept['speaker'].nunique()} speakers, "
+          f"dropped {len(dropped)} ({dropped['reason'].value_counts().to_dict()})", file=sys.stderr)
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from speechcodec.data import split_speakers
+
+    summary = split_speakers(args.manifest, args.out, seed=args.seed,
+                             test_speakers=args.test_speakers or None, val_fraction=args.val_fraction)
+    counts = ", ".join(f"{k}: {len(summary[k]['speakers'])} speakers / {summary[k]['items']} items"
+                       for k in ("train", "val", "test"))
+    print(f"{args.out}: {counts}", file=sys.stderr)
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="download, clean and split training corpora",
+                          description="The pipeline's data stages, each usable on its own.")
+    verbs = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+
+    p = verbs.add_parser("download", help="resumable, checksum-verified download (e.g. VCTK 0.92)",
+                         description="Download a file with HTTP range resume; an interrupted "
+                                     "transfer continues on rerun; a bad checksum removes the download.")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True, help="file to write (e.g. resources/VCTK-Corpus-0.92.zip)")
+    p.add_argument("--sha256", help="expected SHA-256 (hex)")
+    p.add_argument("--size-bytes", type=int, help="expected size in bytes")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_download)
+
+    p = verbs.add_parser("demo", help="synthesise the built-in demo corpus (eSpeak NG, VCTK layout)")
+    p.add_argument("--out", required=True, help="zip to write")
+    p.set_defaults(func=cmd_data_demo)
+
+    p = verbs.add_parser("clean", help="keep usable items, resample once, report what was dropped",
+                         description="Clean a VCTK zip or folder (0.92 or 0.80 layout) or any "
+                                     "folder of audio (speaker = sub-folder).")
+    p.add_argument("--source", choices=["vctk", "folder"], default="vctk")
+    p.add_argument("--input", required=True, help="VCTK zip or folder, or a folder of audio")
+    p.add_argument("--out", required=True, help="folder for audio/, manifest.csv, report.csv")
+    p.add_argument("--extract-dir", help="where a VCTK zip is extracted (default: beside it)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: 16000)")
+    p.add_argument("--min-duration", type=float, default=0.5, help="seconds (default: 0.5)")
+    p.add_argument("--silence-dbfs", type=float, default=-60.0,
+                   help="items whose loudest 20 ms is below this are silence (default: -60)")
+    p.add_argument("--allow-no-transcript", action="store_true",
+                   help="keep VCTK items without transcripts")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_clean)
+
+    p = verbs.add_parser("split", help="speaker-disjoint test:train = 14:80 split, plus validation")
+    p.add_argument("--manifest", required=True, help="manifest.csv from 'data clean'")
+    p.add_argument("--out", required=True, help="folder for train.csv, val.csv, test.csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-speakers", nargs="*", help="name the test speakers instead")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.set_defaults(func=cmd_data_split)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechcodec",
@@ -195,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List shipped models and those in $SPEECHCODEC_MODEL_PATH.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
+    _add_data_parser(sub)
+
     p = sub.add_parser("train", help="train a model for one target bitrate",
                        description="Train a codec model on a folder of speech (any layout; "
                                    "wav/flac/ogg). Rerunning the same command resumes from the "

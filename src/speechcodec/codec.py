@@ -205,11 +205,15 @@ class Codec:
                 bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
                            disable=not progress,
                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
-                with bar, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format=ext,
-                                       subtype="PCM_16") as out:
-                    for block in blocks:
-                        out.write(np.clip(block, -1.0, 1.0))
-                        bar.update(len(block) / rate)
+                try:
+                    with bar, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format=ext,
+                                           subtype="PCM_16") as out:
+                        for block in blocks:
+                            out.write(np.clip(block, -1.0, 1.0))
+                            bar.update(len(block) / rate)
+                except sf.LibsndfileError as exc:  # libsndfile says "System error" on a full disk
+                    raise SpeechCodecError(f"cannot write {dst} ({exc.error_string}); "
+                                           f"is the disk full?") from None
         return header
 
     # ---- internals -------------------------------------------------------------------------
