@@ -202,6 +202,35 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from speechcodec.evaluate import evaluate, opus_target_for
+
+    spec, target, note, matched = args.model, args.target_bitrate, "", None
+    if args.opus_match:
+        neural = json.loads(Path(args.opus_match).read_text())
+        bps, note = opus_target_for(neural["kbps"])
+        spec, target, matched = f"opus:{bps}", bps, neural["codec"]
+    elif args.opus:
+        spec, target = f"opus:{args.opus}", args.opus
+    if not spec:
+        raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS or --opus-match SUMMARY")
+    summary = evaluate(spec, args.test_manifest, args.out, workers=args.workers or None,
+                       keep_audio=args.keep_audio, progress=not args.quiet,
+                       target_bitrate_bps=target, matched_to=matched, note=note)
+    print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, PESQ-WB {summary['pesq_wb']:.3f}, "
+          f"PESQ-NB {summary['pesq_nb']:.3f}, STOI {summary['stoi']:.3f} on {summary['items']} "
+          f"utterances", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from speechcodec.report import build_report, to_markdown
+
+    table = build_report(args.evals, args.out)
+    print(to_markdown(table))
+    return 0
+
+
 def _add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="download, clean and split training corpora",
                           description="The pipeline's data stages, each usable on its own.")
@@ -291,6 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
     _add_data_parser(sub)
+
+    p = sub.add_parser("eval", help="score a codec on a test manifest (real files, PESQ, STOI)",
+                       description="Encode every test utterance into a real file, decode it and "
+                                   "score it against the 16 kHz reference: PESQ-WB, PESQ-NB, STOI, "
+                                   "SNR; real kbps from the bytes written.")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="a speechcodec model")
+    p.add_argument("--opus", type=int, metavar="BPS", help="libopus at this target bitrate")
+    p.add_argument("--opus-match", metavar="SUMMARY_JSON",
+                   help="libopus at the measured bitrate of a neural run (its summary.json)")
+    p.add_argument("--target-bitrate", type=int, metavar="BPS", help="recorded as the target")
+    p.add_argument("--test-manifest", required=True, help="test.csv from 'data split'")
+    p.add_argument("--out", required=True, help="folder for scores.csv, summary.json, streams/")
+    p.add_argument("--keep-audio", action="store_true", help="also write decoded/*.flac")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="Table 1 (CSV, Markdown) and the rate-quality plot",
+                       description="Combine eval folders into the paper-style table and plot.")
+    p.add_argument("evals", nargs="+", help="folders written by 'speechcodec eval'")
+    p.add_argument("--out", required=True, help="folder for table1.*, rate_quality.*, metrics.json")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("train", help="train a model for one target bitrate",
                        description="Train a codec model on a folder of speech (any layout; "

@@ -161,6 +161,10 @@ class Codec:
         audio = np.concatenate(list(blocks)) if header.num_samples else np.zeros(0, np.float32)
         return audio, rate
 
+    def payload_bytes(self, data: bytes) -> int:
+        """Bytes the bitrate is computed from: every byte of the stream, header included."""
+        return len(data)
+
     def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
         mono = self._checked_array(audio, sample_rate)

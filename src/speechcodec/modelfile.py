@@ -88,6 +88,7 @@ def save_model(path: str | os.PathLike, model: CodecModel, pmf: np.ndarray, name
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # a model is meant to be shared
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,120 @@
+"""The report: a table like the paper's Table 1 (CSV and Markdown) and a rate-quality plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
+                 "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "delta_pesq_wb", "note"]
+
+
+def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
+    summaries, scores = [], []
+    for d in dirs:
+        d = Path(d)
+        summaries.append(json.loads((d / "summary.json").read_text()))
+        scores.append(pd.read_csv(d / "scores.csv"))
+    return summaries, pd.concat(scores, ignore_index=True)
+
+
+def build_table(summaries: list[dict]) -> pd.DataFrame:
+    """One row per neural model, beside Opus run at that model's measured bitrate."""
+    matched = {s["matched_to"]: s for s in summaries if s["kind"] == "opus" and s.get("matched_to")}
+    rows = []
+    for s in sorted((s for s in summaries if s["kind"] == "neural"), key=lambda s: s["kbps"]):
+        o = matched.get(s["codec"], {})
+        target = s.get("target_bitrate_bps")
+        rows.append({
+            "model": s["codec"],
+            "target_kbps": target / 1000 if target else math.nan,
+            "neural_kbps": s["kbps"], "neural_pesq_wb": s["pesq_wb"], "neural_pesq_nb": s["pesq_nb"],
+            "neural_stoi": s["stoi"],
+            "opus_kbps": o.get("kbps", math.nan), "opus_pesq_wb": o.get("pesq_wb", math.nan),
+            "opus_pesq_nb": o.get("pesq_nb", math.nan),
+            "delta_pesq_wb": s["pesq_wb"] - o.get("pesq_wb", math.nan),
+            "note": o.get("note", "") or ("" if o else "no matched Opus run"),
+        })
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    head = ("| model | real kbps | PESQ-WB | PESQ-NB | STOI | Opus kbps | Opus PESQ-WB | Opus PESQ-NB "
+            "| delta PESQ-WB | note |")
+    lines = [head, "|" + "---|" * 10]
+    for r in table.itertuples():
+        lines.append(f"| {r.model} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} | {r.neural_pesq_nb:.2f} "
+                     f"| {r.neural_stoi:.3f} | {r.opus_kbps:.2f} | {r.opus_pesq_wb:.2f} "
+                     f"| {r.opus_pesq_nb:.2f} | {r.delta_pesq_wb:+.2f} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Path) -> list[Path]:
+    """PESQ-WB against real kbps: both codecs' means, with every utterance as a faint dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {"neural": ("tab:blue", "o", "speechcodec"), "opus": ("tab:orange", "s", "Opus (libopus)")}
+    for kind, (color, marker, label) in styles.items():
+        group = sorted((s for s in summaries if s["kind"] == kind), key=lambda s: s["kbps"])
+        if not group:
+            continue
+        for s in group:
+            per = scores[scores["codec"] == s["codec"]]
+            ax.scatter(per["kbps"], per["pesq_wb"], s=6, color=color, alpha=0.15, linewidths=0)
+        ax.errorbar([s["kbps"] for s in group], [s["pesq_wb"] for s in group],
+                    yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
+                    label=label, linestyle="-" if kind == "opus" else "--")
+        if kind == "neural":
+            for s in group:
+                ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
+                            xytext=(4, -12), fontsize=7, color=color)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.margins(x=0.15, y=0.1)
+    ax.set_xlabel("real bitrate (kbps, log scale; bytes written x 8 / duration)")
+    ax.set_ylabel("PESQ-WB (mean, bars: +-1 s.d.)")
+    ax.set_title("Rate-quality on test speakers never seen in training")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out_stem.with_suffix(f".{ext}")
+        fig.savefig(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write ``table1.csv``, ``table1.md``, ``metrics.json``, ``rate_quality.{png,svg}``,
+    ``curve.csv`` (every codec's mean point, for DVC plots)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries, scores = _load(eval_dirs)
+    table = build_table(summaries)
+    table.to_csv(out / "table1.csv", index=False)
+    (out / "table1.md").write_text(to_markdown(table))
+    curve = pd.DataFrame([{"codec": s["codec"], "kind": s["kind"], "kbps": s["kbps"],
+                           "pesq_wb": s["pesq_wb"], "pesq_nb": s["pesq_nb"], "stoi": s["stoi"]}
+                          for s in summaries]).sort_values(["kind", "kbps"])
+    curve.to_csv(out / "curve.csv", index=False)
+    metrics = {r.model: {"kbps": round(r.neural_kbps, 3), "pesq_wb": round(r.neural_pesq_wb, 3),
+                         "opus_pesq_wb": None if math.isnan(r.opus_pesq_wb) else round(r.opus_pesq_wb, 3),
+                         "delta_pesq_wb": None if math.isnan(r.delta_pesq_wb) else round(r.delta_pesq_wb, 3)}
+               for r in table.itertuples()}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_rate_quality(summaries, scores, out / "rate_quality")
+    return table

@@ -1,0 +1,110 @@
+"""Evaluation: the PESQ conformance pair, real Opus, and a report from a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from conftest import SHARED, run_cli, synth_speech
+from speechcodec.baselines import OpusCodec
+from speechcodec.evaluate import evaluate, opus_target_for
+from speechcodec.metrics import pesq_nb, pesq_wb, snr_db, stoi
+from speechcodec.report import build_report
+
+PESQ_DIR = SHARED / "data" / "pesq_reference"
+
+
+def test_pesq_matches_the_conformance_pair():
+    if not (PESQ_DIR / "speech.wav").exists():
+        pytest.skip(f"PESQ reference pair not found at {PESQ_DIR}")
+    ref, rate = sf.read(PESQ_DIR / "speech.wav")
+    deg, _ = sf.read(PESQ_DIR / "speech_bab_0dB.wav")
+    assert rate == 16000
+    assert pesq_wb(ref, deg) == pytest.approx(1.0832337141036987, abs=1e-6)
+    assert pesq_nb(ref, deg) == pytest.approx(1.6072081327438354, abs=1e-6)
+
+
+def test_metrics_order_clean_above_noisy():
+    ref = synth_speech(3.0, seed=1)
+    noisy = ref + 0.05 * np.random.default_rng(0).standard_normal(len(ref)).astype(np.float32)
+    assert snr_db(ref, ref) > 100 and 5 < snr_db(ref, noisy) < 20
+    assert stoi(ref, ref) > stoi(ref, noisy)
+
+
+def test_opus_round_trip_on_real_speech(speech_file):
+    audio, rate = sf.read(speech_file, dtype="float32")
+    codec = OpusCodec(32000)
+    assert codec.version.startswith("libopus")
+    data = codec.encode(audio, rate)
+    decoded, out_rate = codec.decode(data)
+    assert out_rate == 16000 and len(decoded) == len(audio)
+    assert pesq_wb(audio, decoded) > 4.0  # delay-aligned: without alignment PESQ drops
+    kbps = codec.payload_bytes(data) * 8 / (len(audio) / rate) / 1000
+    assert 20 < kbps < 40
+
+
+def test_opus_rate_follows_its_target():
+    audio = synth_speech(4.0, seed=3)
+    rates = [OpusCodec(b).payload_bytes(OpusCodec(b).encode(audio, 16000)) for b in (8000, 24000)]
+    assert rates[0] < rates[1]
+
+
+def test_opus_floor_is_reported_not_extrapolated():
+    assert opus_target_for(3.4)[0] == 6000
+    assert "cannot go below" in opus_target_for(3.4)[1]
+    assert opus_target_for(12.3) == (12300, "")
+
+
+def _manifest(tmp_path, n=3):
+    rows = []
+    for i in range(n):
+        path = tmp_path / "audio" / f"u{i}.flac"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, synth_speech(2.0, seed=20 + i), 16000)
+        rows.append((f"spk{i}", f"u{i}", "", 2.0, f"audio/u{i}.flac", ""))
+    df = pd.DataFrame(rows, columns=["speaker", "utterance", "transcript", "duration_s", "path", "source"])
+    df.to_csv(tmp_path / "test.csv", index=False)
+    return tmp_path / "test.csv"
+
+
+def test_report_from_a_tiny_run(tmp_path, tiny_model):
+    manifest = _manifest(tmp_path)
+    neural = evaluate(str(tiny_model), manifest, tmp_path / "neural", workers=2, progress=False,
+                      target_bitrate_bps=4000, keep_audio=True)
+    streams = sorted((tmp_path / "neural" / "streams").iterdir())
+    assert len(streams) == 3
+    assert neural["kbps"] == pytest.approx(sum(p.stat().st_size for p in streams) * 8 / 6.0 / 1000)
+    assert len(list((tmp_path / "neural" / "decoded").glob("*.flac"))) == 3
+    bps, note = opus_target_for(neural["kbps"])
+    evaluate(f"opus:{bps}", manifest, tmp_path / "opus_m", workers=2, progress=False,
+             target_bitrate_bps=bps, matched_to=neural["codec"], note=note)
+    evaluate("opus:16000", manifest, tmp_path / "opus_16k", workers=1, progress=False)
+    table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k")], tmp_path / "report")
+    assert list(table.columns[:4]) == ["model", "target_kbps", "neural_kbps", "neural_pesq_wb"]
+    assert table["model"].tolist() == ["tiny-test"]
+    row = table.iloc[0]
+    assert row["delta_pesq_wb"] == pytest.approx(row["neural_pesq_wb"] - row["opus_pesq_wb"])
+    for name in ("table1.csv", "table1.md", "rate_quality.png", "rate_quality.svg", "metrics.json",
+                 "curve.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert (tmp_path / "report" / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert set(metrics) == {"tiny-test"}
+
+
+def test_eval_and_report_cli(tmp_path, tiny_model):
+    manifest = _manifest(tmp_path, n=2)
+    r = run_cli("eval", "--opus", "8000", "--test-manifest", manifest, "--out", tmp_path / "o8", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "PESQ-WB" in r.stderr
+    r = run_cli("eval", "--model", tiny_model, "--test-manifest", manifest, "--out", tmp_path / "n", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("eval", "--opus-match", tmp_path / "n" / "summary.json", "--test-manifest", manifest,
+                "--out", tmp_path / "om", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("report", tmp_path / "n", tmp_path / "om", tmp_path / "o8", "--out", tmp_path / "rep")
+    assert r.returncode == 0 and "| tiny-test |" in r.stdout
