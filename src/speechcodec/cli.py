@@ -130,25 +130,63 @@ def _audio_files(sources: list[str]) -> list[Path]:
     return files
 
 
+def _manifest_paths(path: str) -> list[str]:
+    from speechcodec.data.split import read_manifest
+
+    return read_manifest(path)["path"].tolist()
+
+
+def _relaunch_with_torchrun(nproc: int) -> int:
+    """Run this same command under torchrun with ``nproc`` processes (DDP)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:]]
+    if "--nproc" in argv:
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "speechcodec.cli", *argv]
+    return subprocess.call(command)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from speechcodec.config import load_config, model_name, training_configs
     from speechcodec.model import ModelConfig
     from speechcodec.train import TrainConfig, train
 
+    if args.config:
+        config = load_config(args.config)
+        model_cfg, train_cfg, gpus = training_configs(config, args.bitrate)
+        name = args.name or model_name(config, args.bitrate)
+    else:
+        try:
+            model_cfg = ModelConfig.from_dict(json.loads(args.model_config)) if args.model_config \
+                else ModelConfig()
+            train_cfg = TrainConfig(bitrate_bps=args.bitrate)
+        except (ValueError, TypeError) as exc:
+            raise SpeechCodecError(f"bad configuration: {exc}") from None
+        gpus, name = 1, args.name or Path(args.out).stem
+    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
+                                 ("seed", args.seed), ("device", args.device)) if v is not None}
+    train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **changes})
+    nproc = args.nproc or gpus
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch_with_torchrun(nproc)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        model_cfg = ModelConfig.from_dict(json.loads(args.model_config)) if args.model_config \
-            else ModelConfig()
-        train_cfg = TrainConfig(bitrate_bps=args.bitrate, steps=args.steps,
-                                batch_size=args.batch_size, seed=args.seed, device=args.device)
-    except (ValueError, TypeError) as exc:
-        raise SpeechCodecError(f"bad configuration: {exc}") from None
-    name = args.name or Path(args.out).stem
-    path = train(model_cfg, train_cfg, _audio_files(args.data), args.out, name,
-                 work_dir=args.work_dir, progress=not args.quiet)
-    print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
+    if args.train_manifest:
+        audio = _manifest_paths(args.train_manifest)
+    elif args.data:
+        audio = [str(p) for p in _audio_files(args.data)]
+    else:
+        raise SpeechCodecError("name the training audio: --train-manifest CSV or --data DIR")
+    val = _manifest_paths(args.val_manifest) if args.val_manifest else []
+    path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
+                 progress=not args.quiet)
+    if path:
+        print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
     return 0
 
 
@@ -344,23 +382,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("train", help="train a model for one target bitrate",
-                       description="Train a codec model on a folder of speech (any layout; "
-                                   "wav/flac/ogg). Rerunning the same command resumes from the "
-                                   "last checkpoint in --work-dir.")
-    p.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
-                   help="audio files or folders searched recursively")
+                       description="Train a codec model for one target bitrate: on the pipeline's "
+                                   "train manifest with settings from config.yaml, or on any "
+                                   "folder of speech. Rerunning the same command resumes from the "
+                                   "last checkpoint in --work-dir. Uses CUDA when present.")
+    p.add_argument("--config", metavar="YAML", help="pipeline config (model, train, overrides)")
     p.add_argument("--bitrate", type=int, required=True, metavar="BPS",
                    help="target bitrate in bits per second, e.g. 6000")
     p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.safetensors)")
-    p.add_argument("--name", help="model name written into streams (default: the file's stem)")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
-    p.add_argument("--batch-size", type=int, default=16, help="crops per step (default: 16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--train-manifest", metavar="CSV", help="train.csv from 'data split'")
+    p.add_argument("--val-manifest", metavar="CSV",
+                   help="val.csv: really range-coded at each checkpoint to steer the real bitrate")
+    p.add_argument("--data", nargs="+", metavar="DIR_OR_FILE",
+                   help="instead of a manifest: audio files or folders searched recursively")
+    p.add_argument("--name", help="model name written into streams (default: from config or OUT)")
     p.add_argument("--model-config", metavar="JSON",
-                   help='model hyper-parameters, e.g. \'{"width": 64, "code_channels": 16}\'')
-    p.add_argument("--work-dir", help="checkpoints and metrics.csv (default: OUT with .work)")
+                   help='without --config: model settings, e.g. \'{"width": 64, "code_channels": 16}\'')
+    p.add_argument("--steps", type=int, help="optimizer steps (overrides the config)")
+    p.add_argument("--batch-size", type=int, help="crops per step (overrides the config)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--nproc", type=int, default=0,
+                   help="processes for DistributedDataParallel via torchrun (default: train.gpus)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's)")
+    p.add_argument("--work-dir", help="checkpoints and metrics (default: OUT with .work)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     return parser

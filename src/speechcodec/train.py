@@ -1,8 +1,18 @@
-"""Rate-distortion training of one model per target bitrate, resumable from atomic checkpoints.
+"""Rate-distortion training of one model per target bitrate: resumable, GPU-ready, multi-GPU.
 
 loss = stft_weight * STFT + mse_weight * normalised MSE + lambda * kbps, where kbps is the ideal
-rate of the rounded codes under the learned prior. A simple multiplicative controller moves lambda
-so the measured rate settles on the target: above target, lambda grows; below, it shrinks.
+rate of the rounded codes under the learned prior. Two controllers keep the *real* bitrate on
+target:
+
+- every step, lambda is multiplied by ``exp(gain * clip(est / goal - 1, -1, 1))``: above the goal
+  it grows, below it shrinks;
+- at every checkpoint the model's tables are frozen and the validation files are really
+  range-coded; ``goal = target * est_train / real_val`` (smoothed) then corrects for the gap
+  between the estimate on training crops and the bytes written for whole validation files
+  (pauses, headers).
+
+Every batch is drawn from a generator seeded by (seed, rank, step), so a resumed run sees the
+same batches as an uninterrupted one: on the CPU the result is identical.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +31,18 @@ import torch
 from tqdm import tqdm
 
 from speechcodec.audio import read_audio
-from speechcodec.codec import active_rms
+from speechcodec.codec import Codec, active_rms
 from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel, ModelConfig
-from speechcodec.modelfile import save_model
+from speechcodec.modelfile import ModelFile, save_model
+
+TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "audio_s_per_s"]
+VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``bitrate_bps`` is the target the rate controller steers to."""
+    """How to train. ``bitrate_bps`` is the target the rate controllers steer the real rate to."""
 
     bitrate_bps: int
     steps: int = 2000
@@ -46,12 +59,24 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
-    device: str = "auto"
+    val_max_files: int = 24  # validation files really range-coded at each checkpoint
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    amp: str = "auto"  # bfloat16 autocast: auto = on GPU only; "on" also on CPU; "off"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown train config key(s): {', '.join(unknown)}")
+        return cls(**values)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no GPU")
     return torch.device(name)
 
 
@@ -73,26 +98,29 @@ def load_corpus(paths: Sequence[str | os.PathLike], sample_rate_hz: int, input_r
 
 
 class Batches:
-    """Random crops with level and polarity augmentation, from a seeded numpy generator."""
+    """Random crops with level and polarity augmentation; batch ``step`` depends only on
+    (seed, rank, step), which is what makes resumption exact."""
 
     def __init__(self, corpus: list[np.ndarray], crop: int, batch_size: int, gain_db: float,
-                 seed: int):
+                 seed: int, rank: int = 0):
         self.corpus = corpus
         self.crop = crop
         self.batch_size = batch_size
         self.gain_db = gain_db
+        self.seed = seed
+        self.rank = rank
         lengths = np.array([len(a) - crop + 1 for a in corpus], dtype=np.float64)
         self.weights = lengths / lengths.sum()
-        self.rng = np.random.default_rng(seed)
 
-    def next(self) -> np.ndarray:
+    def at(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.rank, step])
         batch = np.empty((self.batch_size, 1, self.crop), np.float32)
-        files = self.rng.choice(len(self.corpus), size=self.batch_size, p=self.weights)
+        files = rng.choice(len(self.corpus), size=self.batch_size, p=self.weights)
         for i, f in enumerate(files):
             audio = self.corpus[f]
-            start = self.rng.integers(0, len(audio) - self.crop + 1)
-            gain = 10 ** (self.rng.uniform(-self.gain_db, self.gain_db) / 20)
-            sign = 1.0 if self.rng.random() < 0.5 else -1.0
+            start = rng.integers(0, len(audio) - self.crop + 1)
+            gain = 10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)
+            sign = 1.0 if rng.random() < 0.5 else -1.0
             batch[i, 0] = audio[start: start + self.crop] * (gain * sign)
         return batch
 
@@ -106,34 +134,87 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
-          out_path: str | os.PathLike, name: str, work_dir: str | os.PathLike | None = None,
-          progress: bool = True, stop_after: int | None = None) -> Path | None:
-    """Train (or resume) and write the model file with frozen tables to ``out_path``.
+def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerows(rows)
 
-    ``work_dir`` holds ``checkpoint.pt`` and ``metrics.csv``; a rerun resumes from the checkpoint.
-    ``stop_after`` ends the run after that many steps without writing the model (for testing
-    resumption); returns None then.
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
+
+
+def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], name: str) -> dict:
+    """Freeze the tables, really range-code the validation audio, and measure distortion."""
+    cpu = CodecModel(cfg)
+    cpu.load_state_dict({k: v.detach().cpu().float() for k, v in model.state_dict().items()})
+    cpu.eval()
+    pmf = cpu.prior.freeze(cfg.max_symbol)
+    codec = Codec(ModelFile(name, cfg, cpu.state_dict(), pmf))
+    total_bytes, total_s, est_bits, distortion = 0, 0.0, 0.0, 0.0
+    with torch.inference_mode():
+        for audio in val_audio:
+            data = codec.encode(audio, cfg.sample_rate_hz)
+            total_bytes += len(data)
+            total_s += len(audio) / cfg.sample_rate_hz
+            est_bits += codec.coder.estimate_bits(codec.codes(audio, cfg.sample_rate_hz))
+            decoded, _ = codec.decode(data)
+            x = torch.from_numpy(audio)[None, None]
+            x_hat = torch.from_numpy(decoded)[None, None]
+            distortion += float(stft_loss(x_hat, x) + 2.0 * normalized_mse(x_hat, x))
+    return {"kbps_real": total_bytes * 8 / total_s / 1000, "kbps_estimated_val": est_bits / total_s / 1000,
+            "distortion": distortion / len(val_audio), "pmf": pmf, "state": cpu.state_dict()}
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
+          out_path: str | os.PathLike, name: str, val_paths: Sequence[str | os.PathLike] = (),
+          work_dir: str | os.PathLike | None = None, progress: bool = True,
+          stop_after: int | None = None, info: dict | None = None) -> Path | None:
+    """Train (or resume) and write the best model, with frozen tables, to ``out_path``.
+
+    ``work_dir`` (default: ``out_path`` with ``.work``) holds ``checkpoint.pt``, ``best.safetensors``,
+    ``metrics.csv`` and ``val_metrics.csv``; rerunning the same call resumes from the checkpoint.
+    Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 writes.
+    ``stop_after`` ends the run after that step without writing the model (returns None).
     """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.device, local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    main = rank == 0
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
     work.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     spf = model_cfg.samples_per_frame
     crop = max(spf, round(cfg.crop_s * model_cfg.sample_rate_hz) // spf * spf)
     corpus = load_corpus(audio_paths, model_cfg.sample_rate_hz, model_cfg.input_rms, crop)
-    batches = Batches(corpus, crop, cfg.batch_size, cfg.gain_db, cfg.seed)
+    batches = Batches(corpus, crop, cfg.batch_size, cfg.gain_db, cfg.seed, rank)
+    val_audio = []
+    if main and val_paths:
+        val_audio = load_corpus(list(val_paths)[: cfg.val_max_files], model_cfg.sample_rate_hz,
+                                model_cfg.input_rms, spf)
 
     model = CodecModel(model_cfg).to(device)
-    # The prior has few parameters and must track the moving code distribution closely: a
+    # The prior has few parameters and must follow the moving code distribution closely: a
     # faster learning rate for it keeps the estimated rate honest early in training.
     optimizer = torch.optim.Adam([
         {"params": model.autoencoder.parameters(), "lr_scale": 1.0},
         {"params": model.prior.parameters(), "lr_scale": cfg.prior_lr_scale},
     ], lr=cfg.lr)
-    step, rate_lambda = 0, cfg.rate_lambda
-    ckpt_path = work / "checkpoint.pt"
+    step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
+    ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state["model_config"] != model_cfg.to_dict() or state["train_config"] != asdict(cfg):
@@ -142,38 +223,32 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, rate_lambda = state["step"], state["rate_lambda"]
-        batches.rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        goal_kbps, best = state["goal_kbps"], state["best"]
+    if main:
+        _truncate_csv(work / "metrics.csv", step)
+        _truncate_csv(work / "val_metrics.csv", step)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
 
-    metrics_path = work / "metrics.csv"
-    fields = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr"]
-    if step == 0 or not metrics_path.exists():
-        with open(metrics_path, "w", newline="") as f:
-            csv.writer(f).writerow(fields)
-    else:  # drop rows logged after the checkpoint we resume from
-        with open(metrics_path) as f:
-            rows = [r for r in csv.reader(f)]
-        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-        with open(metrics_path, "w", newline="") as f:
-            csv.writer(f).writerows(keep)
-
-    frame_seconds = crop / model_cfg.sample_rate_hz * cfg.batch_size
+    batch_audio_s = crop / model_cfg.sample_rate_hz * cfg.batch_size
     target_kbps = cfg.bitrate_bps / 1000
     decay_from = int(cfg.steps * cfg.lr_decay_from)
-    started = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=not progress,
+    started, run_steps = time.time(), 0
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=not (progress and main),
                dynamic_ncols=True)
-    log_rows = []
+    log_rows: list[list] = []
+    last_real = math.nan
+    window_kbps: list[float] = []  # training-rate estimates since the last checkpoint
     model.train()
-    while step < cfg.steps:
-        if stop_after is not None and step >= stop_after:
-            break
+    while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        x = torch.from_numpy(batches.next()).to(device)
-        x_hat, _, bits = model(x)
-        kbps = bits / frame_seconds / 1000
+        x = torch.from_numpy(batches.at(step)).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            x_hat, _, bits = net(x)
+        x_hat = x_hat.float()
+        kbps = bits / batch_audio_s / 1000
         l_stft = stft_loss(x_hat, x)
         l_mse = normalized_mse(x_hat, x)
         loss = cfg.stft_weight * l_stft + cfg.mse_weight * l_mse + rate_lambda * kbps
@@ -181,36 +256,83 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         loss.backward()
         optimizer.step()
         step += 1
-        measured = float(kbps.detach())
-        # Multiplicative controller on the rounded-code rate: bounded, never negative.
-        rate_lambda *= math.exp(cfg.controller_gain * max(-1.0, min(1.0, measured / target_kbps - 1)))
+        run_steps += 1
+        measured = kbps.detach()
+        if world > 1:  # every rank applies the same lambda update
+            torch.distributed.all_reduce(measured)
+            measured /= world
+        measured = float(measured)
+        window_kbps.append(measured)
+        rate_lambda *= math.exp(cfg.controller_gain * max(-1.0, min(1.0, measured / goal_kbps - 1)))
         rate_lambda = min(max(rate_lambda, 1e-5), 100.0)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda, lr])
-            bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}")
+        if main and (step % cfg.log_every == 0 or step == cfg.steps):
+            speed = run_steps * batch_audio_s * world / max(1e-6, time.time() - started)
+            log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda,
+                             lr, round(speed, 2)])
+            bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}",
+                            real=f"{last_real:.2f}", refresh=False)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            with open(metrics_path, "a", newline="") as f:
-                csv.writer(f).writerows(log_rows)
-            log_rows = []
-            _save_checkpoint(ckpt_path, {
-                "step": step, "rate_lambda": rate_lambda,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "numpy_rng": batches.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
-            })
+            if main:
+                val_row = None
+                if val_audio:
+                    v = validate(model, model_cfg, val_audio, name)
+                    last_real = v["kbps_real"]
+                    # Steer the training estimate so that the real validation rate hits the target.
+                    ratio = v["kbps_estimated_val"] / max(v["kbps_real"], 1e-6)
+                    est_to_val = float(np.mean(window_kbps)) / max(v["kbps_estimated_val"], 1e-6)
+                    goal_kbps = 0.5 * goal_kbps + 0.5 * target_kbps * ratio * est_to_val
+                    on_target = abs(v["kbps_real"] / target_kbps - 1) <= 0.10
+                    is_best = on_target and v["distortion"] < best
+                    if is_best:
+                        best = v["distortion"]
+                        save_model(best_path, model_cfg_model(model_cfg, v["state"]), v["pmf"], name,
+                                   {"bitrate_bps": cfg.bitrate_bps, "step": step})
+                    val_row = [step, v["kbps_real"], v["kbps_estimated_val"], v["distortion"],
+                               goal_kbps, int(is_best)]
+                _append_csv(work / "metrics.csv", TRAIN_FIELDS, log_rows)
+                if val_row:
+                    _append_csv(work / "val_metrics.csv", VAL_FIELDS, [val_row])
+                log_rows = []
+                _save_checkpoint(ckpt_path, {
+                    "step": step, "rate_lambda": rate_lambda, "goal_kbps": goal_kbps, "best": best,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
+                })
+            window_kbps = []
+            if world > 1:
+                goal = torch.tensor([goal_kbps], dtype=torch.float64)
+                torch.distributed.broadcast(goal, 0)
+                goal_kbps = float(goal)
     bar.close()
-    if step < cfg.steps:
+    if world > 1:
+        torch.distributed.barrier()
+    if step < cfg.steps or not main:
         return None
-    model = model.cpu().eval()
-    pmf = model.prior.freeze(model_cfg.max_symbol)
-    info = {
+    model = model.cpu().float().eval()
+    elapsed = time.time() - started
+    meta = {
         "bitrate_bps": cfg.bitrate_bps,
         "steps": step,
-        "device": str(device),
-        "train_seconds_last_run": round(time.time() - started, 1),
+        "device": f"{device.type} x{world}" if world > 1 else str(device),
+        "train_seconds_last_run": round(elapsed, 1),
+        "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
         "train_files": len(corpus),
         "train_audio_s": round(sum(len(a) for a in corpus) / model_cfg.sample_rate_hz, 1),
         "train_config": asdict(cfg),
+        **(info or {}),
     }
-    return save_model(out_path, model, pmf, name, info)
+    if best_path.exists():  # the best validated model on target, else the final one
+        from speechcodec.modelfile import load_model_file
+
+        chosen = load_model_file(best_path)
+        meta["selected_step"] = chosen.info.get("step")
+        return save_model(out_path, chosen.build(), chosen.pmf, name, meta)
+    meta["selected_step"] = step
+    return save_model(out_path, model, model.prior.freeze(model_cfg.max_symbol), name, meta)
+
+
+def model_cfg_model(cfg: ModelConfig, state: dict) -> CodecModel:
+    model = CodecModel(cfg)
+    model.load_state_dict(state)
+    return model

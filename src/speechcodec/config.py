@@ -1,0 +1,61 @@
+"""The pipeline's one parameter file (config.yaml): loading it and deriving per-bitrate settings.
+
+Snakemake, DVC and the CLI all read the same file; per-bitrate ``overrides`` change one
+bitrate's model or training without touching the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from speechcodec.errors import SpeechCodecError
+from speechcodec.model import ModelConfig
+from speechcodec.train import TrainConfig
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechCodecError(f"config file {path} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpeechCodecError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise SpeechCodecError(f"{path} does not hold a mapping of settings")
+    return config
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (extra or {}).items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def bitrate_settings(config: dict, bitrate_bps: int) -> dict:
+    """The ``model`` and ``train`` sections for one bitrate, with its overrides applied."""
+    overrides = (config.get("overrides") or {}).get(str(bitrate_bps)) or \
+        (config.get("overrides") or {}).get(int(bitrate_bps)) or {}
+    return {"model": _merge(config.get("model", {}), overrides.get("model", {})),
+            "train": _merge(config.get("train", {}), overrides.get("train", {}))}
+
+
+def training_configs(config: dict, bitrate_bps: int) -> tuple[ModelConfig, TrainConfig, int]:
+    """(model config, train config, number of GPUs/processes) for one bitrate."""
+    settings = bitrate_settings(config, bitrate_bps)
+    train = dict(settings["train"])
+    gpus = int(train.pop("gpus", 1))
+    try:
+        return (ModelConfig.from_dict(settings["model"]),
+                TrainConfig.from_dict({**train, "bitrate_bps": int(bitrate_bps)}), gpus)
+    except (TypeError, ValueError) as exc:
+        raise SpeechCodecError(f"bad model/train settings for {bitrate_bps} bps: {exc}") from None
+
+
+def model_name(config: dict, bitrate_bps: int) -> str:
+    return f"{config.get('name', 'speechcodec')}-{int(bitrate_bps)}bps"

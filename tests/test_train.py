@@ -1,0 +1,135 @@
+"""Training: loss falls, resumption is exact, the rate controller steers the real bitrate, DDP runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY_MODEL_CONFIG, run_cli
+from speechcodec.config import training_configs
+from speechcodec.model import ModelConfig
+from speechcodec.modelfile import load_model_file
+from speechcodec.train import TrainConfig, train
+
+TINY = ModelConfig(**TINY_MODEL_CONFIG)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(bitrate_bps=4000, steps=20, batch_size=4, crop_s=0.5, checkpoint_every=10, log_every=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_loss_falls(tmp_path, synth_corpus):
+    train(TINY, _cfg(steps=60, checkpoint_every=60, lr=3e-3), synth_corpus, tmp_path / "m.safetensors",
+          "m", progress=False)
+    m = pd.read_csv(tmp_path / "m.work" / "metrics.csv")
+    distortion = m["stft"] + 2 * m["mse"]
+    assert distortion[-10:].mean() < 0.8 * distortion[:10].mean()
+    assert list(m["step"]) == list(range(1, 61))
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, synth_corpus):
+    whole = train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m",
+                  val_paths=synth_corpus[:1], progress=False)
+    assert train(TINY, _cfg(), synth_corpus, tmp_path / "b.safetensors", "m", val_paths=synth_corpus[:1],
+                 progress=False, stop_after=10) is None
+    assert not (tmp_path / "b.safetensors").exists()
+    assert torch.load(tmp_path / "b.work" / "checkpoint.pt", weights_only=True)["step"] == 10
+    resumed = train(TINY, _cfg(), synth_corpus, tmp_path / "b.safetensors", "m",
+                    val_paths=synth_corpus[:1], progress=False)
+    a, b = load_model_file(whole), load_model_file(resumed)
+    assert a.info["steps"] == b.info["steps"] == 20
+    for key in a.state_dict:
+        assert torch.equal(a.state_dict[key], b.state_dict[key]), key
+    assert (a.pmf == b.pmf).all()
+    cols = ["step", "loss", "kbps_estimated"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.work" / "metrics.csv")[cols],
+                                  pd.read_csv(tmp_path / "b.work" / "metrics.csv")[cols])
+
+
+def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
+    train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(TINY, _cfg(lr=1e-4), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
+
+
+def test_rate_controller_moves_the_real_bitrate_toward_the_target(tmp_path, synth_corpus):
+    """A reachable low target is approached from above; an unreachable high one relaxes lambda."""
+    finals, lambdas = {}, {}
+    for target in (700, 6000):
+        cfg = _cfg(bitrate_bps=target, steps=150, checkpoint_every=25, controller_gain=0.1, lr=3e-3,
+                   log_every=10)
+        train(TINY, cfg, synth_corpus, tmp_path / f"{target}.safetensors", "m",
+              val_paths=synth_corpus[-2:], progress=False)
+        val = pd.read_csv(tmp_path / f"{target}.work" / "val_metrics.csv")
+        finals[target] = (val["kbps_real"].iloc[0], val["kbps_real"].iloc[-1])
+        lambdas[target] = pd.read_csv(tmp_path / f"{target}.work" / "metrics.csv")["rate_lambda"].iloc[-1]
+    first, last = finals[700]
+    assert abs(last - 0.7) < 0.5 * abs(first - 0.7)
+    assert finals[700][1] < finals[6000][1]
+    assert lambdas[6000] < cfg.rate_lambda / 10 < lambdas[700]
+
+
+def test_ddp_with_two_gloo_processes(tmp_path, synth_corpus):
+    out = tmp_path / "ddp.safetensors"
+    r = run_cli("train", "--data", *synth_corpus, "--bitrate", "4000", "--out", out, "--steps", "6",
+                "--batch-size", "2", "--nproc", "2", "--threads", "1", "--device", "cpu", "-q",
+                "--model-config", '{"width": 32, "fold_width": 16, "code_channels": 8, "res_blocks": 1}',
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = load_model_file(out)
+    assert model.info["device"] == "cpu x2" and model.info["steps"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.safetensors", "ddp.work"]
+
+
+KILL_SCRIPT = f"""
+import sys, torch
+torch.set_num_threads(1)
+from speechcodec.model import ModelConfig
+from speechcodec.train import TrainConfig, train
+cfg = TrainConfig(bitrate_bps=4000, steps=400, batch_size=2, crop_s=0.5, checkpoint_every=5)
+train(ModelConfig(**{TINY_MODEL_CONFIG!r}), cfg, sys.argv[2:], sys.argv[1], "k", progress=False)
+"""
+
+
+def test_kill_minus_nine_then_resume(tmp_path, synth_corpus):
+    out = tmp_path / "k.safetensors"
+    args = [sys.executable, "-c", KILL_SCRIPT, str(out), *map(str, synth_corpus)]
+    proc = subprocess.Popen(args)
+    ckpt = tmp_path / "k.work" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and
+                                          torch.load(ckpt, weights_only=True)["step"] >= 10):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = torch.load(ckpt, weights_only=True)["step"]  # whole and loadable after the kill
+    assert 10 <= step < 400 and not out.exists()
+    subprocess.run(args, check=True, timeout=600)
+    assert load_model_file(out).info["steps"] == 400
+    metrics = pd.read_csv(tmp_path / "k.work" / "metrics.csv")
+    assert metrics["step"].is_monotonic_increasing and metrics["step"].iloc[-1] == 400
+
+
+def test_per_bitrate_overrides():
+    config = {"name": "x", "model": {"code_channels": 8}, "train": {"steps": 100, "gpus": 1},
+              "overrides": {"6000": {"train": {"steps": 300}, "model": {"code_channels": 16}}}}
+    m3, t3, _ = training_configs(config, 3000)
+    m6, t6, _ = training_configs(config, 6000)
+    assert (t3.steps, m3.code_channels) == (100, 8)
+    assert (t6.steps, m6.code_channels, t6.bitrate_bps) == (300, 16, 6000)
