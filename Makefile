@@ -28,9 +28,10 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
 test: lint
-	$(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -184,7 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SpeechCodecError("name the training audio: --train-manifest CSV or --data DIR")
     val = _manifest_paths(args.val_manifest) if args.val_manifest else []
     path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
-                 progress=not args.quiet)
+                 progress=not args.quiet, metrics_dir=args.metrics_dir,
+                 restart_on_change=args.restart_on_change)
     if path:
         print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
     return 0
@@ -207,6 +208,15 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from speechcodec.config import load_config
+    from speechcodec.data.prepare import fetch_corpus
+
+    out = fetch_corpus(load_config(args.config), args.out, progress=not args.quiet)
+    print(f"{out}: corpus ready", file=sys.stderr)
+    return 0
+
+
 def cmd_data_clean(args: argparse.Namespace) -> int:
     from speechcodec.data import extract_vctk, scan_folder, scan_vctk
     from speechcodec.data.clean import CleanConfig, clean_corpus
@@ -214,15 +224,22 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
         raise SpeechCodecError(f"input {src} does not exist")
-    if args.source == "vctk":
-        if src.is_file():
-            src = extract_vctk(src, args.extract_dir or src.with_suffix(""), progress=not args.quiet)
-        items = scan_vctk(src)
+    if args.config:
+        from speechcodec.config import load_config
+        from speechcodec.data.prepare import clean_config, corpus_items
+
+        items, kind = corpus_items(src)
+        cfg = clean_config(load_config(args.config), kind)
     else:
-        items = scan_folder(src)
-    cfg = CleanConfig(sample_rate_hz=args.sample_rate, min_duration_s=args.min_duration,
-                      silence_dbfs=args.silence_dbfs,
-                      require_transcript=args.source == "vctk" and not args.allow_no_transcript)
+        if args.source == "vctk":
+            if src.is_file():
+                src = extract_vctk(src, args.extract_dir or src.with_suffix(""), progress=not args.quiet)
+            items = scan_vctk(src)
+        else:
+            items = scan_folder(src)
+        cfg = CleanConfig(sample_rate_hz=args.sample_rate, min_duration_s=args.min_duration,
+                          silence_dbfs=args.silence_dbfs,
+                          require_transcript=args.source == "vctk" and not args.allow_no_transcript)
     kept, dropped = clean_corpus(items, args.out, cfg, workers=args.workers, progress=not args.quiet)
     print(f"{args.out}: kept {len(kept)} items of {kept['speaker'].nunique()} speakers, "
           f"dropped {len(dropped)} ({dropped['reason'].value_counts().to_dict()})", file=sys.stderr)
@@ -232,8 +249,15 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
 def cmd_data_split(args: argparse.Namespace) -> int:
     from speechcodec.data import split_speakers
 
-    summary = split_speakers(args.manifest, args.out, seed=args.seed,
-                             test_speakers=args.test_speakers or None, val_fraction=args.val_fraction)
+    seed, test_speakers, val_fraction, ratio = args.seed, args.test_speakers, args.val_fraction, (14, 80)
+    if args.config:
+        from speechcodec.config import load_config
+
+        split = load_config(args.config)["data"]["split"]
+        seed, test_speakers = int(split["seed"]), split["test_speakers"]
+        val_fraction, ratio = float(split["val_fraction"]), tuple(split["ratio_test_train"])
+    summary = split_speakers(args.manifest, args.out, ratio=ratio, seed=seed,
+                             test_speakers=test_speakers or None, val_fraction=val_fraction)
     counts = ", ".join(f"{k}: {len(summary[k]['speakers'])} speakers / {summary[k]['items']} items"
                        for k in ("train", "val", "test"))
     print(f"{args.out}: {counts}", file=sys.stderr)
@@ -264,8 +288,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from speechcodec.report import build_report, to_markdown
 
-    table = build_report(args.evals, args.out)
+    evals = list(args.evals)
+    if args.config:
+        from speechcodec.config import eval_dirs, load_config
+
+        if len(evals) != 1:
+            raise SpeechCodecError("with --config, give the one folder that holds the eval runs")
+        evals = [str(p) for p in eval_dirs(load_config(args.config), evals[0])]
+    table = build_report(evals, args.out)
     print(to_markdown(table))
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from speechcodec.config import load_config
+    from speechcodec.listen import build_listening_page
+
+    page = build_listening_page(load_config(args.config), args.results, args.out)
+    print(f"{page}: open it in a browser", file=sys.stderr)
     return 0
 
 
@@ -284,6 +324,15 @@ def _add_data_parser(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_data_download)
 
+    p = verbs.add_parser("fetch", help="get the corpus named in a config (demo, vctk or folder)",
+                         description="Download/synthesise and safely extract the corpus the config "
+                                     "names; an existing VCTK zip or folder (data.vctk.local_path) "
+                                     "is used in place.")
+    p.add_argument("--config", required=True, metavar="YAML")
+    p.add_argument("--out", required=True, help="folder for the extracted corpus")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_fetch)
+
     p = verbs.add_parser("demo", help="synthesise the built-in demo corpus (eSpeak NG, VCTK layout)")
     p.add_argument("--out", required=True, help="zip to write")
     p.set_defaults(func=cmd_data_demo)
@@ -291,6 +340,9 @@ def _add_data_parser(sub) -> None:
     p = verbs.add_parser("clean", help="keep usable items, resample once, report what was dropped",
                          description="Clean a VCTK zip or folder (0.92 or 0.80 layout) or any "
                                      "folder of audio (speaker = sub-folder).")
+    p.add_argument("--config", metavar="YAML",
+                   help="take the source kind and cleaning settings from a pipeline config; "
+                        "--input is then a folder written by 'data fetch'")
     p.add_argument("--source", choices=["vctk", "folder"], default="vctk")
     p.add_argument("--input", required=True, help="VCTK zip or folder, or a folder of audio")
     p.add_argument("--out", required=True, help="folder for audio/, manifest.csv, report.csv")
@@ -308,6 +360,7 @@ def _add_data_parser(sub) -> None:
     p = verbs.add_parser("split", help="speaker-disjoint test:train = 14:80 split, plus validation")
     p.add_argument("--manifest", required=True, help="manifest.csv from 'data clean'")
     p.add_argument("--out", required=True, help="folder for train.csv, val.csv, test.csv")
+    p.add_argument("--config", metavar="YAML", help="take seed, ratio, test speakers from data.split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-speakers", nargs="*", help="name the test speakers instead")
     p.add_argument("--val-fraction", type=float, default=0.05)
@@ -322,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "chunk by chunk with CRC32.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    parser.add_argument("--log", metavar="FILE",
+                        help="write messages to FILE instead of the terminal (folders are created)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("encode", help="audio file (wav/flac/ogg, any rate, any channels) -> stream",
@@ -377,9 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="Table 1 (CSV, Markdown) and the rate-quality plot",
                        description="Combine eval folders into the paper-style table and plot.")
-    p.add_argument("evals", nargs="+", help="folders written by 'speechcodec eval'")
+    p.add_argument("evals", nargs="+",
+                   help="folders written by 'speechcodec eval' (with --config: their parent folder)")
+    p.add_argument("--config", metavar="YAML",
+                   help="report exactly the runs this config asks for (bitrates, Opus grid)")
     p.add_argument("--out", required=True, help="folder for table1.*, rate_quality.*, metrics.json")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("listen", help="static HTML page to hear original, neural and Opus side by side",
+                       description="Build the listening page from a pipeline run's eval outputs.")
+    p.add_argument("--config", required=True, metavar="YAML")
+    p.add_argument("--results", required=True, help="the run's results folder (results/NAME)")
+    p.add_argument("--out", required=True, help="folder for index.html and assets/")
+    p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("train", help="train a model for one target bitrate",
                        description="Train a codec model for one target bitrate: on the pipeline's "
@@ -406,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for DistributedDataParallel via torchrun (default: train.gpus)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's)")
     p.add_argument("--work-dir", help="checkpoints and metrics (default: OUT with .work)")
+    p.add_argument("--metrics-dir", help="metrics.csv and val_metrics.csv (default: the work dir)")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="start afresh when the checkpoint has other settings (default: refuse)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     return parser
@@ -417,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.log:
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr = open(args.log, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
     try:
         return args.func(args)
     except SpeechCodecError as exc:

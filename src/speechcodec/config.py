@@ -59,3 +59,20 @@ def training_configs(config: dict, bitrate_bps: int) -> tuple[ModelConfig, Train
 
 def model_name(config: dict, bitrate_bps: int) -> str:
     return f"{config.get('name', 'speechcodec')}-{int(bitrate_bps)}bps"
+
+
+def eval_names(config: dict) -> list[str]:
+    """Names of the eval runs a config asks for, as the pipeline lays them out."""
+    names = []
+    for bps in config["bitrates_bps"]:
+        names += [f"neural-{int(bps)}bps", f"opus-match-{int(bps)}bps"]
+    names += [f"opus-{int(bps)}bps" for bps in config["eval"]["opus_grid_bps"]]
+    return names
+
+
+def eval_dirs(config: dict, parent: str | os.PathLike) -> list[Path]:
+    dirs = [Path(parent) / name for name in eval_names(config)]
+    missing = [str(d) for d in dirs if not (d / "summary.json").exists()]
+    if missing:
+        raise SpeechCodecError(f"eval runs missing: {', '.join(missing)}")
+    return dirs

@@ -178,13 +178,16 @@ def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], n
 def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
           out_path: str | os.PathLike, name: str, val_paths: Sequence[str | os.PathLike] = (),
           work_dir: str | os.PathLike | None = None, progress: bool = True,
-          stop_after: int | None = None, info: dict | None = None) -> Path | None:
+          stop_after: int | None = None, info: dict | None = None,
+          metrics_dir: str | os.PathLike | None = None, restart_on_change: bool = False) -> Path | None:
     """Train (or resume) and write the best model, with frozen tables, to ``out_path``.
 
     ``work_dir`` (default: ``out_path`` with ``.work``) holds ``checkpoint.pt``, ``best.safetensors``,
     ``metrics.csv`` and ``val_metrics.csv``; rerunning the same call resumes from the checkpoint.
     Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 writes.
     ``stop_after`` ends the run after that step without writing the model (returns None).
+    ``metrics_dir`` puts the two CSVs elsewhere; ``restart_on_change`` starts afresh, instead of
+    refusing, when the checkpoint was written with other settings (what a pipeline wants).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -196,6 +199,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
     work.mkdir(parents=True, exist_ok=True)
+    logs = Path(metrics_dir) if metrics_dir else work
+    logs.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     spf = model_cfg.samples_per_frame
     crop = max(spf, round(cfg.crop_s * model_cfg.sample_rate_hz) // spf * spf)
@@ -217,16 +222,21 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["model_config"] != model_cfg.to_dict() or state["train_config"] != asdict(cfg):
+        same = state["model_config"] == model_cfg.to_dict() and state["train_config"] == asdict(cfg)
+        if not same and not restart_on_change:
             raise ValueError(f"{ckpt_path} was written with another configuration; "
                              f"delete {work} to start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, rate_lambda = state["step"], state["rate_lambda"]
-        goal_kbps, best = state["goal_kbps"], state["best"]
+        if same:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, rate_lambda = state["step"], state["rate_lambda"]
+            goal_kbps, best = state["goal_kbps"], state["best"]
+        elif main:
+            for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
+                stale.unlink(missing_ok=True)
     if main:
-        _truncate_csv(work / "metrics.csv", step)
-        _truncate_csv(work / "val_metrics.csv", step)
+        _truncate_csv(logs / "metrics.csv", step)
+        _truncate_csv(logs / "val_metrics.csv", step)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
 
@@ -290,9 +300,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                                    {"bitrate_bps": cfg.bitrate_bps, "step": step})
                     val_row = [step, v["kbps_real"], v["kbps_estimated_val"], v["distortion"],
                                goal_kbps, int(is_best)]
-                _append_csv(work / "metrics.csv", TRAIN_FIELDS, log_rows)
+                _append_csv(logs / "metrics.csv", TRAIN_FIELDS, log_rows)
                 if val_row:
-                    _append_csv(work / "val_metrics.csv", VAL_FIELDS, [val_row])
+                    _append_csv(logs / "val_metrics.csv", VAL_FIELDS, [val_row])
                 log_rows = []
                 _save_checkpoint(ckpt_path, {
                     "step": step, "rate_lambda": rate_lambda, "goal_kbps": goal_kbps, "best": best,

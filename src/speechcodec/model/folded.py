@@ -13,6 +13,7 @@ from speechcodec.model.layers import (
     SpaceToDepth,
     conv1d,
     conv_radius,
+    init_code_scale,
     res_stack,
     space_to_depth,
     stack_radius,
@@ -69,6 +70,7 @@ class FoldedAutoencoder(nn.Module):
                 self.head.bias[:bins].fill_(-3.0)  # start quiet: log-magnitude bias
             self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
             dec_radius_frames += 1 + self.n_fft / 2 / spf
+        init_code_scale(self.encoder[-1])
         self.encoder_context_frames = math.ceil(enc_radius / spf) + 1
         self.decoder_context_frames = math.ceil(dec_radius_frames) + 1
 

@@ -78,3 +78,19 @@ def res_stack(channels: int, kernel_size: int, count: int, act: str, dilate: boo
 
 def stack_radius(stack: nn.Sequential) -> int:
     return sum(block.radius for block in stack)
+
+
+CODE_INIT_GAIN = 64.0
+
+
+def init_code_scale(conv: nn.Conv1d, gain: float = CODE_INIT_GAIN) -> None:
+    """Scale the last encoder convolution so that codes start spread over several integers.
+
+    With default initialisation the latent starts near 0.03, every code rounds to 0, and the
+    rate can only climb slowly from nothing; starting wide, the rate controller brings it
+    down to the target from above, which it does quickly and reliably.
+    """
+    with torch.no_grad():
+        conv.weight.mul_(gain)
+        if conv.bias is not None:
+            conv.bias.zero_()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from speechcodec.model.config import ModelConfig
-from speechcodec.model.layers import DepthToSpace, conv1d, conv_radius, res_stack, stack_radius
+from speechcodec.model.layers import DepthToSpace, conv1d, conv_radius, init_code_scale, res_stack, stack_radius
 
 
 def _factors(n: int) -> list[int]:
@@ -55,6 +55,7 @@ class PaperAutoencoder(nn.Module):
             conv1d(w, 1, k),
         )
         dec_radius += conv_radius(k) * step
+        init_code_scale(self.encoder[-1])
         self.encoder_context_frames = math.ceil(enc_radius / ds) + 1
         self.decoder_context_frames = math.ceil(dec_radius) + 1
 

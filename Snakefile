@@ -1,0 +1,29 @@
+# speechcodec: download -> clean -> split -> train per bitrate -> encode and score the test set
+# -> Opus at matched bitrates -> PESQ report and listening page.
+#
+#   snakemake --cores all --resources gpu=1                     # config.yaml (the demo)
+#   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml
+#   snakemake --report results/report.html                      # browsable HTML report
+#
+# dvc.yaml describes the same stages with the same commands (tests/test_workflow.py checks).
+
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_FILES,
+        f"{RESULTS}/listen",

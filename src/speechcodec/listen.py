@@ -1,0 +1,144 @@
+"""The listening page: original, neural and Opus side by side, with spectrograms and the numbers.
+
+A static, self-contained folder (``index.html`` + ``assets/``): no network, no scripts, no
+external fonts. Built from the evaluation outputs, so it always shows the latest run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from speechcodec.data.split import read_manifest
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
+       color: #111; background: #fff; line-height: 1.4; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #999; padding: .3rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.utterance { border-top: 2px solid #333; margin-top: 2rem; padding-top: 1rem; }
+.clips { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; padding: .5rem; border: 1px solid #bbb; width: 16rem; }
+figcaption { font-weight: 600; margin-bottom: .3rem; }
+audio { width: 100%; }
+img.spec { width: 100%; height: auto; display: block; margin-top: .3rem; }
+a:focus, audio:focus { outline: 3px solid #000; outline-offset: 2px; }
+"""
+
+
+def _text(value) -> str:
+    """A CSV cell as text; pandas reads an empty cell as NaN."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def pick_utterances(test: pd.DataFrame, count: int) -> list[dict]:
+    """``count`` utterances, deterministic, spread across speakers (round robin, sorted order)."""
+    by_speaker = {spk: g.sort_values("utterance").to_dict("records")
+                  for spk, g in sorted(test.groupby("speaker"), key=lambda kv: str(kv[0]))}
+    picked, rank = [], 0
+    while len(picked) < count and any(len(v) > rank for v in by_speaker.values()):
+        for rows in by_speaker.values():
+            if len(rows) > rank and len(picked) < count:
+                picked.append(rows[rank])
+        rank += 1
+    return picked
+
+
+def spectrogram_png(audio: np.ndarray, rate: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.2, 1.6), dpi=100)
+    ax.specgram(audio + 1e-7, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140)
+    ax.set_ylim(0, rate / 2)
+    ax.set_yticks([0, 4000, 8000])
+    ax.set_yticklabels(["0", "4k", "8k"], fontsize=6)
+    ax.tick_params(axis="x", labelsize=6)
+    ax.set_title(title, fontsize=7)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _clip(out: Path, utt: str, key: str, src: Path, label: str, detail: str) -> str:
+    audio, rate = sf.read(src, dtype="float32")
+    folder = out / "assets" / utt
+    folder.mkdir(parents=True, exist_ok=True)
+    sound = folder / f"{key}.flac"
+    sf.write(sound, audio, rate, subtype="PCM_16")
+    image = folder / f"{key}.png"
+    spectrogram_png(audio, rate, image, label)
+    rel_sound, rel_image = sound.relative_to(out).as_posix(), image.relative_to(out).as_posix()
+    text = html.escape(f"{label}{' - ' + detail if detail else ''}")
+    return (f'<figure><figcaption id="{utt}-{key}">{text}</figcaption>'
+            f'<audio controls preload="metadata" aria-labelledby="{utt}-{key}" src="{rel_sound}">'
+            f'<a href="{rel_sound}">{html.escape(label)} (FLAC)</a></audio>'
+            f'<img class="spec" src="{rel_image}" alt="Spectrogram of {html.escape(label)}, '
+            f'0 to 8 kHz over time"></figure>')
+
+
+def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write ``out_dir/index.html`` and its assets from a pipeline run under ``results``."""
+    results, out = Path(results), Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "assets").mkdir(parents=True)
+    test = read_manifest(results / "split" / "test.csv")
+    table = pd.read_csv(results / "report" / "table1.csv")
+    shutil.copy(results / "report" / "rate_quality.png", out / "assets" / "rate_quality.png")
+    bitrates = [int(b) for b in config["bitrates_bps"]]
+    runs = []
+    for bps in bitrates:
+        for kind, folder in (("neural", f"neural-{bps}bps"), ("opus", f"opus-match-{bps}bps")):
+            summary = json.loads((results / "eval" / folder / "summary.json").read_text())
+            scores = pd.read_csv(results / "eval" / folder / "scores.csv").set_index("utterance")
+            runs.append((folder, kind, summary, scores, results / "eval" / folder / "decoded"))
+
+    rows = []
+    for r in table.itertuples():
+        rows.append(f"<tr><td>{html.escape(str(r.model))}</td><td>{r.neural_kbps:.2f}</td>"
+                    f"<td>{r.neural_pesq_wb:.2f}</td><td>{r.opus_kbps:.2f}</td><td>{r.opus_pesq_wb:.2f}</td>"
+                    f"<td>{r.delta_pesq_wb:+.2f}</td><td>{html.escape(_text(r.note))}</td></tr>")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>speechcodec listening page: {html.escape(config['name'])}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>speechcodec listening page: {html.escape(config['name'])}</h1>",
+        "<p>Test speakers were never used in training. Each clip was really encoded to a file and "
+        "decoded; kbps are measured from the bytes written, PESQ-WB against the original.</p>",
+        '<h2 id="table">Results (the paper\'s Table 1, measured)</h2>',
+        '<table id="table1"><caption>Mean over the test set</caption><thead><tr><th scope="col">model</th>'
+        '<th scope="col">real kbps</th><th scope="col">PESQ-WB</th><th scope="col">Opus kbps</th>'
+        '<th scope="col">Opus PESQ-WB</th><th scope="col">difference</th><th scope="col">note</th>'
+        "</tr></thead><tbody>", *rows, "</tbody></table>",
+        '<img src="assets/rate_quality.png" alt="Rate-quality plot: PESQ-WB against real kbps for '
+        'speechcodec and Opus" style="max-width:100%">',
+        '<h2 id="clips">Clips</h2>',
+    ]
+    for item in pick_utterances(test, int(config["listen"]["count"])):
+        utt = str(item["utterance"])
+        figures = [_clip(out, utt, "original", Path(item["path"]), "Original", "16 kHz reference")]
+        for folder, kind, summary, scores, decoded in runs:
+            if utt not in scores.index:
+                continue
+            s = scores.loc[utt]
+            label = f"{'speechcodec ' + summary['codec'] if kind == 'neural' else 'Opus'}"
+            detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}"
+            figures.append(_clip(out, utt, folder, decoded / f"{utt}.flac", label, detail))
+        parts.append(f'<section class="utterance" aria-labelledby="h-{utt}"><h3 id="h-{utt}">'
+                     f"{html.escape(utt)} (speaker {html.escape(str(item['speaker']))})</h3>"
+                     f'<div class="clips">{"".join(figures)}</div></section>')
+    parts.append("</body></html>")
+    (out / "index.html").write_text("\n".join(parts) + "\n")
+    return out / "index.html"

@@ -1,0 +1,188 @@
+"""The workflow: lint, dry runs of every config, Snakemake and DVC agreeing, and real
+incremental runs of a tiny config with both tools (in temporary copies of the project)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+PROJECT_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "config"]
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed (make setup installs it)")
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def tiny_config() -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["name"] = "tiny"
+    config["model"].update(width=32, fold_width=16, code_channels=8, res_blocks=1, max_symbol=16)
+    config["train"].update(steps=12, batch_size=2, checkpoint_every=6, log_every=3, val_max_files=2)
+    config["bitrates_bps"] = [2000, 4000]
+    config["overrides"] = {"2000": {}, "4000": {}}
+    config["eval"]["opus_grid_bps"] = [6000]
+    config["listen"]["count"] = 2
+    return config
+
+
+def make_project(root: Path, config: dict) -> Path:
+    for name in PROJECT_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def snakemake_jobs(cwd: Path) -> dict[str, dict]:
+    """Output file -> rule and shell command, from a forced dry run that prints commands."""
+    out = run([str(BIN / "snakemake"), "-n", "-p", "--forceall", "--cores", "1"], cwd).stdout
+    jobs, rule, outputs = {}, None, []
+    for line in out.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule, outputs = line.split()[1].rstrip(":"), []
+        elif line.strip().startswith("output:"):
+            outputs = [o.strip() for o in line.split(":", 1)[1].split(",")]
+        elif line.startswith("Shell command:") and rule and rule != "all":
+            for output in outputs:
+                jobs[output] = {"rule": rule, "cmd": line.split(":", 1)[1].strip()}
+    return jobs
+
+
+def dvc_stages(cwd: Path) -> dict[str, dict]:
+    """Output path -> stage name (foreach suffix dropped) and command, as DVC resolves dvc.yaml."""
+    code = ("import json, dvc.repo\nr = dvc.repo.Repo('.')\n"
+            "print(json.dumps([[s.name, s.cmd, [str(o.def_path) for o in s.outs if not o.persist]]"
+            " for s in r.index.stages]))")
+    import json
+
+    stages = json.loads(run([sys.executable, "-c", code], cwd).stdout)
+    return {out: {"rule": name.split("@")[0], "cmd": cmd} for name, cmd, outs in stages for out in outs}
+
+
+def ran_rules(stdout: str) -> list[str]:
+    return sorted(line.split()[1].rstrip(":") for line in stdout.splitlines()
+                  if line.startswith(("rule ", "localrule ")) and not line.startswith("localrule all"))
+
+
+def test_snakemake_lint_is_clean():
+    result = run([str(BIN / "snakemake"), "--lint"], REPO)
+    assert "good condition" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml"])
+def test_every_config_dry_runs(configfile):
+    result = run([str(BIN / "snakemake"), "-n", "--cores", "all", "--resources", "gpu=1",
+                  "--configfile", configfile, "--forceall", "--quiet", "rules"], REPO)
+    assert "train_codec" in result.stdout
+
+
+def test_slurm_profile_dry_runs_without_a_cluster():
+    result = run([str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm",
+                  "--configfile", "config/paper.yaml", "--forceall"], REPO)
+    assert "train_codec" in result.stdout
+
+
+def test_config_schema_rejects_a_bad_value(tmp_path):
+    config = tiny_config()
+    config["model"]["arch"] = "transformer"
+    make_project(tmp_path, config)
+    result = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "transformer" in result.stdout + result.stderr
+
+
+def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
+    make_project(tmp_path, tiny_config())
+    run(["git", "init", "-q"], tmp_path)
+    run([str(BIN / "dvc"), "init", "-q"], tmp_path)
+    smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
+    assert len(smk) == 17  # 6 stages with one output each, foreach x 2 or 1, 6 report files
+    # Snakemake lists each file of a multi-file output; DVC lists the same files.
+    assert set(smk) == set(dvc), (sorted(set(smk) - set(dvc)), sorted(set(dvc) - set(smk)))
+    for out in smk:
+        assert smk[out]["rule"] == dvc[out]["rule"], out
+        assert smk[out]["cmd"].strip() == dvc[out]["cmd"].strip(), out
+
+
+@needs_espeak
+def test_snakemake_reruns_only_what_changed(tmp_path):
+    config = tiny_config()
+    make_project(tmp_path, config)
+    snakemake = [str(BIN / "snakemake"), "--cores", "2", "--resources", "gpu=1"]
+    first = run(snakemake, tmp_path)
+    assert ran_rules(first.stderr + first.stdout).count("train_codec") == 2
+    assert (tmp_path / "results/tiny/report/table1.csv").exists()
+    assert (tmp_path / "results/tiny/listen/index.html").exists()
+
+    nothing = run(snakemake, tmp_path)
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+    config["overrides"]["4000"] = {"train": {"lr": 0.002}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    changed = run(snakemake, tmp_path)
+    log = changed.stdout + changed.stderr
+    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "make_listening_page", "make_report",
+                              "train_codec"], ran_rules(log)
+    assert "wildcards: bps=4000" in log and "bps=2000" not in log
+
+    source = tmp_path / "src/speechcodec/model/layers.py"
+    source.write_text(source.read_text() + "\n# a change to the model code\n")
+    retrained = run(snakemake, tmp_path)
+    assert ran_rules(retrained.stdout + retrained.stderr).count("train_codec") == 2
+
+
+@needs_espeak
+def test_dvc_repro_push_pull(tmp_path):
+    config = tiny_config()
+    project = make_project(tmp_path / "project", config) if (tmp_path / "project").mkdir() is None else None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
+    dvc = str(BIN / "dvc")
+    first = run([dvc, "repro"], project)
+    assert first.stdout.count("Running stage 'train_codec@") == 2
+    again = run([dvc, "repro"], project)
+    assert "Running stage" not in again.stdout
+
+    config["overrides"]["2000"] = {"train": {"lr": 0.002}}
+    (project / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    changed = run([dvc, "repro"], project)
+    stages = sorted(line.split("'")[1] for line in changed.stdout.splitlines() if line.startswith("Running stage"))
+    assert stages == ["eval_neural@2000", "eval_opus_matched@2000", "make_listening_page", "make_report",
+                      "train_codec@2000"], stages
+
+    source = project / "src/speechcodec/entropy/quantizer.py"
+    source.write_text(source.read_text() + "\n# a change to the entropy code\n")
+    retrained = run([dvc, "repro"], project)
+    assert retrained.stdout.count("Running stage 'train_codec@") == 2
+
+    run([dvc, "push"], project)
+    run(git + ["add", "-A"], project)
+    run(git + ["commit", "-qm", "pipeline run"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "results/tiny/models/2000bps.safetensors").exists()
+    run([dvc, "pull"], clone)
+    for rel in ("results/tiny/models/2000bps.safetensors", "results/tiny/models/4000bps.safetensors",
+                "results/tiny/report/table1.csv", "results/tiny/split/test.csv"):
+        assert (clone / rel).read_bytes() == (project / rel).read_bytes(), rel
+    status = run([dvc, "status", "make_report"], clone)
+    assert "changed" not in status.stdout

@@ -1,0 +1,51 @@
+rule eval_neural:
+    input:
+        model=f"{RESULTS}/models/{{bps}}bps.safetensors",
+        split=f"{RESULTS}/split",
+    output:
+        directory(f"{RESULTS}/eval/neural-{{bps}}bps"),
+    log:
+        f"{RESULTS}/logs/eval_neural/{{bps}}bps.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval_neural/{{bps}}bps.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --model {input.model} --target-bitrate {wildcards.bps}"
+        " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
+
+
+rule eval_opus_matched:
+    input:
+        neural=f"{RESULTS}/eval/neural-{{bps}}bps",
+        split=f"{RESULTS}/split",
+    output:
+        directory(f"{RESULTS}/eval/opus-match-{{bps}}bps"),
+    log:
+        f"{RESULTS}/logs/eval_opus_matched/{{bps}}bps.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval_opus_matched/{{bps}}bps.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --opus-match {input.neural}/summary.json"
+        " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
+
+
+rule eval_opus_grid:
+    input:
+        f"{RESULTS}/split",
+    output:
+        directory(f"{RESULTS}/eval/opus-{{grid}}bps"),
+    log:
+        f"{RESULTS}/logs/eval_opus_grid/{{grid}}bps.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval_opus_grid/{{grid}}bps.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --opus {wildcards.grid}"
+        " --test-manifest {input}/test.csv --out {output} -q"
