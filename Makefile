@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps test-deps demo test lint clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,10 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-test: lint
+test-deps: setup
+	@bash scripts/system-deps.sh --test
+
+test: lint test-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 clean:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Install the system libraries speechcodec needs: apt-get on Debian/Ubuntu when root,
 # otherwise say exactly what to install. libsndfile comes inside the soundfile wheel.
+#   scripts/system-deps.sh          libopus0 (Opus baseline), espeak-ng (demo corpus)
+#   scripts/system-deps.sh --test   also chromium, for the listening page's browser test
 set -euo pipefail
 needed=()
 have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 have_lib "libopus.so.0" || needed+=(libopus0)
 command -v espeak-ng >/dev/null 2>&1 || needed+=(espeak-ng)
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null 2>&1 || needed+=(chromium)
+fi
 [ ${#needed[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${needed[*]}"

@@ -3,8 +3,6 @@ incremental runs of a tiny config with both tools (in temporary copies of the pr
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import subprocess
@@ -151,7 +149,8 @@ def test_snakemake_reruns_only_what_changed(tmp_path):
 @needs_espeak
 def test_dvc_repro_push_pull(tmp_path):
     config = tiny_config()
-    project = make_project(tmp_path / "project", config) if (tmp_path / "project").mkdir() is None else None
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project", config)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "init", "-q"], project)
@@ -165,7 +164,8 @@ def test_dvc_repro_push_pull(tmp_path):
     config["overrides"]["2000"] = {"train": {"lr": 0.002}}
     (project / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     changed = run([dvc, "repro"], project)
-    stages = sorted(line.split("'")[1] for line in changed.stdout.splitlines() if line.startswith("Running stage"))
+    stages = sorted(line.split("'")[1] for line in changed.stdout.splitlines()
+                    if line.startswith("Running stage"))
     assert stages == ["eval_neural@2000", "eval_opus_matched@2000", "make_listening_page", "make_report",
                       "train_codec@2000"], stages
 

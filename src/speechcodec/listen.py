@@ -59,7 +59,8 @@ def spectrogram_png(audio: np.ndarray, rate: int, path: Path, title: str) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(3.2, 1.6), dpi=100)
-    ax.specgram(audio + 1e-7, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140)
+    dither = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * 1e-6
+    ax.specgram(audio + dither, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140)
     ax.set_ylim(0, rate / 2)
     ax.set_yticks([0, 4000, 8000])
     ax.set_yticklabels(["0", "4k", "8k"], fontsize=6)

@@ -1,0 +1,66 @@
+"""Quality of each model against Opus at the same real bitrate, on speech never used in training.
+
+For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, STOI, then libopus run at that
+measured bitrate (floored at its 6 kbps minimum) and the PESQ-WB difference. Audio: the 51
+utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
+
+    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+
+import speechcodec
+from speechcodec.evaluate import evaluate, opus_target_for
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
+
+
+def speech_manifest(folder: Path) -> Path:
+    files = sorted(SPEECH.glob("*.wav"))
+    if not files:
+        sys.exit(f"no test speech at {SPEECH}: this benchmark needs the shared developer speech set")
+    rows = [(f.stem.split("_")[0] + "_" + f.stem.split("_")[1], f.stem, "", sf.info(str(f)).duration,
+             str(f), str(f)) for f in files]
+    path = folder / "test.csv"
+    pd.DataFrame(rows, columns=["speaker", "utterance", "transcript", "duration_s", "path", "source"]
+                 ).to_csv(path, index=False)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", nargs="*", help="models (default: all installed)")
+    parser.add_argument("--out", help="keep the eval folders here (default: a temp folder)")
+    args = parser.parse_args()
+    names = args.model or [m["name"] for m in speechcodec.list_models()]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.out or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = speech_manifest(root)
+        rows = []
+        for name in names:
+            tag = Path(name).stem
+            n = evaluate(name, manifest, root / f"neural-{tag}", progress=False)
+            bps, note = opus_target_for(n["kbps"])
+            o = evaluate(f"opus:{bps}", manifest, root / f"opus-{tag}", progress=False, note=note)
+            rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["stoi"], o["kbps"],
+                         o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"], "Opus floor" if note else ""))
+    print(f"{len(list(SPEECH.glob('*.wav')))} utterances of {SPEECH}; speakers never used in training")
+    print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'STOI':>6} {'Opus kbps':>10} "
+          f"{'Opus WB':>8} {'delta WB':>9}")
+    for r in rows:
+        print(f"{r[0]:<22} {r[1]:>6.2f} {r[2]:>8.3f} {r[3]:>8.3f} {r[4]:>6.3f} {r[5]:>10.2f} {r[6]:>8.3f} "
+              f"{r[7]:>+9.3f} {r[8]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
