@@ -3,7 +3,7 @@
 #
 #   snakemake --cores all --resources gpu=1                     # config.yaml (the demo)
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml
-#   snakemake --report results/report.html                      # browsable HTML report
+#   snakemake --cores 1 --report results/demo/report.zip       # browsable HTML report (zipped)
 #
 # dvc.yaml describes the same stages with the same commands (tests/test_workflow.py checks).
 

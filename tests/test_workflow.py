@@ -84,7 +84,8 @@ def test_snakemake_lint_is_clean():
     assert "good condition" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
+                                        "config/ship.yaml"])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall", "--quiet", "rules"], REPO)
@@ -128,6 +129,11 @@ def test_snakemake_reruns_only_what_changed(tmp_path):
     assert ran_rules(first.stderr + first.stdout).count("train_codec") == 2
     assert (tmp_path / "results/tiny/report/table1.csv").exists()
     assert (tmp_path / "results/tiny/listen/index.html").exists()
+    run([str(BIN / "snakemake"), "--cores", "1", "--report", "report.zip"], tmp_path)
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    assert any(n.endswith("table1.csv") for n in names) and any(n.endswith("index.html") for n in names)
 
     nothing = run(snakemake, tmp_path)
     assert "Nothing to be done" in nothing.stdout + nothing.stderr

@@ -183,6 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise SpeechCodecError("name the training audio: --train-manifest CSV or --data DIR")
     val = _manifest_paths(args.val_manifest) if args.val_manifest else []
+    if args.val_files and not val:  # evenly spread files of the training audio (they stay in it)
+        step = max(1, len(audio) // args.val_files)
+        val = audio[::step][: args.val_files]
     path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
                  progress=not args.quiet, metrics_dir=args.metrics_dir,
                  restart_on_change=args.restart_on_change)
@@ -460,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="val.csv: really range-coded at each checkpoint to steer the real bitrate")
     p.add_argument("--data", nargs="+", metavar="DIR_OR_FILE",
                    help="instead of a manifest: audio files or folders searched recursively")
+    p.add_argument("--val-files", type=int, default=0, metavar="N",
+                   help="without --val-manifest: validate on N files spread over the training audio")
     p.add_argument("--name", help="model name written into streams (default: from config or OUT)")
     p.add_argument("--model-config", metavar="JSON",
                    help='without --config: model settings, e.g. \'{"width": 64, "code_channels": 16}\'')

@@ -134,7 +134,8 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
             if utt not in scores.index:
                 continue
             s = scores.loc[utt]
-            label = f"{'speechcodec ' + summary['codec'] if kind == 'neural' else 'Opus'}"
+            label = (f"speechcodec {summary['codec']}" if kind == "neural"
+                     else f"Opus, matched to {summary['matched_to']}")
             detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}"
             figures.append(_clip(out, utt, folder, decoded / f"{utt}.flac", label, detail))
         parts.append(f'<section class="utterance" aria-labelledby="h-{utt}"><h3 id="h-{utt}">'

@@ -73,9 +73,9 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
                     yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
                     label=label, linestyle="-" if kind == "opus" else "--")
         if kind == "neural":
-            for s in group:
+            for i, s in enumerate(group):  # alternate above/below so close points stay legible
                 ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
-                            xytext=(4, -12), fontsize=7, color=color)
+                            xytext=(4, 8 if i % 2 else -12), fontsize=7, color=color)
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, LogLocator
 
