@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from speechcodec.audio import read_audio
 from speechcodec.codec import Codec, active_rms
 from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel, ModelConfig
+from speechcodec.model.config import checked_dataclass
 from speechcodec.modelfile import ModelFile, save_model
 
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "audio_s_per_s"]
@@ -65,11 +66,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**values)
+        return checked_dataclass(cls, values, "train")
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

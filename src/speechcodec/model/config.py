@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 ARCHES = ("folded", "paper")
+
+
+def checked_dataclass(cls, values: dict, what: str):
+    """``cls(**values)``, refusing keys ``cls`` does not have with a message naming them."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} config key(s): {', '.join(unknown)}")
+    return cls(**values)
 DECODER_HEADS = ("subpixel", "istft")
 
 
@@ -61,8 +69,4 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**values)
+        return checked_dataclass(cls, values, "model")
