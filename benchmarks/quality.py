@@ -4,7 +4,10 @@ For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, STOI, then libopus
 measured bitrate (floored at its 6 kbps minimum) and the PESQ-WB difference. Audio: the 51
 utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
 
-    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR]
+    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR]
+
+``--report DIR`` also runs Opus on a grid of bitrates and writes the Table 1 files and the
+rate-quality plot there (the README's plot is made this way).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import soundfile as sf
 
 import speechcodec
 from speechcodec.evaluate import evaluate, opus_target_for
+from speechcodec.report import build_report
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
 
@@ -39,6 +43,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--out", help="keep the eval folders here (default: a temp folder)")
+    parser.add_argument("--report", help="write table1.* and rate_quality.* here, with an Opus grid")
+    parser.add_argument("--opus-grid", nargs="*", type=int, default=[6000, 8000, 12000, 16000, 24000, 32000])
     args = parser.parse_args()
     names = args.model or [m["name"] for m in speechcodec.list_models()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,11 +54,20 @@ def main() -> int:
         rows = []
         for name in names:
             tag = Path(name).stem
-            n = evaluate(name, manifest, root / f"neural-{tag}", progress=False)
+            n = evaluate(name, manifest, root / f"neural-{tag}", progress=False,
+                         target_bitrate_bps=speechcodec.load(name).bitrate_bps)
             bps, note = opus_target_for(n["kbps"])
-            o = evaluate(f"opus:{bps}", manifest, root / f"opus-{tag}", progress=False, note=note)
+            o = evaluate(f"opus:{bps}", manifest, root / f"opus-{tag}", progress=False, note=note,
+                         target_bitrate_bps=bps, matched_to=n["codec"])
             rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["stoi"], o["kbps"],
                          o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"], "Opus floor" if note else ""))
+        if args.report:
+            tags = [Path(n).stem for n in names]
+            dirs = [root / f"neural-{t}" for t in tags] + [root / f"opus-{t}" for t in tags]
+            for bps in args.opus_grid:
+                evaluate(f"opus:{bps}", manifest, root / f"opus-grid-{bps}", progress=False)
+                dirs.append(root / f"opus-grid-{bps}")
+            build_report(dirs, args.report)
     print(f"{len(list(SPEECH.glob('*.wav')))} utterances of {SPEECH}; speakers never used in training")
     print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'STOI':>6} {'Opus kbps':>10} "
           f"{'Opus WB':>8} {'delta WB':>9}")

@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 PROJECT_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "config"]
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed (make setup installs it)")
