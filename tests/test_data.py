@@ -337,3 +337,45 @@ def test_full_disk_gives_a_clear_error_and_no_manifest(tmp_path, small_disk):
         assert result.stderr.startswith("speechcodec: error:") and "Traceback" not in result.stderr
         assert "space" in result.stderr or "full" in result.stderr
         assert not (full / "clean" / "manifest.csv").exists()
+
+
+def _vctk_config(tmp_path, **vctk) -> dict:
+    base = {"url": "", "sha256": None, "size_bytes": None, "download_dir": str(tmp_path / "downloads"),
+            "local_path": None}
+    return {"dataset": "vctk", "data": {"vctk": {**base, **vctk}, "folder": {"path": None},
+            "clean": {"sample_rate_hz": 16000, "min_duration_s": 0.5, "silence_dbfs": -60.0,
+                      "require_transcript": True}}}
+
+
+def test_fetch_downloads_verifies_and_extracts(server, tmp_path):
+    from speechcodec.data.prepare import corpus_items, fetch_corpus
+
+    data = vctk_zip()
+    server.files["/VCTK-Corpus-0.92.zip"] = data
+    config = _vctk_config(tmp_path, url=f"{server.url}/VCTK-Corpus-0.92.zip",
+                          sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    out = fetch_corpus(config, tmp_path / "corpus", progress=False)
+    items, kind = corpus_items(out)
+    assert kind == "vctk" and len(items) == 6
+    assert (tmp_path / "downloads" / "VCTK-Corpus-0.92.zip").read_bytes() == data
+
+
+def test_fetch_uses_an_existing_zip_or_folder_in_place(tmp_path):
+    from speechcodec.data.prepare import corpus_items, fetch_corpus
+
+    mine = tmp_path / "mine.zip"
+    mine.write_bytes(vctk_zip())
+    out = fetch_corpus(_vctk_config(tmp_path, url="http://127.0.0.1:9/none", local_path=str(mine)),
+                       tmp_path / "a", progress=False)
+    assert len(corpus_items(out)[0]) == 6 and mine.exists()
+    assert not (tmp_path / "downloads").exists()  # nothing downloaded
+    folder = extract_vctk(mine, tmp_path / "extracted", progress=False)
+    out = fetch_corpus(_vctk_config(tmp_path, local_path=str(folder)), tmp_path / "b", progress=False)
+    items, kind = corpus_items(out)
+    assert kind == "vctk" and len(items) == 6
+    assert not (tmp_path / "b" / "vctk").exists()  # pointed at, not copied
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="left it in place"):
+        fetch_corpus(_vctk_config(tmp_path, local_path=str(bad)), tmp_path / "c", progress=False)
+    assert bad.exists()  # a user's file is never deleted
