@@ -80,3 +80,10 @@ def test_straight_through_rounding_passes_gradients():
     assert y.grad.tolist() == [1.0, 1.0, 1.0]
     noisy = quantize(torch.zeros(10000), "noise")
     assert noisy.abs().max() <= 0.5 and abs(float(noisy.mean())) < 0.02
+
+
+def test_diverged_prior_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="diverged"):
+        counts_from_pmf(np.array([[0.5, np.nan, 0.5]]), 8)

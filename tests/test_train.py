@@ -133,3 +133,10 @@ def test_per_bitrate_overrides():
     m6, t6, _ = training_configs(config, 6000)
     assert (t3.steps, m3.code_channels) == (100, 8)
     assert (t6.steps, m6.code_channels, t6.bitrate_bps) == (300, 16, 6000)
+
+
+def test_diverging_updates_are_skipped_not_fatal(tmp_path, synth_corpus):
+    """An absurd learning rate blows the weights up; non-finite steps are skipped, the run ends."""
+    path = train(TINY, _cfg(lr=1e30, prior_lr_scale=1.0, steps=8, checkpoint_every=4), synth_corpus,
+                 tmp_path / "d.safetensors", "d", val_paths=synth_corpus[:1], progress=False)
+    assert load_model_file(path).info["skipped_updates_last_run"] > 0

@@ -254,7 +254,8 @@ class Codec:
                 x = torch.from_numpy(window * np.float32(gain))[None, None]  # [1, 1, T]
                 y = self.autoencoder.encode(x)[0]  # [C, F + 2 ctx]
                 n = (stop - start) // spf
-                codes = torch.round(y[:, ctx: ctx + n]).numpy()
+                # nan_to_num: a diverged model must give garbage codes, not crash the coder.
+                codes = np.nan_to_num(torch.round(y[:, ctx: ctx + n]).numpy(), nan=0.0)
                 clipped = int((np.abs(codes) > m).sum())
                 yield n, np.clip(codes, -m, m).astype(np.int32), clipped
 

@@ -246,6 +246,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     log_rows: list[list] = []
     last_real = math.nan
     window_kbps: list[float] = []  # training-rate estimates since the last checkpoint
+    skipped = 0  # updates skipped for a non-finite loss or gradient
     model.train()
     while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
@@ -261,7 +262,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         loss = cfg.stft_weight * l_stft + cfg.mse_weight * l_mse + rate_lambda * kbps
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        # A non-finite loss or gradient would poison Adam's state and every later step: skip
+        # that update (the step still counts, so schedules and resumption stay aligned).
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            optimizer.step()
+        else:
+            skipped += 1
         step += 1
         run_steps += 1
         measured = kbps.detach()
@@ -269,7 +276,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
             torch.distributed.all_reduce(measured)
             measured /= world
         measured = float(measured)
-        window_kbps.append(measured)
+        if math.isfinite(measured):
+            window_kbps.append(measured)
+        else:
+            measured = goal_kbps  # leave lambda as it is
         rate_lambda *= math.exp(cfg.controller_gain * max(-1.0, min(1.0, measured / goal_kbps - 1)))
         rate_lambda = min(max(rate_lambda, 1e-5), 100.0)
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -277,7 +287,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
             log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda,
                              lr, round(speed, 2)])
             bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}",
-                            real=f"{last_real:.2f}", refresh=False)
+                            real=f"{last_real:.2f}", skipped=skipped, refresh=False)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             if main:
@@ -287,7 +297,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                     last_real = v["kbps_real"]
                     # Steer the training estimate so that the real validation rate hits the target.
                     ratio = v["kbps_estimated_val"] / max(v["kbps_real"], 1e-6)
-                    est_to_val = float(np.mean(window_kbps)) / max(v["kbps_estimated_val"], 1e-6)
+                    mean_kbps = float(np.mean(window_kbps)) if window_kbps else goal_kbps
+                    est_to_val = mean_kbps / max(v["kbps_estimated_val"], 1e-6)
                     goal_kbps = 0.5 * goal_kbps + 0.5 * target_kbps * ratio * est_to_val
                     on_target = abs(v["kbps_real"] / target_kbps - 1) <= 0.10
                     is_best = on_target and v["distortion"] < best
@@ -325,6 +336,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "train_seconds_last_run": round(elapsed, 1),
         "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
         "train_files": len(corpus),
+        "skipped_updates_last_run": skipped,
         "train_audio_s": round(sum(len(a) for a in corpus) / model_cfg.sample_rate_hz, 1),
         "train_config": asdict(cfg),
         **(info or {}),

@@ -84,6 +84,8 @@ def counts_from_pmf(pmf: np.ndarray, precision: int) -> np.ndarray:
     """
     total = 1 << precision
     num_channels, num_symbols = pmf.shape
+    if not np.isfinite(pmf).all() or (pmf.sum(axis=1) <= 0).any():
+        raise ValueError("the prior's probabilities are not finite: its parameters diverged")
     pmf = pmf / pmf.sum(axis=1, keepdims=True)
     share = pmf * (total - num_symbols)
     counts = np.floor(share).astype(np.int64) + 1
