@@ -1,7 +1,7 @@
 """speechcodec: a neural speech codec with a learned entropy model and a safe range-coded format.
 
 >>> import speechcodec
->>> codec = speechcodec.load("tiny-16k")            # or a model file path
+>>> codec = speechcodec.load("sc-6k")               # or a model file path
 >>> data = codec.encode(audio, sample_rate)         # bytes
 >>> audio_hat, rate = speechcodec.decode(data)      # picks the model named in the stream
 """
