@@ -498,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpeechCodecError as exc:
         print(f"speechcodec: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's flush quiet
+        return 0
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             print("speechcodec: error: no space left on device; nothing was written",

@@ -11,6 +11,7 @@ from pathlib import Path
 from speechcodec.bitstream.container import read_header
 from speechcodec.codec import Codec
 from speechcodec.errors import ModelError, UnknownModelError
+from speechcodec.model.config import ModelConfig
 from speechcodec.modelfile import load_model_file, read_metadata
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -30,21 +31,20 @@ def list_models() -> list[dict]:
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
             try:
                 meta = read_metadata(path)
-                config = json.loads(meta["config"])
+                config = ModelConfig.from_dict(json.loads(meta["config"]))
                 info = json.loads(meta.get("info", "{}"))
-            except (ModelError, KeyError, ValueError):
+            except (ModelError, KeyError, ValueError, TypeError):
                 continue  # a foreign or broken file in a model folder is not a model
             name = meta["name"]
             if name in seen:
                 continue
-            spf = config["fold"] * config["downsample"] if config["arch"] == "folded" else config["downsample"]
             seen[name] = {
                 "name": name,
                 "bitrate_bps": info.get("bitrate_bps"),
-                "sample_rate_hz": config["sample_rate_hz"],
-                "arch": config["arch"],
-                "frame_rate_hz": config["sample_rate_hz"] / spf,
-                "code_channels": config["code_channels"],
+                "sample_rate_hz": config.sample_rate_hz,
+                "arch": config.arch,
+                "frame_rate_hz": config.frame_rate_hz,
+                "code_channels": config.code_channels,
                 "description": info.get("description", ""),
                 "path": str(path),
             }
