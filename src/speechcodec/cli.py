@@ -112,10 +112,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
 def _audio_files(sources: list[str]) -> list[Path]:
+    from speechcodec.data.vctk import AUDIO_SUFFIXES
+
     files: list[Path] = []
     for src in sources:
         p = Path(src)

@@ -169,7 +169,7 @@ def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], n
             x_hat = torch.from_numpy(decoded)[None, None]
             distortion += float(stft_loss(x_hat, x) + 2.0 * normalized_mse(x_hat, x))
     return {"kbps_real": total_bytes * 8 / total_s / 1000, "kbps_estimated_val": est_bits / total_s / 1000,
-            "distortion": distortion / len(val_audio), "pmf": pmf, "state": cpu.state_dict()}
+            "distortion": distortion / len(val_audio), "pmf": pmf, "model": cpu}
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
@@ -304,7 +304,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                     is_best = on_target and v["distortion"] < best
                     if is_best:
                         best = v["distortion"]
-                        save_model(best_path, model_cfg_model(model_cfg, v["state"]), v["pmf"], name,
+                        save_model(best_path, v["model"], v["pmf"], name,
                                    {"bitrate_bps": cfg.bitrate_bps, "step": step})
                     val_row = [step, v["kbps_real"], v["kbps_estimated_val"], v["distortion"],
                                goal_kbps, int(is_best)]
@@ -350,8 +350,3 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     meta["selected_step"] = step
     return save_model(out_path, model, model.prior.freeze(model_cfg.max_symbol), name, meta)
 
-
-def model_cfg_model(cfg: ModelConfig, state: dict) -> CodecModel:
-    model = CodecModel(cfg)
-    model.load_state_dict(state)
-    return model
