@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,10 +63,51 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, synth_corpus):
                                   pd.read_csv(tmp_path / "b.work" / "metrics.csv")[cols])
 
 
+def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, synth_corpus):
+    train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
+    ckpt = tmp_path / "a.work" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["train_config"]["init_from"]  # as written by a version without that setting
+    torch.save(state, ckpt)
+    out = train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
+    assert load_model_file(out).info["steps"] == 20
+    assert list(pd.read_csv(tmp_path / "a.work" / "metrics.csv")["step"]) == list(range(1, 21))
+
+
 def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
     train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
     with pytest.raises(ValueError, match="another configuration"):
         train(TINY, _cfg(lr=1e-4), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
+
+
+def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
+    first = train(TINY, _cfg(steps=60, checkpoint_every=60, lr=3e-3), synth_corpus,
+                  tmp_path / "a.safetensors", "m", progress=False)
+    train(TINY, _cfg(steps=5), synth_corpus, tmp_path / "fresh.safetensors", "m", progress=False)
+    more = train(TINY, _cfg(steps=5, init_from=str(first)), synth_corpus, tmp_path / "b.safetensors", "m",
+                 progress=False)
+    assert load_model_file(more).info["train_config"]["init_from"] == str(first)
+
+    def first_distortion(work):
+        m = pd.read_csv(tmp_path / work / "metrics.csv")
+        return float(m["stft"][0] + 2 * m["mse"][0])
+
+    trained = pd.read_csv(tmp_path / "a.work" / "metrics.csv")[-10:]
+    assert first_distortion("b.work") < 0.9 * first_distortion("fresh.work")
+    assert first_distortion("b.work") < 1.2 * float((trained["stft"] + 2 * trained["mse"]).mean())
+
+
+def test_starting_from_a_model_with_another_config_is_a_clear_error(tmp_path, synth_corpus, tiny_model):
+    other = ModelConfig(**{**TINY_MODEL_CONFIG, "code_channels": TINY.code_channels + 2})
+    with pytest.raises(ValueError, match="code_channels"):
+        train(other, _cfg(init_from=str(tiny_model)), synth_corpus, tmp_path / "c.safetensors", "m",
+              progress=False)
+    result = run_cli("train", "--bitrate", "4000", "--out", str(tmp_path / "d.safetensors"), "--data",
+                     *map(str, synth_corpus), "--model-config", json.dumps(other.to_dict()), "--steps", "2",
+                     "--init-from", str(tiny_model))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "cannot start from" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_rate_controller_moves_the_real_bitrate_toward_the_target(tmp_path, synth_corpus):

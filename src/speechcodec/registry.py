@@ -73,13 +73,19 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Codec:
     return Codec(load_model_file(path))
 
 
-def load(name_or_path: str | os.PathLike) -> Codec:
-    """A :class:`Codec` for an installed model name or a model file path."""
+def model_path(name_or_path: str | os.PathLike) -> Path:
+    """The file of an installed model name, or the given model file path (which must exist)."""
     path = Path(name_or_path)
     if not path.exists():
         if path.suffix == ".safetensors" or os.sep in str(name_or_path):
             raise ModelError(f"model file {path} does not exist")
         path = find_model(str(name_or_path))
+    return path
+
+
+def load(name_or_path: str | os.PathLike) -> Codec:
+    """A :class:`Codec` for an installed model name or a model file path."""
+    path = model_path(name_or_path)
     stat = path.stat()
     return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 

@@ -37,7 +37,8 @@ from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.model.config import checked_dataclass
 from speechcodec.modelfile import ModelFile, save_model
 
-TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "audio_s_per_s"]
+TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
+                "audio_s_per_s"]
 VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best"]
 
 
@@ -63,6 +64,9 @@ class TrainConfig:
     val_max_files: int = 24  # validation files really range-coded at each checkpoint
     device: str = "auto"  # auto: CUDA when present, else CPU
     amp: str = "auto"  # bfloat16 autocast: auto = on GPU only; "on" also on CPU; "off"
+    grad_clip_norm: float = 1.0  # global gradient-norm clip (0: off); keeps a bad batch from
+    # throwing the model off (unclipped bf16 runs blew up after ~2,500 steps)
+    init_from: str | None = None  # model name or file whose weights start a fresh run (not a resume)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -150,6 +154,22 @@ def _truncate_csv(path: Path, step: int) -> None:
         csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
 
 
+def initial_state(name_or_path: str, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Weights (entropy model included) of an installed or saved model to continue training from;
+    its configuration must be the one being trained."""
+    from speechcodec.errors import ModelMismatchError
+    from speechcodec.modelfile import load_model_file
+    from speechcodec.registry import model_path
+
+    start = load_model_file(model_path(name_or_path))
+    if start.config != model_cfg:
+        mine, theirs = model_cfg.to_dict(), start.config.to_dict()
+        diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here"
+                         for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+        raise ModelMismatchError(f"cannot start from {name_or_path}: its model configuration differs ({diff})")
+    return start.state_dict
+
+
 def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], name: str) -> dict:
     """Freeze the tables, really range-code the validation audio, and measure distortion."""
     cpu = CodecModel(cfg)
@@ -219,7 +239,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        same = state["model_config"] == model_cfg.to_dict() and state["train_config"] == asdict(cfg)
+        # Settings added after a checkpoint was written count as their defaults.
+        saved = {**asdict(TrainConfig(bitrate_bps=cfg.bitrate_bps)), **state["train_config"]}
+        same = state["model_config"] == model_cfg.to_dict() and saved == asdict(cfg)
         if not same and not restart_on_change:
             raise ValueError(f"{ckpt_path} was written with another configuration; "
                              f"delete {work} to start afresh")
@@ -231,6 +253,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
                 stale.unlink(missing_ok=True)
+    if step == 0 and cfg.init_from:  # a fresh run that continues an earlier model
+        model.load_state_dict(initial_state(cfg.init_from, model_cfg))
     if main:
         _truncate_csv(logs / "metrics.csv", step)
         _truncate_csv(logs / "val_metrics.csv", step)
@@ -264,7 +288,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         loss.backward()
         # A non-finite loss or gradient would poison Adam's state and every later step: skip
         # that update (the step still counts, so schedules and resumption stay aligned).
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm or float("inf"))
         if torch.isfinite(loss) and torch.isfinite(grad_norm):
             optimizer.step()
         else:
@@ -285,7 +309,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
             speed = run_steps * batch_audio_s * world / max(1e-6, time.time() - started)
             log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda,
-                             lr, round(speed, 2)])
+                             lr, float(grad_norm), round(speed, 2)])
             bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}",
                             real=f"{last_real:.2f}", skipped=skipped, refresh=False)
         bar.update(1)
