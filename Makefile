@@ -27,7 +27,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
 test-deps: setup

@@ -4,7 +4,7 @@ For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, STOI, then libopus
 measured bitrate (floored at its 6 kbps minimum) and the PESQ-WB difference. Audio: the 51
 utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
 
-    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR]
+    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR] [--csv FILE]
 
 ``--report DIR`` also runs Opus on a grid of bitrates and writes the Table 1 files and the
 rate-quality plot there (the README's plot is made this way).
@@ -44,6 +44,7 @@ def main() -> int:
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--out", help="keep the eval folders here (default: a temp folder)")
     parser.add_argument("--report", help="write table1.* and rate_quality.* here, with an Opus grid")
+    parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
     parser.add_argument("--opus-grid", nargs="*", type=int, default=[6000, 8000, 12000, 16000, 24000, 32000])
     args = parser.parse_args()
     names = args.model or [m["name"] for m in speechcodec.list_models()]
@@ -71,6 +72,9 @@ def main() -> int:
     print(f"{len(list(SPEECH.glob('*.wav')))} utterances of {SPEECH}; speakers never used in training")
     print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'STOI':>6} {'Opus kbps':>10} "
           f"{'Opus WB':>8} {'delta WB':>9}")
+    if args.csv:
+        pd.DataFrame(rows, columns=["model", "kbps", "pesq_wb", "pesq_nb", "stoi", "opus_kbps", "opus_pesq_wb",
+                                    "delta_pesq_wb", "note"]).to_csv(args.csv, index=False)
     for r in rows:
         print(f"{r[0]:<22} {r[1]:>6.2f} {r[2]:>8.3f} {r[3]:>8.3f} {r[4]:>6.3f} {r[5]:>10.2f} {r[6]:>8.3f} "
               f"{r[7]:>+9.3f} {r[8]}")

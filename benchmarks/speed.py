@@ -3,12 +3,13 @@
 Prints one row per model: real kbps and how many times faster than real time encoding and
 decoding run (goal: >= 100x each). Audio: ../shared/data/speech when present, else synthetic.
 
-    .venv/bin/python benchmarks/speed.py [--model NAME_OR_PATH ...] [--repeats 3]
+    .venv/bin/python benchmarks/speed.py [--model NAME_OR_PATH ...] [--repeats 3] [--csv FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N passes (default: 3)")
+    parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
@@ -65,10 +67,17 @@ def main() -> int:
     names = args.model or [m["name"] for m in speechcodec.list_models()]
     print(f"one thread, {what}, best of {args.repeats}")
     print(f"{'model':<24} {'real kbps':>9} {'encode x RT':>12} {'decode x RT':>12}")
+    rows = []
     for name in names:
         row = measure(speechcodec.load(name), clips, args.repeats)
+        rows.append(row)
         print(f"{row['model']:<24} {row['kbps']:>9.2f} {row['encode_x_realtime']:>12.0f} "
               f"{row['decode_x_realtime']:>12.0f}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return 0
 
 

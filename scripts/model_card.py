@@ -1,0 +1,132 @@
+"""Write the model card (Markdown) of a model file from its metadata and measured benchmark rows.
+
+    .venv/bin/python benchmarks/quality.py --model sc-6k --csv quality.csv
+    .venv/bin/python benchmarks/speed.py --model sc-6k --csv speed.csv
+    .venv/bin/python scripts/model_card.py src/speechcodec/pretrained/sc-6k.safetensors \
+        --quality quality.csv --speed speed.csv [--config config/ship.yaml] [--note TEXT]
+
+The card goes beside the model (same stem, ``.md``). Every number in it is read from the model
+file or from the two CSVs; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from speechcodec.modelfile import load_model_file
+
+ATTRIBUTION = """## Data attribution
+
+- LibriSpeech ASR corpus (train-clean-100, test-other), (c) 2014 Vassil Panayotov, CC BY 4.0,
+  https://www.openslr.org/12 - V. Panayotov, G. Chen, D. Povey, S. Khudanpur, "LibriSpeech: an
+  ASR corpus based on public domain audio books", ICASSP 2015. Audio from LibriVox (public domain).
+- LibriTTS, CC BY 4.0, https://www.openslr.org/60 - H. Zen et al., "LibriTTS: A Corpus Derived
+  from LibriSpeech for Text-to-Speech", Interspeech 2019 (ground-truth clips of the DiffVoice
+  demo page).
+
+The exact files and their upstream sources are listed in `shared/data/train/SOURCES.tsv`
+(582 files, 116.5 min, 230 speakers, 16 kHz).
+"""
+
+
+def family(cfg) -> str:
+    if cfg.arch == "paper":
+        return (f"`paper` (the 2018 paper's network): {cfg.width} channels at the sample rate, "
+                f"{cfg.res_blocks} residual blocks, sub-pixel decoder, {cfg.code_channels} code channels")
+    head = "Vocos-style iSTFT decoder" if cfg.decoder_head == "istft" else "sub-pixel decoder"
+    fold_hz = cfg.sample_rate_hz / cfg.fold
+    return (f"`folded` + {head}: {cfg.fold}-sample folding, {cfg.fold_width} channels at {fold_hz:.0f} Hz, "
+            f"{cfg.width} at {fold_hz / cfg.downsample:.0f} Hz, {cfg.res_blocks} residual blocks per stage, "
+            f"{cfg.code_channels} code channels at {fold_hz / cfg.downsample:.0f} Hz")
+
+
+def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, note: str) -> str:
+    mf = load_model_file(model_path)
+    info, cfg = mf.info, mf.config
+    tc = info.get("train_config", {})
+    params = sum(t.numel() for t in mf.state_dict.values())
+    bps = int(info.get("bitrate_bps") or 0)
+    hours = info.get("train_seconds_last_run", 0) / 3600
+    start = f", continued from `{tc['init_from']}`" if tc.get("init_from") else ""
+    amp = "bfloat16 autocast" if tc.get("amp") == "on" else "float32 (bfloat16 autocast on GPU)"
+    opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f} at {quality.opus_kbps:.2f} kbps"
+            + (" (its lowest rate)" if isinstance(quality.note, str) and quality.note else ""))
+    clip = (f"gradient norm clipped at {tc['grad_clip_norm']}" if tc.get("grad_clip_norm")
+            else "no gradient clipping")
+    verdict = "matches or beats Opus" if quality.delta_pesq_wb >= 0 else "below Opus"
+    lines = [
+        f"# Model card: {mf.name}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| name | `{mf.name}` (fingerprint `{mf.fingerprint}`) |",
+        f"| family | {family(cfg)} |",
+        f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
+        f"| entropy model | per-channel mixture of {cfg.prior_components} logistics, frozen to 16-bit integer "
+        f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
+        f"| nominal bitrate | {bps / 1000:g} kbps; the validation rate was steered onto it |",
+        f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
+        f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly after {tc.get('lr_decay_from', 0):.0%} "
+        f"of the steps, {clip}, 5-resolution STFT + "
+        f"{tc.get('mse_weight')} x normalised MSE + lambda x kbps; seed {tc.get('seed')}; selected "
+        f"checkpoint: step {info.get('selected_step'):,} (best on-target validation) |",
+        f"| device and time | {info.get('device')}, {amp}, {hours:.2f} h, "
+        f"{info.get('train_audio_s_per_s')} s of audio per second |",
+        f"| training data | {info.get('train_files')} files, {info.get('train_audio_s', 0) / 60:.1f} min "
+        f"(`shared/data/train`, see below) |",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    lines += [
+        "Measured on the 51 utterances of `shared/data/speech` (VCTK, ARCTIC, LJSpeech, LibriTTS",
+        "speakers; none in training), every file really range-coded and decoded",
+        "(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread, range coding included):",
+        "",
+        "| real kbps | PESQ-WB | PESQ-NB | STOI | Opus 1.3.1 at about that rate "
+        "| encode / decode x real time |",
+        "|---|---|---|---|---|---|",
+        f"| {quality.kbps:.2f} | {quality.pesq_wb:.2f} | {quality.pesq_nb:.2f} | {quality.stoi:.3f} | {opus} | "
+        f"{speed.encode_x_realtime:.0f} / {speed.decode_x_realtime:.0f} |",
+        "",
+        f"**Against Opus**: {quality.delta_pesq_wb:+.2f} PESQ-WB ({verdict}).",
+        "",
+        "Retrain from the data (resumable: rerun the same command after an interruption):",
+        "",
+        "```bash",
+        f"speechcodec train --config {config} --bitrate {bps} --data ../shared/data/train/audio \\",
+        f"  --val-files {tc.get('val_max_files', 16)} --name {mf.name} --out {mf.name}.safetensors",
+        "```",
+        "",
+        "Continue training it (on a GPU, for example) with `--init-from " + mf.name + "` and more steps.",
+        "",
+        ATTRIBUTION,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="the .safetensors model file")
+    parser.add_argument("--quality", required=True, help="CSV from benchmarks/quality.py --csv")
+    parser.add_argument("--speed", required=True, help="CSV from benchmarks/speed.py --csv")
+    parser.add_argument("--config", default="config/ship.yaml", help="the config it was trained with")
+    parser.add_argument("--note", default="", help="a paragraph to add under the table")
+    args = parser.parse_args()
+    name = load_model_file(args.model).name
+    quality = pd.read_csv(args.quality).set_index("model")
+    speed = pd.read_csv(args.speed).set_index("model")
+    if name not in quality.index or name not in speed.index:
+        sys.exit(f"{name}: no row in {args.quality} or {args.speed}; run the benchmarks with --model {name}")
+    out = args.model.with_suffix(".md")
+    out.write_text(card(args.model, quality.loc[name], speed.loc[name], args.config, args.note))
+    print(f"{out}: written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
