@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +18,7 @@ from conftest import TINY_MODEL_CONFIG, run_cli
 from speechcodec.config import training_configs
 from speechcodec.model import ModelConfig
 from speechcodec.modelfile import load_model_file
-from speechcodec.train import TrainConfig, train
+from speechcodec.train import Batches, TrainConfig, train
 
 TINY = ModelConfig(**TINY_MODEL_CONFIG)
 
@@ -33,6 +34,22 @@ def one_thread():
 def _cfg(**kw) -> TrainConfig:
     base = dict(bitrate_bps=4000, steps=20, batch_size=4, crop_s=0.5, checkpoint_every=10, log_every=1)
     return TrainConfig(**{**base, **kw})
+
+
+def test_batches_are_crops_of_the_packed_corpus():
+    rng = np.random.default_rng(0)
+    corpus = [rng.standard_normal(n).astype(np.float32) for n in (5000, 800, 12000)]
+    batches = Batches(corpus, crop=700, batch_size=32, gain_db=6.0, seed=3)
+    x = batches.at(11)
+    assert x.shape == (32, 1, 700) and x.dtype == torch.float32
+    assert torch.equal(x, batches.at(11)) and not torch.equal(x, batches.at(12))
+    starts, scales = batches.positions(11)
+    bounds = np.cumsum([0, 5000, 800, 12000])
+    for crop, start, scale in zip(x[:, 0].numpy(), starts, scales, strict=True):
+        f = np.searchsorted(bounds, start, side="right") - 1
+        assert start + 700 <= bounds[f + 1]  # never across two files
+        np.testing.assert_array_equal(crop, corpus[f][start - bounds[f]: start - bounds[f] + 700] * scale)
+        assert 10 ** (-6 / 20) - 1e-6 <= abs(scale) <= 10 ** (6 / 20) + 1e-6
 
 
 def test_loss_falls(tmp_path, synth_corpus):
@@ -143,7 +160,7 @@ KILL_SCRIPT = f"""
 import sys, torch
 torch.set_num_threads(1)
 from speechcodec.model import ModelConfig
-from speechcodec.train import TrainConfig, train
+from speechcodec.train import Batches, TrainConfig, train
 cfg = TrainConfig(bitrate_bps=4000, steps=400, batch_size=2, crop_s=0.5, checkpoint_every=5)
 train(ModelConfig(**{TINY_MODEL_CONFIG!r}), cfg, sys.argv[2:], sys.argv[1], "k", progress=False)
 """

@@ -100,30 +100,44 @@ def load_corpus(paths: Sequence[str | os.PathLike], sample_rate_hz: int, input_r
 
 class Batches:
     """Random crops with level and polarity augmentation; batch ``step`` depends only on
-    (seed, rank, step), which is what makes resumption exact."""
+    (seed, rank, step), which is what makes resumption exact.
+
+    The corpus is packed into one flat float32 tensor on the training device (116 min of 16 kHz
+    speech is 450 MB), so a batch is a single gather there: no per-step host work beyond drawing
+    the crop positions, and no host-to-device copy of audio."""
 
     def __init__(self, corpus: list[np.ndarray], crop: int, batch_size: int, gain_db: float,
-                 seed: int, rank: int = 0):
-        self.corpus = corpus
+                 seed: int, rank: int = 0, device: torch.device | str = "cpu"):
         self.crop = crop
         self.batch_size = batch_size
         self.gain_db = gain_db
         self.seed = seed
         self.rank = rank
-        lengths = np.array([len(a) - crop + 1 for a in corpus], dtype=np.float64)
-        self.weights = lengths / lengths.sum()
+        sizes = np.array([len(a) for a in corpus], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.starts_max = sizes - crop + 1
+        self.weights = self.starts_max / self.starts_max.sum()
+        self.flat = torch.from_numpy(np.concatenate(corpus)).to(device)
+        self.window = torch.arange(crop, device=device)
 
-    def at(self, step: int) -> np.ndarray:
+    def positions(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where each crop of batch ``step`` starts in the packed corpus, and its gain (signed)."""
         rng = np.random.default_rng([self.seed, self.rank, step])
-        batch = np.empty((self.batch_size, 1, self.crop), np.float32)
-        files = rng.choice(len(self.corpus), size=self.batch_size, p=self.weights)
+        files = rng.choice(len(self.starts_max), size=self.batch_size, p=self.weights)
+        starts = np.empty(self.batch_size, np.int64)
+        scales = np.empty(self.batch_size, np.float32)
         for i, f in enumerate(files):
-            audio = self.corpus[f]
-            start = rng.integers(0, len(audio) - self.crop + 1)
+            starts[i] = self.offsets[f] + rng.integers(0, self.starts_max[f])
             gain = 10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)
-            sign = 1.0 if rng.random() < 0.5 else -1.0
-            batch[i, 0] = audio[start: start + self.crop] * (gain * sign)
-        return batch
+            scales[i] = gain if rng.random() < 0.5 else -gain
+        return starts, scales
+
+    def at(self, step: int) -> torch.Tensor:
+        """Batch ``step``: ``[batch_size, 1, crop]`` on the corpus's device."""
+        starts, scales = self.positions(step)
+        device = self.flat.device
+        index = torch.from_numpy(starts).to(device)[:, None] + self.window
+        return (self.flat[index] * torch.from_numpy(scales).to(device)[:, None])[:, None, :]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -222,7 +236,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     spf = model_cfg.samples_per_frame
     crop = max(spf, round(cfg.crop_s * model_cfg.sample_rate_hz) // spf * spf)
     corpus = load_corpus(audio_paths, model_cfg.sample_rate_hz, model_cfg.input_rms, crop)
-    batches = Batches(corpus, crop, cfg.batch_size, cfg.gain_db, cfg.seed, rank)
+    batches = Batches(corpus, crop, cfg.batch_size, cfg.gain_db, cfg.seed, rank, device)
+    corpus_files, corpus_s = len(corpus), sum(len(a) for a in corpus) / model_cfg.sample_rate_hz
+    del corpus  # packed into ``batches``
     val_audio = []
     if main and val_paths:
         val_audio = load_corpus(list(val_paths)[: cfg.val_max_files], model_cfg.sample_rate_hz,
@@ -276,7 +292,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        x = torch.from_numpy(batches.at(step)).to(device, non_blocking=True)
+        x = batches.at(step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             x_hat, _, bits = net(x)
         x_hat = x_hat.float()
@@ -359,9 +375,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "device": f"{device.type} x{world}" if world > 1 else str(device),
         "train_seconds_last_run": round(elapsed, 1),
         "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
-        "train_files": len(corpus),
+        "train_files": corpus_files,
         "skipped_updates_last_run": skipped,
-        "train_audio_s": round(sum(len(a) for a in corpus) / model_cfg.sample_rate_hz, 1),
+        "train_audio_s": round(corpus_s, 1),
         "train_config": asdict(cfg),
         **(info or {}),
     }
