@@ -50,7 +50,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     tc = info.get("train_config", {})
     params = sum(t.numel() for t in mf.state_dict.values())
     bps = int(info.get("bitrate_bps") or 0)
-    hours = info.get("train_seconds_last_run", 0) / 3600
+    hours = info.get("train_seconds", info.get("train_seconds_last_run", 0)) / 3600
     start = f", continued from `{tc['init_from']}`" if tc.get("init_from") else ""
     amp = "bfloat16 autocast" if tc.get("amp") == "on" else "float32 (bfloat16 autocast on GPU)"
     opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f} at {quality.opus_kbps:.2f} kbps"

@@ -72,6 +72,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, synth_corpus):
                     val_paths=synth_corpus[:1], progress=False)
     a, b = load_model_file(whole), load_model_file(resumed)
     assert a.info["steps"] == b.info["steps"] == 20
+    assert b.info["train_seconds"] > b.info["train_seconds_last_run"] > 0  # both runs counted
     for key in a.state_dict:
         assert torch.equal(a.state_dict[key], b.state_dict[key]), key
     assert (a.pmf == b.pmf).all()

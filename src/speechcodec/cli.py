@@ -188,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = audio[::step][: args.val_files]
     path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
                  progress=not args.quiet, metrics_dir=args.metrics_dir,
-                 restart_on_change=args.restart_on_change)
+                 restart_on_change=args.restart_on_change,
+                 info={"description": args.description} if args.description else None)
     if path:
         print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
     return 0
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-files", type=int, default=0, metavar="N",
                    help="without --val-manifest: validate on N files spread over the training audio")
     p.add_argument("--name", help="model name written into streams (default: from config or OUT)")
+    p.add_argument("--description", help="one line shown by 'speechcodec models'")
     p.add_argument("--model-config", metavar="JSON",
                    help='without --config: model settings, e.g. \'{"width": 64, "code_channels": 16}\'')
     p.add_argument("--steps", type=int, help="optimizer steps (overrides the config)")

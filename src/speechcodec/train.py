@@ -252,6 +252,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         {"params": model.prior.parameters(), "lr_scale": cfg.prior_lr_scale},
     ], lr=cfg.lr)
     step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
+    seconds_before = 0.0  # wall-clock training time of earlier runs that this one resumes
     ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -266,6 +267,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
             optimizer.load_state_dict(state["optimizer"])
             step, rate_lambda = state["step"], state["rate_lambda"]
             goal_kbps, best = state["goal_kbps"], state["best"]
+            seconds_before = state.get("train_seconds", 0.0)
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
                 stale.unlink(missing_ok=True)
@@ -354,6 +356,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                 log_rows = []
                 _save_checkpoint(ckpt_path, {
                     "step": step, "rate_lambda": rate_lambda, "goal_kbps": goal_kbps, "best": best,
+                    "train_seconds": seconds_before + time.time() - started,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
                 })
@@ -373,6 +376,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "bitrate_bps": cfg.bitrate_bps,
         "steps": step,
         "device": f"{device.type} x{world}" if world > 1 else str(device),
+        "train_seconds": round(seconds_before + elapsed, 1),  # all runs up to the final step
         "train_seconds_last_run": round(elapsed, 1),
         "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
         "train_files": corpus_files,
