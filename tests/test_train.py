@@ -149,11 +149,13 @@ def test_ddp_with_two_gloo_processes(tmp_path, synth_corpus):
     out = tmp_path / "ddp.safetensors"
     r = run_cli("train", "--data", *synth_corpus, "--bitrate", "4000", "--out", out, "--steps", "6",
                 "--batch-size", "2", "--nproc", "2", "--threads", "1", "--device", "cpu", "-q",
+                "--description", "two-process test model",
                 "--model-config", '{"width": 32, "fold_width": 16, "code_channels": 8, "res_blocks": 1}',
                 timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     model = load_model_file(out)
     assert model.info["device"] == "cpu x2" and model.info["steps"] == 6
+    assert model.info["description"] == "two-process test model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.safetensors", "ddp.work"]
 
 
