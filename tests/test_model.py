@@ -48,6 +48,20 @@ def _codec(cfg: ModelConfig, chunk_s: float) -> Codec:
     return Codec(ModelFile("rand", cfg, model.state_dict(), pmf), chunk_s=chunk_s)
 
 
+def test_istft_head_gradients_stay_finite_when_magnitudes_saturate():
+    # Three shipped trainings died here: exp() overflowed, and clamp's backward turned it into NaN.
+    model = CodecModel(ModelConfig(decoder_head="istft", width=32, fold_width=16, code_channels=8,
+                                   res_blocks=1))
+    bins = model.autoencoder.n_fft // 2 + 1
+    with torch.no_grad():
+        model.autoencoder.head.bias[:bins].fill_(200.0)  # log-magnitudes far past float32's exp range
+    x_hat, _, bits = model(torch.randn(2, 1, 1600) * 0.05)
+    (x_hat.pow(2).mean() + 1e-3 * bits).backward()
+    assert torch.isfinite(x_hat).all() and x_hat.abs().max() > 1.0  # saturated, capped, finite
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["folded", "folded-istft", "paper"])
 def test_chunked_coding_equals_whole_signal_coding(cfg):
     audio = synth_speech(3.0, seed=3)

@@ -19,6 +19,7 @@ from speechcodec.model.layers import (
     stack_radius,
 )
 
+MAX_LOG_MAGNITUDE = math.log(100.0)  # iSTFT head: spectral magnitudes are capped at 100
 
 class FoldedAutoencoder(nn.Module):
     """Waveform ``[B, 1, T]`` <-> latent ``[B, C, T / samples_per_frame]``.
@@ -89,7 +90,9 @@ class FoldedAutoencoder(nn.Module):
         bins = self.n_fft // 2 + 1
         spec = spec.float()  # the inverse FFT runs in float32 even under autocast
         log_mag, phase = spec[:, :bins], spec[:, bins:]
-        mag = torch.exp(log_mag).clamp(max=100.0)
+        # Clamp before exp: exp(x).clamp(max) overflows to inf for a large x, and the backward
+        # pass then multiplies inf by clamp's zero gradient: NaN in every gradient from then on.
+        mag = torch.exp(log_mag.clamp(max=MAX_LOG_MAGNITUDE))
         stft = torch.polar(mag, phase)
         spf = self.cfg.samples_per_frame
         x = torch.istft(stft, self.n_fft, hop_length=spf, window=self.window, center=True,
