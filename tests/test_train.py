@@ -16,8 +16,8 @@ import torch
 
 from conftest import TINY_MODEL_CONFIG, run_cli
 from speechcodec.config import training_configs
-from speechcodec.model import ModelConfig
-from speechcodec.modelfile import load_model_file
+from speechcodec.model import CodecModel, ModelConfig
+from speechcodec.modelfile import load_model_file, save_model
 from speechcodec.train import Batches, TrainConfig, train
 
 TINY = ModelConfig(**TINY_MODEL_CONFIG)
@@ -92,6 +92,31 @@ def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, synth_corp
     assert list(pd.read_csv(tmp_path / "a.work" / "metrics.csv")["step"]) == list(range(1, 21))
 
 
+def test_a_diverged_run_rolls_back_to_its_best_weights(tmp_path, synth_corpus):
+    out, work = tmp_path / "m.safetensors", tmp_path / "m.work"
+    train(TINY, _cfg(), synth_corpus, out, "m", val_paths=synth_corpus[:1], progress=False, stop_after=10)
+    state = torch.load(work / "checkpoint.pt", weights_only=True)
+    good = CodecModel(TINY)
+    good.load_state_dict(state["model"])
+    save_model(work / "best.safetensors", good, good.prior.freeze(TINY.max_symbol), "m",
+               {"step": 10, "rate_lambda": 0.123, "goal_kbps": 4.0})
+    state["best"] = 10.0  # as if step 10 had validated at that distortion
+    for key, value in state["model"].items():  # then blow the weights up
+        if value.is_floating_point():
+            state["model"][key] = value * 50
+    torch.save(state, work / "checkpoint.pt")
+
+    train(TINY, _cfg(), synth_corpus, out, "m", val_paths=synth_corpus[:1], progress=False)
+    val = pd.read_csv(work / "val_metrics.csv").set_index("step")
+    assert val.loc[20, "rolled_back"] == 1 and not val.loc[20, "distortion"] <= 15.0
+    after = torch.load(work / "checkpoint.pt", weights_only=True)
+    for key, value in good.state_dict().items():
+        assert torch.equal(after["model"][key], value), key
+    assert after["rate_lambda"] == pytest.approx(0.123)
+    final = load_model_file(out)
+    assert final.info["rollbacks_last_run"] == 1 and final.info["selected_step"] == 10
+
+
 def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
     train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
     with pytest.raises(ValueError, match="another configuration"):
@@ -162,7 +187,7 @@ def test_ddp_with_two_gloo_processes(tmp_path, synth_corpus):
 KILL_SCRIPT = f"""
 import sys, torch
 torch.set_num_threads(1)
-from speechcodec.model import ModelConfig
+from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.train import Batches, TrainConfig, train
 cfg = TrainConfig(bitrate_bps=4000, steps=400, batch_size=2, crop_s=0.5, checkpoint_every=5)
 train(ModelConfig(**{TINY_MODEL_CONFIG!r}), cfg, sys.argv[2:], sys.argv[1], "k", progress=False)

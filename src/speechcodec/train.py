@@ -39,7 +39,7 @@ from speechcodec.modelfile import ModelFile, save_model
 
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
                 "audio_s_per_s"]
-VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best"]
+VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best", "rolled_back"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class TrainConfig:
     amp: str = "auto"  # bfloat16 autocast: auto = on GPU only; "on" also on CPU; "off"
     grad_clip_norm: float = 1.0  # global gradient-norm clip (0: off); keeps a bad batch from
     # throwing the model off (unclipped bf16 runs blew up after ~2,500 steps)
+    rollback_factor: float = 1.5  # validation distortion above this x the best: back to the best
+    # weights with fresh optimizer state (0: off); a collapsed or blown-up run recovers by itself
     init_from: str | None = None  # model name or file whose weights start a fresh run (not a resume)
 
     @classmethod
@@ -151,6 +153,12 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
     new = not path.exists()
+    if not new:  # written by a version with fewer columns: pad the old rows
+        with open(path, newline="") as f:
+            old = list(csv.reader(f))
+        if old and old[0] != header and old[0] == header[: len(old[0])]:
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerows([header] + [r + [""] * (len(header) - len(r)) for r in old[1:]])
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new:
@@ -289,6 +297,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     last_real = math.nan
     window_kbps: list[float] = []  # training-rate estimates since the last checkpoint
     skipped = 0  # updates skipped for a non-finite loss or gradient
+    rollbacks = 0
     model.train()
     while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
@@ -332,6 +341,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                             real=f"{last_real:.2f}", skipped=skipped, refresh=False)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            diverged = False
             if main:
                 val_row = None
                 if val_audio:
@@ -347,9 +357,30 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                     if is_best:
                         best = v["distortion"]
                         save_model(best_path, v["model"], v["pmf"], name,
-                                   {"bitrate_bps": cfg.bitrate_bps, "step": step})
+                                   {"bitrate_bps": cfg.bitrate_bps, "step": step,
+                                    "rate_lambda": rate_lambda, "goal_kbps": goal_kbps})
+                    # NaN compares False: a non-finite distortion counts as diverged too.
+                    diverged = bool(cfg.rollback_factor) and best_path.exists() and not (
+                        v["distortion"] <= cfg.rollback_factor * best)
                     val_row = [step, v["kbps_real"], v["kbps_estimated_val"], v["distortion"],
-                               goal_kbps, int(is_best)]
+                               goal_kbps, int(is_best), int(diverged)]
+            if world > 1:  # every rank rolls back together
+                flag = torch.tensor([int(diverged)], device=device)  # NCCL wants tensors on the GPU
+                torch.distributed.broadcast(flag, 0)
+                diverged = bool(flag)
+            if diverged:
+                from speechcodec.modelfile import load_model_file
+
+                back = load_model_file(best_path)
+                model.load_state_dict(back.state_dict)
+                optimizer.state.clear()  # the moments belong to the diverged weights
+                rate_lambda = back.info.get("rate_lambda", rate_lambda)
+                goal_kbps = back.info.get("goal_kbps", goal_kbps)
+                rollbacks += 1
+                if main:
+                    tqdm.write(f"train {name}: step {step} diverged (validation distortion "
+                               f"{val_row[3]:.3g}, best {best:.3g}); back to step {back.info.get('step')}")
+            if main:
                 _append_csv(logs / "metrics.csv", TRAIN_FIELDS, log_rows)
                 if val_row:
                     _append_csv(logs / "val_metrics.csv", VAL_FIELDS, [val_row])
@@ -362,7 +393,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                 })
             window_kbps = []
             if world > 1:
-                goal = torch.tensor([goal_kbps], dtype=torch.float64)
+                goal = torch.tensor([goal_kbps], dtype=torch.float64, device=device)
                 torch.distributed.broadcast(goal, 0)
                 goal_kbps = float(goal)
     bar.close()
@@ -381,6 +412,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
         "train_files": corpus_files,
         "skipped_updates_last_run": skipped,
+        "rollbacks_last_run": rollbacks,
         "train_audio_s": round(corpus_s, 1),
         "train_config": asdict(cfg),
         **(info or {}),
