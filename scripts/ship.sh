@@ -33,7 +33,7 @@ for bps in "${rates[@]}"; do
   echo "training $name: log in $WORK/$name.log" >&2
   "$BIN/speechcodec" --log "$WORK/$name.log" train --config "$CONFIG" --bitrate "$bps" \
     --data "$DATA" --val-files 16 --name "$name" --out "$WORK/$name.safetensors" \
-    --threads "$threads" -q --description "folded + iSTFT decoder, ${bps} bps; trained on shared/data/train" &
+    --threads "$threads" -q --description "folded + iSTFT decoder, 16 kHz, $((bps / 1000)) kbps; trained on shared/data/train" &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do

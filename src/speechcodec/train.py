@@ -32,10 +32,12 @@ from tqdm import tqdm
 
 from speechcodec.audio import read_audio
 from speechcodec.codec import Codec, active_rms
+from speechcodec.errors import ModelMismatchError
 from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.model.config import checked_dataclass
-from speechcodec.modelfile import ModelFile, save_model
+from speechcodec.modelfile import ModelFile, load_model_file, save_model
+from speechcodec.registry import model_path
 
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
                 "audio_s_per_s"]
@@ -179,10 +181,6 @@ def _truncate_csv(path: Path, step: int) -> None:
 def initial_state(name_or_path: str, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Weights (entropy model included) of an installed or saved model to continue training from;
     its configuration must be the one being trained."""
-    from speechcodec.errors import ModelMismatchError
-    from speechcodec.modelfile import load_model_file
-    from speechcodec.registry import model_path
-
     start = load_model_file(model_path(name_or_path))
     if start.config != model_cfg:
         mine, theirs = model_cfg.to_dict(), start.config.to_dict()
@@ -369,8 +367,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                 torch.distributed.broadcast(flag, 0)
                 diverged = bool(flag)
             if diverged:
-                from speechcodec.modelfile import load_model_file
-
                 back = load_model_file(best_path)
                 model.load_state_dict(back.state_dict)
                 optimizer.state.clear()  # the moments belong to the diverged weights
@@ -418,8 +414,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         **(info or {}),
     }
     if best_path.exists():  # the best validated model on target, else the final one
-        from speechcodec.modelfile import load_model_file
-
         chosen = load_model_file(best_path)
         meta["selected_step"] = chosen.info.get("step")
         return save_model(out_path, chosen.build(), chosen.pmf, name, meta)
