@@ -117,6 +117,17 @@ def test_a_diverged_run_rolls_back_to_its_best_weights(tmp_path, synth_corpus):
     assert final.info["rollbacks_last_run"] == 1 and final.info["selected_step"] == 10
 
 
+def test_metrics_written_before_a_new_column_are_padded_not_broken(tmp_path):
+    from speechcodec.train import VAL_FIELDS, _append_csv
+
+    path = tmp_path / "val_metrics.csv"
+    path.write_text(",".join(VAL_FIELDS[:-1]) + "\n500,6.1,6.0,1.9,6.5,1\n")  # before "rolled_back"
+    _append_csv(path, VAL_FIELDS, [[1000, 5.9, 5.8, 1.8, 6.4, 1, 0]])
+    val = pd.read_csv(path)
+    assert list(val.columns) == VAL_FIELDS and list(val["step"]) == [500, 1000]
+    assert val["rolled_back"].isna().tolist() == [True, False] and val["distortion"].tolist() == [1.9, 1.8]
+
+
 def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
     train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
     with pytest.raises(ValueError, match="another configuration"):
