@@ -151,6 +151,31 @@ def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
     assert first_distortion("b.work") < 1.2 * float((trained["stft"] + 2 * trained["mse"]).mean())
 
 
+def test_learning_rate_warms_up_then_holds(tmp_path, synth_corpus):
+    train(TINY, _cfg(warmup_steps=4, lr=1e-3, checkpoint_every=6), synth_corpus, tmp_path / "a.safetensors", "m", progress=False,
+          stop_after=6)
+    lr = pd.read_csv(tmp_path / "a.work" / "metrics.csv")["lr"].tolist()
+    assert lr == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_the_starting_model_is_the_first_candidate_to_roll_back_to(tmp_path, synth_corpus):
+    val = synth_corpus[:1]
+    first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
+                  progress=False)
+    real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
+    work = tmp_path / "b.work"
+    work.mkdir()
+    (work / "val_metrics.csv").write_text(",".join(["step", "kbps_real"]) + "\n0,1.0\n")  # a killed run's
+    train(TINY, _cfg(bitrate_bps=real_bps, init_from=str(first)), synth_corpus, tmp_path / "b.safetensors",
+          "m", val_paths=val, progress=False, stop_after=1)
+    rows = pd.read_csv(work / "val_metrics.csv")
+    assert list(rows["step"]) == [0] and rows["best"].iloc[0] == 1 and rows["rolled_back"].iloc[0] == 0
+    best = load_model_file(work / "best.safetensors")
+    assert best.info["step"] == 0
+    for key, value in load_model_file(first).state_dict.items():
+        assert torch.equal(best.state_dict[key], value), key
+
+
 def test_starting_from_a_model_with_another_config_is_a_clear_error(tmp_path, synth_corpus, tiny_model):
     other = ModelConfig(**{**TINY_MODEL_CONFIG, "code_channels": TINY.code_channels + 2})
     with pytest.raises(ValueError, match="code_channels"):

@@ -54,6 +54,8 @@ class TrainConfig:
     crop_s: float = 1.0
     lr: float = 1.5e-3
     lr_decay_from: float = 0.7  # fraction of steps after which the LR decays linearly to 0
+    warmup_steps: int = 0  # LR rises linearly over these first steps: a run that starts from trained
+    # weights (init_from) with fresh Adam moments would otherwise move every weight by ~lr at once
     mse_weight: float = 2.0
     stft_weight: float = 1.0
     rate_lambda: float = 0.05  # initial weight of kbps in the loss
@@ -279,9 +281,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                 stale.unlink(missing_ok=True)
     if step == 0 and cfg.init_from:  # a fresh run that continues an earlier model
         model.load_state_dict(initial_state(cfg.init_from, model_cfg))
-    if main:
-        _truncate_csv(logs / "metrics.csv", step)
-        _truncate_csv(logs / "val_metrics.csv", step)
+    if main:  # a fresh run keeps no rows of an earlier, unfinished one
+        _truncate_csv(logs / "metrics.csv", step or -1)
+        _truncate_csv(logs / "val_metrics.csv", step or -1)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
 
@@ -296,9 +298,24 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     window_kbps: list[float] = []  # training-rate estimates since the last checkpoint
     skipped = 0  # updates skipped for a non-finite loss or gradient
     rollbacks = 0
+    if main and step == 0 and cfg.init_from and val_audio:
+        # The starting weights are the first candidate: a run that collapses or blows up before
+        # its first checkpoint on target rolls back to them rather than ending with nothing.
+        v = validate(model, model_cfg, val_audio, name)
+        last_real = v["kbps_real"]
+        on_target = abs(v["kbps_real"] / target_kbps - 1) <= 0.10
+        if on_target:
+            best = v["distortion"]
+            start_info = {"bitrate_bps": cfg.bitrate_bps, "step": 0, "rate_lambda": rate_lambda,
+                          "goal_kbps": goal_kbps}
+            save_model(best_path, v["model"], v["pmf"], name, start_info)
+        _append_csv(logs / "val_metrics.csv", VAL_FIELDS, [[0, v["kbps_real"], v["kbps_estimated_val"],
+                                                            v["distortion"], goal_kbps, int(on_target), 0]])
     model.train()
     while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
+        if step < cfg.warmup_steps:
+            lr *= (step + 1) / cfg.warmup_steps
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         x = batches.at(step)
