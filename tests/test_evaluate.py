@@ -77,6 +77,7 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
                       target_bitrate_bps=4000, keep_audio=True)
     streams = sorted((tmp_path / "neural" / "streams").iterdir())
     assert len(streams) == 3
+    assert neural["arch"] == "folded"
     assert neural["kbps"] == pytest.approx(sum(p.stat().st_size for p in streams) * 8 / 6.0 / 1000)
     assert len(list((tmp_path / "neural" / "decoded").glob("*.flac"))) == 3
     bps, note = opus_target_for(neural["kbps"])
@@ -94,6 +95,23 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
     assert (tmp_path / "report" / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert set(metrics) == {"tiny-test"}
+
+
+def test_the_papers_network_is_plotted_as_its_own_series(tmp_path):
+    from speechcodec.report import plot_rate_quality
+
+    def summary(codec, kind, arch, kbps, pesq):
+        return {"codec": codec, "kind": kind, "arch": arch, "kbps": kbps, "pesq_wb": pesq, "pesq_wb_std": 0.1}
+
+    summaries = [summary("sc-6k", "neural", "folded", 6.0, 2.0),
+                 summary("sc-12k", "neural", "folded", 12.0, 2.3),
+                 summary("paper-15k", "neural", "paper", 14.5, 2.4),
+                 summary("opus-6000", "opus", None, 6.0, 2.3)]
+    scores = pd.DataFrame({"codec": ["sc-6k"], "kbps": [6.0], "pesq_wb": [2.0]})
+    svg = plot_rate_quality(summaries, scores, tmp_path / "plot")[1].read_text()
+    assert "the 2018 paper" in svg and "speechcodec" in svg and "Opus (libopus)" in svg
+    no_paper = plot_rate_quality(summaries[:2] + summaries[3:], scores, tmp_path / "plot2")[1].read_text()
+    assert "the 2018 paper" not in no_paper
 
 
 def test_eval_and_report_cli(tmp_path, tiny_model):

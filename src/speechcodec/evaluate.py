@@ -93,10 +93,12 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
     scores.to_csv(out / "scores.csv", index=False)
     total_s = float(scores["duration_s"].sum())
     codec_name = scores["codec"].iloc[0]
+    neural = not spec.startswith(OPUS_PREFIX)
     summary = {
         "codec": codec_name,
         "spec": spec,
-        "kind": "opus" if spec.startswith(OPUS_PREFIX) else "neural",
+        "kind": "neural" if neural else "opus",
+        "arch": load_codec(spec).model_file.config.arch if neural else None,
         "target_bitrate_bps": target_bitrate_bps,
         "matched_to": matched_to,
         "kbps": float(scores["bytes"].sum()) * 8 / total_s / 1000,

@@ -61,9 +61,13 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    styles = {"neural": ("tab:blue", "o", "speechcodec"), "opus": ("tab:orange", "s", "Opus (libopus)")}
+    def series(s: dict) -> str:  # the paper's network is its own row, not a point on our curve
+        return "paper" if s.get("arch") == "paper" else s["kind"]
+
+    styles = {"neural": ("tab:blue", "o", "speechcodec"), "opus": ("tab:orange", "s", "Opus (libopus)"),
+              "paper": ("tab:green", "D", "the 2018 paper's network")}
     for kind, (color, marker, label) in styles.items():
-        group = sorted((s for s in summaries if s["kind"] == kind), key=lambda s: s["kbps"])
+        group = sorted((s for s in summaries if series(s) == kind), key=lambda s: s["kbps"])
         if not group:
             continue
         for s in group:
@@ -71,8 +75,8 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
             ax.scatter(per["kbps"], per["pesq_wb"], s=6, color=color, alpha=0.15, linewidths=0)
         ax.errorbar([s["kbps"] for s in group], [s["pesq_wb"] for s in group],
                     yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
-                    label=label, linestyle="-" if kind == "opus" else "--")
-        if kind == "neural":
+                    label=label, linestyle={"opus": "-", "neural": "--"}.get(kind, ":"))
+        if kind != "opus":
             for i, s in enumerate(group):  # alternate above/below so close points stay legible
                 ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
                             xytext=(4, 8 if i % 2 else -12), fontsize=7, color=color)
