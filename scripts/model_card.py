@@ -44,15 +44,49 @@ def family(cfg) -> str:
             f"{cfg.code_channels} code channels at {fold_hz / cfg.downsample:.0f} Hz")
 
 
-def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, note: str) -> str:
+def history_rows(history: list[dict], info: dict) -> list[str]:
+    """Table rows for the runs a continued model was trained in, and their totals."""
+    runs = [f"{i}. `{h['name']}` (`{h['fingerprint']}`): {h.get('steps') or 0:,} steps x batch "
+            f"{h.get('batch_size')} on {h.get('device')}, {(h.get('train_seconds') or 0) / 3600:.2f} h, "
+            f"{h.get('train_files')} files" for i, h in enumerate(history, 1)]
+    steps = sum(h.get("steps") or 0 for h in history) + (info.get("steps") or 0)
+    hours = (sum(h.get("train_seconds") or 0 for h in history) + (info.get("train_seconds") or 0)) / 3600
+    return [f"| earlier runs it continues | {'<br>'.join(runs)} |",
+            f"| all runs together | {steps:,} steps, {hours:.2f} h |"]
+
+
+def retrain_commands(name: str, bps: int, config: str, base_config: str, history: list[dict],
+                     val_files: int, steps: int) -> list[str]:
+    data = "--data ../shared/data/train/audio"
+    first_steps = history[0].get("steps") if history else steps
+    first = [f"speechcodec train --config {base_config if history else config} --bitrate {bps} {data} \\",
+             f"  --val-files {val_files} --name {name} --steps {first_steps} --out {name}.safetensors"]
+    if not history:
+        return first
+    lines = ["# the first run", *first]
+    later = [h.get("steps") or 0 for h in history[1:]] + [steps]
+    for i, n in enumerate(later, 1):
+        before = f"{name}.safetensors" if i == 1 else f"{name}-{i - 1}.safetensors"
+        lines += [f"# continued ({i} of {len(later)})",
+                  f"speechcodec train --config {config} --bitrate {bps} {data} \\",
+                  f"  --val-files {val_files} --name {name} --init-from {before} --steps {n} "
+                  f"--out {name}-{i}.safetensors"]
+    return lines
+
+
+def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, note: str,
+         base_config: str = "config/ship.yaml") -> str:
     mf = load_model_file(model_path)
     info, cfg = mf.info, mf.config
     tc = info.get("train_config", {})
     params = sum(t.numel() for t in mf.state_dict.values())
     bps = int(info.get("bitrate_bps") or 0)
     hours = info.get("train_seconds", info.get("train_seconds_last_run", 0)) / 3600
-    start = f", continued from `{tc['init_from']}`" if tc.get("init_from") else ""
-    amp = "bfloat16 autocast" if tc.get("amp") == "on" else "float32 (bfloat16 autocast on GPU)"
+    history = info.get("history", [])
+    start = (f", continued from `{history[-1]['name']}` (`{history[-1]['fingerprint']}`)" if history
+             else f", continued from `{tc['init_from']}`" if tc.get("init_from") else "")
+    on_gpu = str(info.get("device", "")).startswith("cuda")
+    amp = "bfloat16 autocast" if tc.get("amp") == "on" or (tc.get("amp") == "auto" and on_gpu) else "float32"
     opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f} at {quality.opus_kbps:.2f} kbps"
             + (" (its lowest rate)" if isinstance(quality.note, str) and quality.note else ""))
     clip = (f"gradient norm clipped at {tc['grad_clip_norm']}" if tc.get("grad_clip_norm")
@@ -78,8 +112,10 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"{info.get('train_audio_s_per_s')} s of audio per second |",
         f"| training data | {info.get('train_files')} files, {info.get('train_audio_s', 0) / 60:.1f} min "
         f"(`shared/data/train`, see below) |",
-        "",
     ]
+    if history:
+        lines += history_rows(history, info)
+    lines += [""]
     if note:
         lines += [note, ""]
     lines += [
@@ -98,11 +134,11 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         "Retrain from the data (resumable: rerun the same command after an interruption):",
         "",
         "```bash",
-        f"speechcodec train --config {config} --bitrate {bps} --data ../shared/data/train/audio \\",
-        f"  --val-files {tc.get('val_max_files', 16)} --name {mf.name} --out {mf.name}.safetensors",
+        *retrain_commands(mf.name, bps, config, base_config, history, 16, info.get("steps", 0)),
         "```",
         "",
-        "Continue training it (on a GPU, for example) with `--init-from " + mf.name + "` and more steps.",
+        f"Continue training it (on a GPU, for example) with `--init-from {mf.name}` (or the file's path) "
+        "and more steps.",
         "",
         ATTRIBUTION,
     ]
@@ -116,6 +152,8 @@ def main() -> int:
     parser.add_argument("--speed", required=True, help="CSV from benchmarks/speed.py --csv")
     parser.add_argument("--config", default="config/ship.yaml", help="the config it was trained with")
     parser.add_argument("--note", default="", help="a paragraph to add under the table")
+    parser.add_argument("--base-config", default="config/ship.yaml",
+                        help="for a continued model: the config of the first run it continues")
     args = parser.parse_args()
     name = load_model_file(args.model).name
     quality = pd.read_csv(args.quality).set_index("model")
@@ -123,7 +161,8 @@ def main() -> int:
     if name not in quality.index or name not in speed.index:
         sys.exit(f"{name}: no row in {args.quality} or {args.speed}; run the benchmarks with --model {name}")
     out = args.model.with_suffix(".md")
-    out.write_text(card(args.model, quality.loc[name], speed.loc[name], args.config, args.note))
+    out.write_text(card(args.model, quality.loc[name], speed.loc[name], args.config, args.note,
+                              args.base_config))
     print(f"{out}: written")
     return 0
 

@@ -9,12 +9,17 @@
 # benchmarks/quality.py (on ../shared/data/speech, speakers never used in training) and
 # benchmarks/speed.py, writes each card with scripts/model_card.py and copies model + card into
 # src/speechcodec/pretrained/.
+#
+# Continue the installed models instead (a GPU round; each starts from the installed sc-* model):
+#   SHIP_CONFIG=config/ship_gpu.yaml SHIP_STEPS=4000 SHIP_WORK=scratch/gpu-round scripts/ship.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 DATA=${SHIP_DATA:-../shared/data/train/audio}
 WORK=${SHIP_WORK:-scratch/ship}
-CONFIG=config/ship.yaml
+CONFIG=${SHIP_CONFIG:-config/ship.yaml}
+STEPS=()
+[ -z "${SHIP_STEPS:-}" ] || STEPS=(--steps "$SHIP_STEPS")
 if [ $# -gt 0 ]; then rates=("$@"); else rates=(3000 6000 12000 24000); fi
 threads=$(( $(nproc) / ${#rates[@]} ))
 [ "$threads" -ge 1 ] || threads=1
@@ -32,7 +37,7 @@ for bps in "${rates[@]}"; do
   fi
   echo "training $name: log in $WORK/$name.log" >&2
   "$BIN/speechcodec" --log "$WORK/$name.log" train --config "$CONFIG" --bitrate "$bps" \
-    --data "$DATA" --val-files 16 --name "$name" --out "$WORK/$name.safetensors" \
+    --data "$DATA" --val-files 16 --name "$name" --out "$WORK/$name.safetensors" "${STEPS[@]}" \
     --threads "$threads" -q --description "folded + iSTFT decoder, 16 kHz, $((bps / 1000)) kbps; trained on shared/data/train" &
   pids+=($!)
 done

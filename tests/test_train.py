@@ -141,6 +141,11 @@ def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
     more = train(TINY, _cfg(steps=5, init_from=str(first)), synth_corpus, tmp_path / "b.safetensors", "m",
                  progress=False)
     assert load_model_file(more).info["train_config"]["init_from"] == str(first)
+    history = load_model_file(more).info["history"]
+    assert [(h["steps"], h["fingerprint"]) for h in history] == [(60, load_model_file(first).fingerprint)]
+    again = train(TINY, _cfg(steps=5, init_from=str(more)), synth_corpus, tmp_path / "c.safetensors", "m",
+                  progress=False)
+    assert [h["steps"] for h in load_model_file(again).info["history"]] == [60, 5]
 
     def first_distortion(work):
         m = pd.read_csv(tmp_path / work / "metrics.csv")
@@ -152,8 +157,8 @@ def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
 
 
 def test_learning_rate_warms_up_then_holds(tmp_path, synth_corpus):
-    train(TINY, _cfg(warmup_steps=4, lr=1e-3, checkpoint_every=6), synth_corpus, tmp_path / "a.safetensors", "m", progress=False,
-          stop_after=6)
+    train(TINY, _cfg(warmup_steps=4, lr=1e-3, checkpoint_every=6), synth_corpus, tmp_path / "a.safetensors",
+          "m", progress=False, stop_after=6)
     lr = pd.read_csv(tmp_path / "a.work" / "metrics.csv")["lr"].tolist()
     assert lr == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3])
 

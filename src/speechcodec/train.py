@@ -180,6 +180,20 @@ def _truncate_csv(path: Path, step: int) -> None:
         csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
 
 
+def run_summary(model: ModelFile) -> dict:
+    """What a model's own training run was, for the history of a run continued from it."""
+    tc = model.info.get("train_config", {})
+    keys = ("steps", "device", "train_seconds", "train_files", "train_audio_s", "selected_step")
+    return {"name": model.name, "fingerprint": model.fingerprint, **{k: model.info.get(k) for k in keys},
+            "batch_size": tc.get("batch_size"), "lr": tc.get("lr")}
+
+
+def lineage(name_or_path: str) -> list[dict]:
+    """The runs behind a model that training starts from, oldest first (its own run last)."""
+    start = load_model_file(model_path(name_or_path))
+    return list(start.info.get("history", [])) + [run_summary(start)]
+
+
 def initial_state(name_or_path: str, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Weights (entropy model included) of an installed or saved model to continue training from;
     its configuration must be the one being trained."""
@@ -430,6 +444,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "train_config": asdict(cfg),
         **(info or {}),
     }
+    if cfg.init_from:  # the runs this one continues: a model's card can add them all up
+        meta["history"] = lineage(cfg.init_from)
     if best_path.exists():  # the best validated model on target, else the final one
         chosen = load_model_file(best_path)
         meta["selected_step"] = chosen.info.get("step")

@@ -1,0 +1,64 @@
+"""scripts/model_card.py: every number in a card comes from the model file and the benchmark CSVs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from conftest import TINY_MODEL_CONFIG
+from speechcodec.model import ModelConfig
+from speechcodec.modelfile import load_model_file
+from speechcodec.train import TrainConfig, train
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "model_card.py"
+
+
+def _benchmarks(folder: Path, name: str) -> tuple[Path, Path]:
+    quality, speed = folder / "quality.csv", folder / "speed.csv"
+    pd.DataFrame([{"model": name, "kbps": 4.21, "pesq_wb": 1.234, "pesq_nb": 1.5, "stoi": 0.7,
+                   "opus_kbps": 5.68, "opus_pesq_wb": 2.28, "delta_pesq_wb": 1.234 - 2.28,
+                   "note": "Opus floor"}]).to_csv(quality, index=False)
+    pd.DataFrame([{"model": name, "kbps": 4.2, "encode_x_realtime": 151.0,
+                   "decode_x_realtime": 149.0}]).to_csv(speed, index=False)
+    return quality, speed
+
+
+def _card(model: Path, quality: Path, speed: Path, *extra: str) -> str:
+    result = subprocess.run([sys.executable, str(SCRIPT), str(model), "--quality", str(quality),
+                             "--speed", str(speed), *extra], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return model.with_suffix(".md").read_text()
+
+
+def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
+    model = tmp_path / "tiny-test.safetensors"
+    model.write_bytes(tiny_model.read_bytes())
+    card = _card(model, *_benchmarks(tmp_path, "tiny-test"))
+    fingerprint = load_model_file(model).fingerprint
+    assert f"`tiny-test` (fingerprint `{fingerprint}`)" in card
+    assert "| 4.21 | 1.23 | 1.50 | 0.700 | PESQ-WB 2.28 at 5.68 kbps (its lowest rate) | 151 / 149 |" in card
+    assert "**Against Opus**: -1.05 PESQ-WB (below Opus)." in card
+    assert "earlier runs" not in card and "--init-from" not in card.split("```bash")[1].split("```")[0]
+    assert "30 steps" in card and "LibriSpeech" in card and "--steps 30 --out tiny-test.safetensors" in card
+
+
+def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_corpus):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(bitrate_bps=4000, steps=3, batch_size=4, crop_s=0.5, checkpoint_every=3,
+                      init_from=str(tiny_model))
+    model = train(ModelConfig(**TINY_MODEL_CONFIG), cfg, synth_corpus, tmp_path / "tiny-test.safetensors",
+                  "tiny-test", progress=False)
+    first = load_model_file(tiny_model)
+    card = _card(model, *_benchmarks(tmp_path, "tiny-test"), "--config", "config/ship_gpu.yaml")
+    assert f"continued from `tiny-test` (`{first.fingerprint}`)" in card
+    assert f"1. `tiny-test` (`{first.fingerprint}`): 30 steps x batch 4 on cpu" in card
+    assert "| all runs together | 33 steps," in card
+    commands = card.split("```bash")[1].split("```")[0]
+    assert "--config config/ship.yaml --bitrate 4000" in commands  # the first run's
+    assert "--name tiny-test --steps 30 --out tiny-test.safetensors" in commands
+    assert "--config config/ship_gpu.yaml" in commands
+    assert "--init-from tiny-test.safetensors --steps 3 --out tiny-test-1.safetensors" in commands
