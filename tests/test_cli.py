@@ -43,6 +43,13 @@ def assert_one_line_error(result, output, match):
     assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
 
 
+def test_a_bitrate_given_in_bps_is_a_clear_error(tmp_path, wav, env):
+    out = tmp_path / "speech.spcd"
+    result = run_cli("encode", wav, out, "--bitrate", "6000", env=env)
+    assert_one_line_error(result, out, "--bitrate is in kbps")
+    assert "write --bitrate 6" in result.stderr
+
+
 def test_encode_info_decode_end_to_end(tmp_path, wav, env):
     out = tmp_path / "speech.spcd"
     result = run_cli("encode", wav, out, "--bitrate", "4", env=env)

@@ -20,6 +20,9 @@ EPILOG = """examples:
 """
 
 
+MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a larger --bitrate was meant in bps
+
+
 def _progress_wanted(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
@@ -27,6 +30,11 @@ def _progress_wanted(args: argparse.Namespace) -> bool:
 def cmd_encode(args: argparse.Namespace) -> int:
     import speechcodec
 
+    if not args.model and not 0 < args.bitrate <= MAX_BITRATE_KBPS:
+        hint = f"; for {args.bitrate / 1000:g} kbps write --bitrate {args.bitrate / 1000:g}" \
+            if args.bitrate > MAX_BITRATE_KBPS else ""
+        raise SpeechCodecError(f"--bitrate is in kbps and must be in (0, {MAX_BITRATE_KBPS}]: "
+                               f"got {args.bitrate:g}{hint}")
     name = args.model or speechcodec.model_for_bitrate(args.bitrate * 1000)
     codec = speechcodec.load(name)
     stats = codec.encode_file(args.input, args.output, progress=_progress_wanted(args))
