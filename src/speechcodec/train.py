@@ -42,6 +42,7 @@ from speechcodec.registry import model_path
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
                 "audio_s_per_s"]
 VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best", "rolled_back"]
+RATE_TOLERANCE = 0.10  # a validation can be the best only within +-10 % of the target rate
 
 
 @dataclass(frozen=True)
@@ -188,21 +189,20 @@ def run_summary(model: ModelFile) -> dict:
             "batch_size": tc.get("batch_size"), "lr": tc.get("lr")}
 
 
-def lineage(name_or_path: str) -> list[dict]:
+def lineage(start: ModelFile) -> list[dict]:
     """The runs behind a model that training starts from, oldest first (its own run last)."""
-    start = load_model_file(model_path(name_or_path))
     return list(start.info.get("history", [])) + [run_summary(start)]
 
 
-def initial_state(name_or_path: str, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def initial_state(start: ModelFile, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Weights (entropy model included) of an installed or saved model to continue training from;
     its configuration must be the one being trained."""
-    start = load_model_file(model_path(name_or_path))
     if start.config != model_cfg:
         mine, theirs = model_cfg.to_dict(), start.config.to_dict()
         diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here"
                          for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
-        raise ModelMismatchError(f"cannot start from {name_or_path}: its model configuration differs ({diff})")
+        raise ModelMismatchError(f"cannot start from {start.path or start.name}: its model configuration "
+                                 f"differs ({diff})")
     return start.state_dict
 
 
@@ -293,8 +293,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
                 stale.unlink(missing_ok=True)
-    if step == 0 and cfg.init_from:  # a fresh run that continues an earlier model
-        model.load_state_dict(initial_state(cfg.init_from, model_cfg))
+    start = load_model_file(model_path(cfg.init_from)) if cfg.init_from else None
+    if step == 0 and start:  # a fresh run that continues an earlier model
+        model.load_state_dict(initial_state(start, model_cfg))
     if main:  # a fresh run keeps no rows of an earlier, unfinished one
         _truncate_csv(logs / "metrics.csv", step or -1)
         _truncate_csv(logs / "val_metrics.csv", step or -1)
@@ -312,19 +313,25 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     window_kbps: list[float] = []  # training-rate estimates since the last checkpoint
     skipped = 0  # updates skipped for a non-finite loss or gradient
     rollbacks = 0
-    if main and step == 0 and cfg.init_from and val_audio:
+
+    def keep_if_best(v: dict, step: int) -> bool:
+        """Save validated weights as the best (the roll-back target) when on target and better."""
+        nonlocal best
+        if abs(v["kbps_real"] / target_kbps - 1) > RATE_TOLERANCE or not v["distortion"] < best:
+            return False
+        best = v["distortion"]
+        save_model(best_path, v["model"], v["pmf"], name, {"bitrate_bps": cfg.bitrate_bps, "step": step,
+                                                           "rate_lambda": rate_lambda, "goal_kbps": goal_kbps})
+        return True
+
+    if main and step == 0 and start and val_audio:
         # The starting weights are the first candidate: a run that collapses or blows up before
         # its first checkpoint on target rolls back to them rather than ending with nothing.
         v = validate(model, model_cfg, val_audio, name)
         last_real = v["kbps_real"]
-        on_target = abs(v["kbps_real"] / target_kbps - 1) <= 0.10
-        if on_target:
-            best = v["distortion"]
-            start_info = {"bitrate_bps": cfg.bitrate_bps, "step": 0, "rate_lambda": rate_lambda,
-                          "goal_kbps": goal_kbps}
-            save_model(best_path, v["model"], v["pmf"], name, start_info)
+        is_best = keep_if_best(v, 0)
         _append_csv(logs / "val_metrics.csv", VAL_FIELDS, [[0, v["kbps_real"], v["kbps_estimated_val"],
-                                                            v["distortion"], goal_kbps, int(on_target), 0]])
+                                                            v["distortion"], goal_kbps, int(is_best), 0]])
     model.train()
     while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
@@ -381,13 +388,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                     mean_kbps = float(np.mean(window_kbps)) if window_kbps else goal_kbps
                     est_to_val = mean_kbps / max(v["kbps_estimated_val"], 1e-6)
                     goal_kbps = 0.5 * goal_kbps + 0.5 * target_kbps * ratio * est_to_val
-                    on_target = abs(v["kbps_real"] / target_kbps - 1) <= 0.10
-                    is_best = on_target and v["distortion"] < best
-                    if is_best:
-                        best = v["distortion"]
-                        save_model(best_path, v["model"], v["pmf"], name,
-                                   {"bitrate_bps": cfg.bitrate_bps, "step": step,
-                                    "rate_lambda": rate_lambda, "goal_kbps": goal_kbps})
+                    is_best = keep_if_best(v, step)
                     # NaN compares False: a non-finite distortion counts as diverged too.
                     diverged = bool(cfg.rollback_factor) and best_path.exists() and not (
                         v["distortion"] <= cfg.rollback_factor * best)
@@ -444,8 +445,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "train_config": asdict(cfg),
         **(info or {}),
     }
-    if cfg.init_from:  # the runs this one continues: a model's card can add them all up
-        meta["history"] = lineage(cfg.init_from)
+    if start:  # the runs this one continues: a model's card can add them all up
+        meta["history"] = lineage(start)
     if best_path.exists():  # the best validated model on target, else the final one
         chosen = load_model_file(best_path)
         meta["selected_step"] = chosen.info.get("step")

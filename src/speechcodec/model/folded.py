@@ -21,6 +21,7 @@ from speechcodec.model.layers import (
 
 MAX_LOG_MAGNITUDE = math.log(100.0)  # iSTFT head: spectral magnitudes are capped at 100
 
+
 class FoldedAutoencoder(nn.Module):
     """Waveform ``[B, 1, T]`` <-> latent ``[B, C, T / samples_per_frame]``.
 
