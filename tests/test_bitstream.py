@@ -153,3 +153,81 @@ def test_range_coder_rejects_bad_input():
     # Garbage words decode to some symbols within range, quickly.
     out = coder.decode(np.random.default_rng(0).bytes(64), 1000)
     assert out.shape == (2, 1000) and np.abs(out).max() <= 4
+
+
+def _bursty_codes(channels: int, frames: int, seed: int = 0) -> np.ndarray:
+    """Codes like speech's: runs of silent frames (all zero) between loud stretches."""
+    rng = np.random.default_rng(seed)
+    loud = np.repeat(rng.random(frames // 20 + 1) < 0.5, 20)[:frames]
+    codes = np.round(rng.laplace(0, 3.0, (channels, frames))) * loud
+    return np.clip(codes, -16, 16).astype(np.int64)
+
+
+def _context_tables(codes: np.ndarray, max_symbol: int) -> np.ndarray:
+    """Per channel and context tables fitted to ``codes`` (rows ``c * NUM_CONTEXTS + k``)."""
+    from speechcodec.bitstream.context import NUM_CONTEXTS, frame_contexts
+    from speechcodec.entropy.factorized import counts_from_pmf
+
+    channels = codes.shape[0]
+    counts = np.ones((channels * NUM_CONTEXTS, 2 * max_symbol + 1))
+    rows = np.arange(channels)[:, None] * NUM_CONTEXTS + frame_contexts(codes)
+    np.add.at(counts, (rows, codes + max_symbol), 1)
+    return counts_from_pmf(counts, 16)
+
+
+def test_context_coder_round_trips_and_pays_less_for_pauses():
+    from speechcodec.bitstream.context import NUM_CONTEXTS
+    from speechcodec.bitstream.rangecoder import CORE_MAX
+
+    codes = _bursty_codes(6, 3000)
+    codes[0, 5], codes[1, 6], codes[2, 7] = 16, -16, CORE_MAX + 1  # the table edges and first escape
+    assert (np.abs(codes) > CORE_MAX).mean() > 0.01  # the escape pass is exercised
+    coder = RangeCoder(_context_tables(codes, 16), NUM_CONTEXTS)
+    payload = coder.encode(codes)
+    assert np.array_equal(coder.decode(payload, codes.shape[1]), codes)
+    estimate = coder.estimate_bits(codes)
+    assert abs(len(payload) * 8 - estimate) <= 0.03 * estimate + 64
+    # The best tables without contexts (each channel's own histogram) cost clearly more.
+    from speechcodec.entropy.factorized import counts_from_pmf
+
+    counts = np.ones((6, 33))
+    np.add.at(counts, (np.arange(6)[:, None].repeat(3000, 1), codes + 16), 1)
+    plain = RangeCoder(counts_from_pmf(counts, 16))
+    assert len(payload) < 0.85 * len(plain.encode(codes))
+    small = np.clip(codes, -4, 4)  # tables narrower than the core: no escape symbol at all
+    narrow = RangeCoder(_context_tables(small, 4), NUM_CONTEXTS)
+    assert np.array_equal(narrow.decode(narrow.encode(small), small.shape[1]), small)
+    # Chunks are coded on their own: each starts from a frame of zeros, as the decoder does.
+    for part in (codes[:, :1], codes[:, 1:40], np.zeros((6, 0), np.int64)):
+        assert np.array_equal(coder.decode(coder.encode(part), part.shape[1]), part)
+
+
+def test_context_coder_rejects_bad_tables_and_survives_garbage():
+    from speechcodec.bitstream.context import NUM_CONTEXTS
+
+    tables = _context_tables(_bursty_codes(3, 200), 16)
+    with pytest.raises(ValueError, match="contexts"):
+        RangeCoder(tables[:-1], NUM_CONTEXTS)
+    with pytest.raises(ValueError, match="contexts"):
+        RangeCoder(tables, 5)
+    coder = RangeCoder(tables, NUM_CONTEXTS)
+    # Garbage decodes to symbols within range or is rejected, quickly; it never hangs.
+    for seed in range(20):
+        try:
+            out = coder.decode(np.random.default_rng(seed).bytes(64), 2000)
+        except BitstreamError as exc:
+            assert "rejected" in str(exc)
+        else:
+            assert out.shape == (3, 2000) and np.abs(out).max() <= 16
+
+
+def test_contexts_follow_the_previous_frame():
+    from speechcodec.bitstream.context import NUM_CONTEXTS, contexts_after, frame_contexts
+
+    codes = np.array([[0, 5, -1, 0], [0, 0, 2, 0], [0, 0, 0, 0], [0, 0, -3, 0]])
+    ctx = frame_contexts(codes)
+    assert (ctx[:, 0] == 0).all()  # after silence (and before the first frame): context 0
+    assert ctx[0, 1] == 0 and ctx[0, 2] == 3 * 4 + 2  # |5| -> level 3; 1 of 4 channels active (>= 1/4)
+    assert ctx[0, 3] == 1 * 4 + 3  # |-1| -> level 1; 3 of 4 channels active (>= 1/2)
+    assert np.array_equal(ctx[:, 2], contexts_after(codes[:, 1]))
+    assert ctx.max() < NUM_CONTEXTS

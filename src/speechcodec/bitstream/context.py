@@ -1,0 +1,50 @@
+"""Coding contexts from the previous code frame: the rule the range coder and the prior share.
+
+A code symbol's table is chosen by two things the decoder already has when it reaches it: the
+magnitude of the same channel's symbol one frame earlier (0, 1, 2, 3 or more) and how many
+channels of that frame were non-zero (under 1/16, 1/4, 1/2 of them, or more). Pauses, where
+nearly every symbol is zero, then cost almost nothing, and loud frames get wider tables.
+Pure integer arithmetic: every machine picks the same table. ``speechcodec.entropy`` holds the
+same rule for torch tensors (tested to agree); this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAGNITUDE_LEVELS = 4  # |previous symbol| clipped to 0..3
+ACTIVITY_SIXTEENTHS = (1, 4, 8)  # thresholds on the share of non-zero channels, in 1/16
+NUM_CONTEXTS = MAGNITUDE_LEVELS * (len(ACTIVITY_SIXTEENTHS) + 1)
+
+
+def contexts_after(previous: np.ndarray) -> np.ndarray:
+    """Context index (int64 ``[C, ...]``, ``0 .. NUM_CONTEXTS - 1``) of the symbols that follow
+    the frame(s) ``previous`` (int ``[C, ...]``; channels on the first axis)."""
+    previous = np.asarray(previous, dtype=np.int64)
+    channels = previous.shape[0]
+    magnitude = np.minimum(np.abs(previous), MAGNITUDE_LEVELS - 1)
+    nonzero16 = 16 * np.count_nonzero(previous, axis=0)
+    activity = np.zeros_like(nonzero16)
+    for threshold in ACTIVITY_SIXTEENTHS:
+        activity += nonzero16 >= threshold * channels
+    return magnitude * (len(ACTIVITY_SIXTEENTHS) + 1) + activity
+
+
+def frame_contexts(codes: np.ndarray) -> np.ndarray:
+    """Context of every symbol of ``codes`` (int ``[C, T]``): each frame's comes from the frame
+    before it, the first frame's from a frame of zeros."""
+    codes = np.asarray(codes, dtype=np.int64)
+    previous = np.concatenate([np.zeros((codes.shape[0], 1), np.int64), codes[:, :-1]], axis=1)
+    return contexts_after(previous)
+
+
+def symbol_terms(max_symbol: int) -> np.ndarray:
+    """The magnitude part of the context for each symbol index ``0 .. 2 * max_symbol`` (a symbol
+    ``s`` has index ``s + max_symbol``): what the decoder adds per channel, frame by frame."""
+    magnitude = np.minimum(np.abs(np.arange(-max_symbol, max_symbol + 1)), MAGNITUDE_LEVELS - 1)
+    return magnitude.astype(np.int64) * (len(ACTIVITY_SIXTEENTHS) + 1)
+
+
+def activity_term(nonzero: int, channels: int) -> int:
+    """The activity part of the context when ``nonzero`` of ``channels`` symbols were non-zero."""
+    return sum(16 * nonzero >= t * channels for t in ACTIVITY_SIXTEENTHS)
