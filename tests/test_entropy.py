@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from speechcodec.entropy import FactorizedPrior, quantize
@@ -87,3 +88,34 @@ def test_diverged_prior_is_a_clear_error():
 
     with pytest.raises(ValueError, match="diverged"):
         counts_from_pmf(np.array([[0.5, np.nan, 0.5]]), 8)
+
+
+def test_the_prior_and_the_range_coder_pick_the_same_contexts():
+    from speechcodec.bitstream.context import frame_contexts
+    from speechcodec.entropy.factorized import contexts_of
+
+    rng = np.random.default_rng(0)
+    codes = np.round(rng.laplace(0, 1.5, (3, 16, 80))) * (rng.random((3, 1, 80)) < 0.6)
+    ours = contexts_of(torch.from_numpy(codes).float() + 0.2)  # rounded inside
+    for b in range(3):
+        assert np.array_equal(ours[b].numpy(), frame_contexts(codes[b].astype(int)))
+
+
+def test_a_prior_with_contexts_is_a_distribution_per_context():
+    from speechcodec.bitstream.context import NUM_CONTEXTS
+
+    torch.manual_seed(0)
+    prior = FactorizedPrior(2, 3, contexts=NUM_CONTEXTS)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(torch.randn_like(p))
+    k = torch.arange(-60, 61, dtype=torch.float32)
+    for context in (0, 7, NUM_CONTEXTS - 1):
+        rows = (torch.arange(2)[None, :, None] * NUM_CONTEXTS + context).expand(1, 2, len(k))
+        total = prior.likelihood(k.expand(1, 2, -1), rows).sum(-1)
+        assert torch.allclose(total, torch.ones_like(total), atol=1e-4)
+    assert prior.freeze(10).shape == (2 * NUM_CONTEXTS, 21)
+    codes = torch.zeros(1, 2, 5)
+    assert prior.bits(codes, prior.table_rows(codes)) > 0
+    with pytest.raises(ValueError, match="table rows"):
+        prior.likelihood(codes)

@@ -16,10 +16,13 @@ CONFIGS = [
     ModelConfig(width=32, fold_width=16, code_channels=4, res_blocks=2),
     ModelConfig(width=32, fold_width=16, code_channels=4, res_blocks=1, decoder_head="istft"),
     ModelConfig(arch="paper", width=16, code_channels=2, downsample=8, res_blocks=3),
+    ModelConfig(width=32, fold_width=16, code_channels=4, res_blocks=1, decoder_head="istft",
+                prior_context="previous"),
 ]
+IDS = ["folded", "folded-istft", "paper", "folded-context"]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["folded", "folded-istft", "paper"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_shapes_and_rate(cfg):
     torch.manual_seed(0)
     model = CodecModel(cfg)
@@ -44,7 +47,7 @@ def test_paper_family_is_the_papers_shape():
 def _codec(cfg: ModelConfig, chunk_s: float) -> Codec:
     torch.manual_seed(0)
     model = CodecModel(cfg).eval()
-    pmf = counts_from_pmf(np.ones((cfg.code_channels, 2 * cfg.max_symbol + 1)), 16)
+    pmf = counts_from_pmf(np.ones((cfg.code_channels * cfg.prior_contexts, 2 * cfg.max_symbol + 1)), 16)
     return Codec(ModelFile("rand", cfg, model.state_dict(), pmf), chunk_s=chunk_s)
 
 
@@ -62,7 +65,7 @@ def test_istft_head_gradients_stay_finite_when_magnitudes_saturate():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["folded", "folded-istft", "paper"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_chunked_coding_equals_whole_signal_coding(cfg):
     audio = synth_speech(3.0, seed=3)
     whole = _codec(cfg, chunk_s=100.0)
@@ -81,8 +84,8 @@ def test_chunked_coding_equals_whole_signal_coding(cfg):
         np.testing.assert_allclose(out_chunked, out_whole, atol=1e-4 * max(1e-3, np.abs(out_whole).max()))
 
 
-def test_model_file_round_trip(tmp_path):
-    cfg = CONFIGS[0]
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[3]], ids=["factorised", "context"])
+def test_model_file_round_trip(tmp_path, cfg):
     model = CodecModel(cfg)
     pmf = model.prior.freeze(cfg.max_symbol)
     path = save_model(tmp_path / "m.safetensors", model, pmf, "m", {"bitrate_bps": 1234})
@@ -93,3 +96,14 @@ def test_model_file_round_trip(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value)
     assert loaded.fingerprint == ModelFile("m", cfg, model.state_dict(), pmf).fingerprint
+
+
+def test_a_setting_added_later_keeps_older_model_files_and_fingerprints():
+    # Model files written before prior_context existed have no such key: their config, hence
+    # their fingerprint and every stream they wrote, must stay what it was.
+    assert "prior_context" not in ModelConfig().to_dict()
+    assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+    ctx = ModelConfig(prior_context="previous")
+    assert ctx.to_dict()["prior_context"] == "previous" and ModelConfig.from_dict(ctx.to_dict()) == ctx
+    with pytest.raises(ValueError, match="prior_context"):
+        ModelConfig(prior_context="hyper")

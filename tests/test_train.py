@@ -268,3 +268,42 @@ def test_diverging_updates_are_skipped_not_fatal(tmp_path, synth_corpus):
     path = train(TINY, _cfg(lr=1e30, prior_lr_scale=1.0, steps=8, checkpoint_every=4), synth_corpus,
                  tmp_path / "d.safetensors", "d", val_paths=synth_corpus[:1], progress=False)
     assert load_model_file(path).info["skipped_updates_last_run"] > 0
+
+
+def test_a_factorised_model_continues_with_contexts_at_the_same_rate(tmp_path, synth_corpus):
+    from speechcodec.bitstream.context import NUM_CONTEXTS
+
+    val = synth_corpus[:1]
+    first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
+                  progress=False)
+    first_kbps = float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1])
+    ctx = ModelConfig(**{**TINY_MODEL_CONFIG, "prior_context": "previous"})
+    out = train(ctx, _cfg(steps=4, init_from=str(first)), synth_corpus, tmp_path / "b.safetensors", "m",
+                val_paths=val, progress=False)
+    # Every context starts as its channel's prior, so the starting point codes at the same rate.
+    start = pd.read_csv(tmp_path / "b.work" / "val_metrics.csv").iloc[0]
+    assert start["step"] == 0 and abs(start["kbps_real"] / first_kbps - 1) < 0.02
+    model = load_model_file(out)
+    assert model.config.prior_context == "previous"
+    assert model.pmf.shape == (TINY.code_channels * NUM_CONTEXTS, 2 * TINY.max_symbol + 1)
+    trained = torch.load(tmp_path / "b.work" / "checkpoint.pt", weights_only=True)["model"]
+    logits = trained["prior.logits"].reshape(TINY.code_channels, NUM_CONTEXTS, -1)
+    assert any(not torch.equal(logits[:, k], logits[:, 0]) for k in range(1, NUM_CONTEXTS))  # learned apart
+    # The other way round is refused: contexts cannot be folded back into one table.
+    with pytest.raises(ValueError, match="prior_context"):
+        train(TINY, _cfg(steps=2, init_from=str(out)), synth_corpus, tmp_path / "c.safetensors", "m",
+              progress=False)
+
+
+def test_a_config_can_build_on_another(tmp_path):
+    from speechcodec.config import load_config
+    from speechcodec.errors import SpeechCodecError
+
+    (tmp_path / "base.yaml").write_text("name: a\nmodel: {code_channels: 8, width: 64}\ntrain: {steps: 5}\n")
+    (tmp_path / "variant.yaml").write_text("base: base.yaml\nname: b\nmodel: {prior_context: previous}\n")
+    config = load_config(tmp_path / "variant.yaml")
+    assert config["name"] == "b" and config["train"] == {"steps": 5}
+    assert config["model"] == {"code_channels": 8, "width": 64, "prior_context": "previous"}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(SpeechCodecError, match="back to itself"):
+        load_config(tmp_path / "loop.yaml")

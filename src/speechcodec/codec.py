@@ -133,7 +133,7 @@ class Codec:
         self.fingerprint = model_file.fingerprint
         self.model = model_file.build()
         self.autoencoder = self.model.autoencoder
-        self.coder = RangeCoder(model_file.pmf)
+        self.coder = RangeCoder(model_file.pmf, self.config.prior_contexts)
         self.sample_rate_hz = self.config.sample_rate_hz
         self.samples_per_frame = self.config.samples_per_frame
         self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))

@@ -8,8 +8,9 @@ model file from a stranger can be opened safely. Metadata keys:
 - ``config``: JSON of :class:`speechcodec.model.ModelConfig`
 - ``info``: JSON with at least ``bitrate_bps`` (nominal) and free-form training facts
 
-The frozen tables are the tensor ``entropy.pmf`` (int32 ``[C, 2 * max_symbol + 1]``); every
-other tensor is a parameter of :class:`speechcodec.model.CodecModel`.
+The frozen tables are the tensor ``entropy.pmf`` (int32 ``[C * contexts, 2 * max_symbol + 1]``,
+``contexts`` being 1 unless the config's ``prior_context`` is ``"previous"``); every other
+tensor is a parameter of :class:`speechcodec.model.CodecModel`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ModelFile:
     name: str
     config: ModelConfig
     state_dict: dict[str, torch.Tensor]
-    pmf: np.ndarray  # int32 [C, 2 * max_symbol + 1]
+    pmf: np.ndarray  # int32 [C * contexts, 2 * max_symbol + 1]
     info: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -129,7 +130,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot read tensors ({exc})") from None
     pmf_t = tensors.pop(PMF_KEY, None)
-    expected = (config.code_channels, 2 * config.max_symbol + 1)
+    expected = (config.code_channels * config.prior_contexts, 2 * config.max_symbol + 1)
     if pmf_t is None or pmf_t.dtype != torch.int32 or tuple(pmf_t.shape) != expected:
         raise ModelError(f"{path}: entropy tables missing or not int32 {list(expected)}")
     pmf = pmf_t.numpy().copy()

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +184,8 @@ def _truncate_csv(path: Path, step: int) -> None:
 def run_summary(model: ModelFile) -> dict:
     """What a model's own training run was, for the history of a run continued from it."""
     tc = model.info.get("train_config", {})
-    keys = ("steps", "device", "train_seconds", "train_files", "train_audio_s", "selected_step")
+    keys = ("steps", "device", "train_seconds", "train_files", "train_audio_s", "selected_step",
+            "bitrate_bps", "config_file")
     return {"name": model.name, "fingerprint": model.fingerprint, **{k: model.info.get(k) for k in keys},
             "batch_size": tc.get("batch_size"), "lr": tc.get("lr")}
 
@@ -196,14 +197,21 @@ def lineage(start: ModelFile) -> list[dict]:
 
 def initial_state(start: ModelFile, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Weights (entropy model included) of an installed or saved model to continue training from;
-    its configuration must be the one being trained."""
+    its configuration must be the one being trained, except that a factorised prior may grow
+    contexts (``prior_context: previous``): each context then starts as its channel's prior."""
+    state = start.state_dict
+    grows = start.config.prior_contexts == 1 < model_cfg.prior_contexts
+    if grows and replace(start.config, prior_context=model_cfg.prior_context) == model_cfg:
+        k = model_cfg.prior_contexts
+        return {key: v.repeat_interleave(k, dim=0) if key.startswith("prior.") else v
+                for key, v in state.items()}
     if start.config != model_cfg:
         mine, theirs = model_cfg.to_dict(), start.config.to_dict()
         diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here"
                          for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
         raise ModelMismatchError(f"cannot start from {start.path or start.name}: its model configuration "
                                  f"differs ({diff})")
-    return start.state_dict
+    return state
 
 
 def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], name: str) -> dict:

@@ -18,7 +18,7 @@ def build_autoencoder(cfg: ModelConfig) -> nn.Module:
 
 
 class CodecModel(nn.Module):
-    """Autoencoder plus factorised prior: everything that is trained.
+    """Autoencoder plus prior over the codes: everything that is trained.
 
     ``forward`` is the training view: it returns the reconstruction, the quantised latent and
     its ideal bit count. The codec (``speechcodec.codec``) uses ``autoencoder`` and the prior's
@@ -29,7 +29,8 @@ class CodecModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.autoencoder = build_autoencoder(cfg)
-        self.prior = FactorizedPrior(cfg.code_channels, cfg.prior_components)
+        self.prior = FactorizedPrior(cfg.code_channels, cfg.prior_components,
+                                     contexts=cfg.prior_contexts)
 
     def forward(self, x: torch.Tensor, quant_mode: str = "round"):
         """``x``: ``[B, 1, T]`` -> ``(x_hat [B, 1, T], y_hat [B, C, F], bits scalar)``."""
@@ -38,4 +39,4 @@ class CodecModel(nn.Module):
         # The rate term can use a noisy proxy; the decoder always sees rounded codes.
         y_rate = y_hat if quant_mode == "round" else quantize(y, quant_mode)
         x_hat = self.autoencoder.decode(y_hat)
-        return x_hat, y_hat, self.prior.bits(y_rate)
+        return x_hat, y_hat, self.prior.bits(y_rate, self.prior.table_rows(y_hat))

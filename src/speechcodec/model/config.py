@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from speechcodec.bitstream.context import NUM_CONTEXTS
+
 ARCHES = ("folded", "paper")
 
 
@@ -14,6 +16,10 @@ def checked_dataclass(cls, values: dict, what: str):
         raise ValueError(f"unknown {what} config key(s): {', '.join(unknown)}")
     return cls(**values)
 DECODER_HEADS = ("subpixel", "istft")
+PRIOR_CONTEXTS = ("none", "previous")
+# Fields added after the first model files: written (and fingerprinted) only when not at their
+# default, so every model file made before them keeps its config and its fingerprint.
+LATER_FIELDS = {"prior_context": "none"}
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,15 @@ class ModelConfig:
     max_symbol: int = 32  # codes are clipped to +-max_symbol for range coding
     prior_components: int = 3  # logistic components per channel in the factorised prior
     input_rms: float = 0.05  # the codec scales audio to this RMS before the encoder
+    prior_context: str = "none"  # "previous": tables chosen by the previous code frame
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHES:
             raise ValueError(f"arch must be one of {ARCHES}, got {self.arch!r}")
         if self.decoder_head not in DECODER_HEADS:
             raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
+        if self.prior_context not in PRIOR_CONTEXTS:
+            raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {self.prior_context!r}")
         if self.arch == "paper" and self.decoder_head != "subpixel":
             raise ValueError("arch 'paper' uses the sub-pixel decoder")
         if self.kernel_size % 2 == 0:
@@ -64,8 +73,17 @@ class ModelConfig:
     def frame_rate_hz(self) -> float:
         return self.sample_rate_hz / self.samples_per_frame
 
+    @property
+    def prior_contexts(self) -> int:
+        """Entropy tables per code channel (1: factorised)."""
+        return NUM_CONTEXTS if self.prior_context == "previous" else 1
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        for key, default in LATER_FIELDS.items():
+            if values[key] == default:
+                del values[key]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
