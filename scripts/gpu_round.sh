@@ -8,6 +8,8 @@
 #   MODE=train TRAIN_SECONDS=450 scripts/gpu_round.sh   # steps from the probe, to end within the budget
 #   INIT_DIR=DIR MODE=train ...             # continue from DIR/NAME.safetensors (a previous round)
 #
+# NAMES (default "sc-3k sc-6k sc-12k sc-24k paper-15k"): the runs. SHIP_CONFIG (default
+# config/ship_gpu.yaml): the config of the sc-* runs, e.g. config/ship_ctx.yaml.
 # DATA (default ../shared/data/train/audio): training audio. WORK (default /tmp/gpu-round): work
 # folders, logs and the models written (NAME.safetensors, or NAME.best.safetensors when a run was
 # cut short). PY (default python3) must have speechcodec importable (src/ is put on PYTHONPATH).
@@ -19,9 +21,10 @@ MODE=${MODE:-probe}
 DATA=${DATA:-../shared/data/train/audio}
 WORK=${WORK:-/tmp/gpu-round}
 TRAIN_SECONDS=${TRAIN_SECONDS:-400}
-NAMES=(sc-3k sc-6k sc-12k sc-24k paper-15k)
-declare -A CONFIG=([sc-3k]=config/ship_gpu.yaml [sc-6k]=config/ship_gpu.yaml [sc-12k]=config/ship_gpu.yaml
-                   [sc-24k]=config/ship_gpu.yaml [paper-15k]=config/paper.yaml)
+read -r -a NAMES <<<"${NAMES:-sc-3k sc-6k sc-12k sc-24k paper-15k}"
+SHIP_CONFIG=${SHIP_CONFIG:-config/ship_gpu.yaml}
+declare -A CONFIG=([sc-3k]=$SHIP_CONFIG [sc-6k]=$SHIP_CONFIG [sc-12k]=$SHIP_CONFIG
+                   [sc-24k]=$SHIP_CONFIG [paper-15k]=config/paper.yaml)
 declare -A BPS=([sc-3k]=3000 [sc-6k]=6000 [sc-12k]=12000 [sc-24k]=24000 [paper-15k]=14810)
 declare -A BATCH=([sc-3k]=128 [sc-6k]=128 [sc-12k]=128 [sc-24k]=128 [paper-15k]=32)  # the configs'
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1

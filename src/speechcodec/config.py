@@ -15,7 +15,8 @@ from speechcodec.model import ModelConfig
 from speechcodec.train import TrainConfig
 
 
-def load_config(path: str | os.PathLike) -> dict:
+def load_config(path: str | os.PathLike, seen: set[Path] | None = None) -> dict:
+    """The settings of a YAML file; a top-level ``base: other.yaml`` key starts from that file's."""
     import yaml
 
     path = Path(path)
@@ -27,6 +28,12 @@ def load_config(path: str | os.PathLike) -> dict:
         raise SpeechCodecError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise SpeechCodecError(f"{path} does not hold a mapping of settings")
+    base = config.pop("base", None)
+    if base:  # a variant: this file's settings over those of ``base`` (relative to this file)
+        if seen and path.resolve() in seen:
+            raise SpeechCodecError(f"{path}: its 'base' settings lead back to itself")
+        parent = load_config(path.parent / base, (seen or set()) | {path.resolve()})
+        config = _merge(parent, config)
     return config
 
 
