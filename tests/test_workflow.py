@@ -85,11 +85,15 @@ def test_snakemake_lint_is_clean():
 
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
-                                        "config/ship.yaml"])
+                                        "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml"])
 def test_every_config_dry_runs(configfile):
-    result = run([str(BIN / "snakemake"), "-n", "--cores", "all", "--resources", "gpu=1",
-                  "--configfile", configfile, "--forceall", "--quiet", "rules"], REPO)
+    result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
+                  "--configfile", configfile, "--forceall"], REPO)
     assert "train_codec" in result.stdout
+    # The commands read the file given, not config.yaml (Snakemake lists that one last).
+    assert f"train --config {configfile} " in result.stdout
+    name = yaml.safe_load((REPO / configfile).read_text())["name"]  # a variant's own, over its base's
+    assert f"results/{name}/models/" in result.stdout
 
 
 def test_slurm_profile_dry_runs_without_a_cluster():

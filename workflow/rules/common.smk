@@ -6,13 +6,18 @@ import shutil
 
 from snakemake.utils import validate
 
-from speechcodec.config import bitrate_settings, eval_names
+from speechcodec.config import bitrate_settings, eval_names, load_config
 
 
+# The config file the commands read: the last one given with --configfile, else config.yaml.
+# (Snakemake lists the command line's files before the Snakefile's own config.yaml.)
+_GIVEN = [f for f in workflow.configfiles if Path(f).resolve() != Path("config.yaml").resolve()]
+CONFIG = os.path.relpath(_GIVEN[-1]) if _GIVEN else "config.yaml"
+if "base" in config:  # a variant file: its settings over its base's, exactly as the commands read it
+    resolved = load_config(CONFIG)
+    config.clear()
+    config.update(resolved)
 validate(config, "../schemas/config.schema.yaml")
-
-# The config file the commands read: the last one given (--configfile), else config.yaml.
-CONFIG = workflow.configfiles[-1] if workflow.configfiles else "config.yaml"
 NAME = config["name"]
 RESULTS = f"results/{NAME}"
 BITRATES = [int(b) for b in config["bitrates_bps"]]
@@ -27,7 +32,7 @@ MODEL_SOURCES = sorted(
     str(p)
     for p in Path("src/speechcodec").glob("*/*.py")
     if p.parent.name in ("model", "entropy")
-) + ["src/speechcodec/train.py", "src/speechcodec/losses.py"]
+) + ["src/speechcodec/bitstream/context.py", "src/speechcodec/train.py", "src/speechcodec/losses.py"]
 
 
 def training_uses_gpu():
