@@ -44,6 +44,14 @@ def family(cfg) -> str:
             f"{cfg.code_channels} code channels at {fold_hz / cfg.downsample:.0f} Hz")
 
 
+def entropy_model(cfg) -> str:
+    if cfg.prior_contexts == 1:
+        return f"per-channel mixture of {cfg.prior_components} logistics"
+    return (f"mixture of {cfg.prior_components} logistics per channel and per context ({cfg.prior_contexts} "
+            f"contexts from the previous code frame: the same channel's last magnitude and how many "
+            f"channels were non-zero)")
+
+
 def history_rows(history: list[dict], info: dict) -> list[str]:
     """Table rows for the runs a continued model was trained in, and their totals."""
     runs = [f"{i}. `{h['name']}` (`{h['fingerprint']}`): {h.get('steps') or 0:,} steps x batch "
@@ -56,21 +64,25 @@ def history_rows(history: list[dict], info: dict) -> list[str]:
 
 
 def retrain_commands(name: str, bps: int, config: str, base_config: str, history: list[dict],
-                     val_files: int, steps: int) -> list[str]:
+                     val_files: int, steps: int, batch_size: int | None) -> list[str]:
+    """One ``speechcodec train`` command per run, oldest first; a run's own config file, bitrate and
+    batch when its history row has them, else ``base_config`` (first run) or ``config``."""
     data = "--data ../shared/data/train/audio"
-    first_steps = history[0].get("steps") if history else steps
-    first = [f"speechcodec train --config {base_config if history else config} --bitrate {bps} {data} \\",
-             f"  --val-files {val_files} --name {name} --steps {first_steps} --out {name}.safetensors"]
-    if not history:
-        return first
-    lines = ["# the first run", *first]
-    later = [h.get("steps") or 0 for h in history[1:]] + [steps]
-    for i, n in enumerate(later, 1):
+    runs = [{**h, "config_file": h.get("config_file") or (base_config if i == 0 else config)}
+            for i, h in enumerate(history)]
+    runs.append({"config_file": config, "bitrate_bps": bps, "steps": steps, "batch_size": batch_size})
+    lines = []
+    for i, run in enumerate(runs):
+        out = f"{name}.safetensors" if i == 0 else f"{name}-{i}.safetensors"
         before = f"{name}.safetensors" if i == 1 else f"{name}-{i - 1}.safetensors"
-        lines += [f"# continued ({i} of {len(later)})",
-                  f"speechcodec train --config {config} --bitrate {bps} {data} \\",
-                  f"  --val-files {val_files} --name {name} --init-from {before} --steps {n} "
-                  f"--out {name}-{i}.safetensors"]
+        init = f" --init-from {before}" if i else ""
+        batch = f" --batch-size {run['batch_size']}" if run.get("batch_size") else ""
+        if len(runs) > 1:
+            lines.append("# the first run" if i == 0 else f"# continued ({i} of {len(runs) - 1})")
+        lines += [f"speechcodec train --config {run['config_file']} --bitrate {run.get('bitrate_bps') or bps} "
+                  f"{data} \\",
+                  f"  --val-files {val_files} --name {name}{init} --steps {run.get('steps') or 0}{batch} "
+                  f"--out {out}"]
     return lines
 
 
@@ -100,7 +112,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"| name | `{mf.name}` (fingerprint `{mf.fingerprint}`) |",
         f"| family | {family(cfg)} |",
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
-        f"| entropy model | per-channel mixture of {cfg.prior_components} logistics, frozen to 16-bit integer "
+        f"| entropy model | {entropy_model(cfg)}, frozen to 16-bit integer "
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
         f"| nominal bitrate | {bps / 1000:g} kbps; the validation rate was steered onto it |",
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
@@ -134,7 +146,8 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         "Retrain from the data (resumable: rerun the same command after an interruption):",
         "",
         "```bash",
-        *retrain_commands(mf.name, bps, config, base_config, history, 16, info.get("steps", 0)),
+        *retrain_commands(mf.name, bps, config, base_config, history, 16, info.get("steps", 0),
+                          tc.get("batch_size")),
         "```",
         "",
         f"Continue training it (on a GPU, for example) with `--init-from {mf.name}` (or the file's path) "

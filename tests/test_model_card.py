@@ -43,7 +43,8 @@ def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
     assert "| 4.21 | 1.23 | 1.50 | 0.700 | PESQ-WB 2.28 at 5.68 kbps (its lowest rate) | 151 / 149 |" in card
     assert "**Against Opus**: -1.05 PESQ-WB (below Opus)." in card
     assert "earlier runs" not in card and "--init-from" not in card.split("```bash")[1].split("```")[0]
-    assert "30 steps" in card and "LibriSpeech" in card and "--steps 30 --out tiny-test.safetensors" in card
+    assert "30 steps" in card and "LibriSpeech" in card
+    assert "--steps 30 --batch-size 4 --out tiny-test.safetensors" in card
 
 
 def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_corpus):
@@ -59,6 +60,24 @@ def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_
     assert "| all runs together | 33 steps," in card
     commands = card.split("```bash")[1].split("```")[0]
     assert "--config config/ship.yaml --bitrate 4000" in commands  # the first run's
-    assert "--name tiny-test --steps 30 --out tiny-test.safetensors" in commands
+    assert "--name tiny-test --steps 30 --batch-size 4 --out tiny-test.safetensors" in commands
     assert "--config config/ship_gpu.yaml" in commands
-    assert "--init-from tiny-test.safetensors --steps 3 --out tiny-test-1.safetensors" in commands
+    assert "--init-from tiny-test.safetensors --steps 3 --batch-size 4 --out tiny-test-1.safetensors" \
+        in commands
+
+
+def test_each_run_is_retrained_with_its_own_config_bitrate_and_batch(tmp_path, tiny_model, synth_corpus):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(bitrate_bps=3900, steps=2, batch_size=2, crop_s=0.5, checkpoint_every=2,
+                      init_from=str(tiny_model))
+    ctx = ModelConfig(**{**TINY_MODEL_CONFIG, "prior_context": "previous"})
+    middle = train(ctx, cfg, synth_corpus, tmp_path / "middle.safetensors", "tiny-test", progress=False,
+                   info={"config_file": "config/own.yaml"})
+    last = train(ctx, TrainConfig(**{**cfg.__dict__, "init_from": str(middle), "bitrate_bps": 4100}),
+                 synth_corpus, tmp_path / "tiny-test.safetensors", "tiny-test", progress=False)
+    card = _card(last, *_benchmarks(tmp_path, "tiny-test"), "--config", "config/last.yaml")
+    commands = card.split("```bash")[1].split("```")[0]
+    assert "--config config/ship.yaml --bitrate 4000" in commands  # recorded nothing: the base config
+    assert "--config config/own.yaml --bitrate 3900" in commands and "--steps 2 --batch-size 2" in commands
+    assert "--config config/last.yaml --bitrate 4100" in commands
+    assert "16 contexts from the previous code frame" in card

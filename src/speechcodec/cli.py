@@ -197,7 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
                  progress=not args.quiet, metrics_dir=args.metrics_dir,
                  restart_on_change=args.restart_on_change,
-                 info={"description": args.description} if args.description else None)
+                 info={k: v for k, v in (("description", args.description), ("config_file", args.config)) if v}
+                 or None)
     if path:
         print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
     return 0
