@@ -63,26 +63,40 @@ def history_rows(history: list[dict], info: dict) -> list[str]:
             f"| all runs together | {steps:,} steps, {hours:.2f} h |"]
 
 
-def retrain_commands(name: str, bps: int, config: str, base_config: str, history: list[dict],
-                     val_files: int, steps: int, batch_size: int | None) -> list[str]:
-    """One ``speechcodec train`` command per run, oldest first; a run's own config file, bitrate and
-    batch when its history row has them, else ``base_config`` (first run) or ``config``."""
-    data = "--data ../shared/data/train/audio"
-    runs = [{**h, "config_file": h.get("config_file") or (base_config if i == 0 else config)}
-            for i, h in enumerate(history)]
-    runs.append({"config_file": config, "bitrate_bps": bps, "steps": steps, "batch_size": batch_size})
+def training_runs(info: dict, config: str, base_config: str) -> list[dict]:
+    """Every run behind a model, oldest first: config file, bitrate, steps and batch of each (a
+    history row without a config file gets ``base_config`` if first, else ``config``)."""
+    history = info.get("history", [])
+    runs = [{"config_file": h.get("config_file") or (base_config if i == 0 else config),
+             "bitrate_bps": h.get("bitrate_bps") or info.get("bitrate_bps"), "steps": h.get("steps") or 0,
+             "batch_size": h.get("batch_size")} for i, h in enumerate(history)]
+    return runs + [{"config_file": info.get("config_file") or config, "bitrate_bps": info.get("bitrate_bps"),
+                    "steps": info.get("steps") or 0,
+                    "batch_size": info.get("train_config", {}).get("batch_size")}]
+
+
+def train_args(name: str, runs: list[dict], i: int, data: str, out_dir: str = "") -> list[str]:
+    """The ``speechcodec train`` arguments of run ``i``, continuing run ``i - 1``'s output."""
+    def out(k: int) -> str:
+        return f"{out_dir}{name}.safetensors" if k == 0 else f"{out_dir}{name}-{k}.safetensors"
+
+    run = runs[i]
+    args = ["--config", run["config_file"], "--bitrate", str(run["bitrate_bps"]), "--data", data,
+            "--val-files", "16", "--name", name]
+    args += ["--init-from", out(i - 1)] if i else []
+    args += ["--steps", str(run["steps"])]
+    args += ["--batch-size", str(run["batch_size"])] if run["batch_size"] else []
+    return args + ["--out", out(i)]
+
+
+def retrain_commands(name: str, runs: list[dict]) -> list[str]:
     lines = []
-    for i, run in enumerate(runs):
-        out = f"{name}.safetensors" if i == 0 else f"{name}-{i}.safetensors"
-        before = f"{name}.safetensors" if i == 1 else f"{name}-{i - 1}.safetensors"
-        init = f" --init-from {before}" if i else ""
-        batch = f" --batch-size {run['batch_size']}" if run.get("batch_size") else ""
+    for i in range(len(runs)):
+        args = train_args(name, runs, i, "../shared/data/train/audio")
         if len(runs) > 1:
             lines.append("# the first run" if i == 0 else f"# continued ({i} of {len(runs) - 1})")
-        lines += [f"speechcodec train --config {run['config_file']} --bitrate {run.get('bitrate_bps') or bps} "
-                  f"{data} \\",
-                  f"  --val-files {val_files} --name {name}{init} --steps {run.get('steps') or 0}{batch} "
-                  f"--out {out}"]
+        split = args.index("--val-files")
+        lines += ["speechcodec train " + " ".join(args[:split]) + " \\", "  " + " ".join(args[split:])]
     return lines
 
 
@@ -143,11 +157,11 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         "",
         f"**Against Opus**: {quality.delta_pesq_wb:+.2f} PESQ-WB ({verdict}).",
         "",
-        "Retrain from the data (resumable: rerun the same command after an interruption):",
+        f"Retrain from the data: `scripts/retrain.py {mf.name}` runs these in order (resumable: rerun it, "
+        "or the same command, after an interruption):",
         "",
         "```bash",
-        *retrain_commands(mf.name, bps, config, base_config, history, 16, info.get("steps", 0),
-                          tc.get("batch_size")),
+        *retrain_commands(mf.name, training_runs(info, config, base_config)),
         "```",
         "",
         f"Continue training it (on a GPU, for example) with `--init-from {mf.name}` (or the file's path) "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 from conftest import TINY_MODEL_CONFIG
 from speechcodec.model import ModelConfig
@@ -81,3 +82,37 @@ def test_each_run_is_retrained_with_its_own_config_bitrate_and_batch(tmp_path, t
     assert "--config config/own.yaml --bitrate 3900" in commands and "--steps 2 --batch-size 2" in commands
     assert "--config config/last.yaml --bitrate 4100" in commands
     assert "16 contexts from the previous code frame" in card
+
+
+def test_retrain_script_redoes_every_run_in_order(tmp_path, synth_corpus):
+    torch.set_num_threads(1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"name": "t", "model": TINY_MODEL_CONFIG,
+                                      "train": {"crop_s": 0.5, "checkpoint_every": 3, "log_every": 1}}))
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in synth_corpus:
+        (data / p.name).write_bytes(p.read_bytes())
+    first = train(ModelConfig(**TINY_MODEL_CONFIG),
+                  TrainConfig(bitrate_bps=4000, steps=3, batch_size=2, crop_s=0.5, checkpoint_every=3),
+                  synth_corpus, tmp_path / "first.safetensors", "tiny", progress=False,
+                  info={"config_file": str(config)})
+    second = train(ModelConfig(**TINY_MODEL_CONFIG),
+                   TrainConfig(bitrate_bps=4500, steps=2, batch_size=3, crop_s=0.5, checkpoint_every=2,
+                               init_from=str(first)),
+                   synth_corpus, tmp_path / "tiny.safetensors", "tiny", progress=False,
+                   info={"config_file": str(config)})
+    script = SCRIPT.with_name("retrain.py")
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(script), str(second), "--data", str(data), "--work", str(work)]
+    dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "run 1 of 2" in dry.stdout and "--bitrate 4000" in dry.stdout and "--bitrate 4500" in dry.stdout
+    assert not work.exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    redone = load_model_file(work / "tiny-1.safetensors")
+    assert redone.info["bitrate_bps"] == 4500 and redone.info["train_config"]["batch_size"] == 3
+    assert [(h["steps"], h["batch_size"], h["bitrate_bps"]) for h in redone.info["history"]] == [(3, 2, 4000)]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # finished runs are skipped
+    assert again.stdout.count(": done") == 2
