@@ -307,3 +307,22 @@ def test_a_config_can_build_on_another(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(SpeechCodecError, match="back to itself"):
         load_config(tmp_path / "loop.yaml")
+
+
+def test_decoder_only_training_keeps_every_code_and_byte(tmp_path, synth_corpus, tiny_model):
+    from conftest import synth_speech
+    from speechcodec.codec import Codec
+
+    out = train(TINY, _cfg(steps=6, lr=3e-3, decoder_only=True, init_from=str(tiny_model)), synth_corpus,
+                tmp_path / "d.safetensors", "tiny-test", progress=False)
+    before, after = load_model_file(tiny_model), load_model_file(out)
+    changed = {k for k in before.state_dict if not torch.equal(before.state_dict[k], after.state_dict[k])}
+    assert changed and all(k.startswith("autoencoder.") and ".encoder." not in k for k in changed), changed
+    assert np.array_equal(before.pmf, after.pmf)
+    audio = synth_speech(2.0, seed=5)
+    a, b = Codec(before), Codec(after)
+    assert np.array_equal(a.codes(audio, 16000), b.codes(audio, 16000))
+    assert len(a.encode(audio, 16000)) == len(b.encode(audio, 16000))
+    with pytest.raises(ValueError, match="init_from"):
+        train(TINY, _cfg(steps=2, decoder_only=True), synth_corpus, tmp_path / "e.safetensors", "m",
+              progress=False)

@@ -177,7 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         gpus, name = 1, args.name or Path(args.out).stem
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                  ("seed", args.seed), ("device", args.device),
-                                 ("init_from", args.init_from)) if v is not None}
+                                 ("init_from", args.init_from),
+                                 ("decoder_only", args.decoder_only or None)) if v is not None}
     train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **changes})
     nproc = args.nproc or gpus
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
@@ -485,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from this model's weights (an installed name such as sc-6k, or a "
                         ".safetensors file with the same model config), so runs add up over time")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init-from: train only the decoder; the encoder and entropy tables, hence "
+                        "the codes and bytes of every input, stay the starting model's")
     p.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--nproc", type=int, default=0,
                    help="processes for DistributedDataParallel via torchrun (default: train.gpus)")

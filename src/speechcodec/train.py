@@ -74,6 +74,8 @@ class TrainConfig:
     rollback_factor: float = 1.5  # validation distortion above this x the best: back to the best
     # weights with fresh optimizer state (0: off); a collapsed or blown-up run recovers by itself
     init_from: str | None = None  # model name or file whose weights start a fresh run (not a resume)
+    decoder_only: bool = False  # train the decoder alone: the encoder and the entropy tables, hence
+    # every code and every byte written, stay those of the model started from (init_from)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -275,11 +277,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                                 model_cfg.input_rms, spf)
 
     model = CodecModel(model_cfg).to(device)
+    fixed = [*model.autoencoder.encoder.parameters(), *model.prior.parameters()] if cfg.decoder_only else []
+    for p in fixed:
+        p.requires_grad_(False)
     # The prior has few parameters and must follow the moving code distribution closely: a
     # faster learning rate for it keeps the estimated rate honest early in training.
     optimizer = torch.optim.Adam([
-        {"params": model.autoencoder.parameters(), "lr_scale": 1.0},
-        {"params": model.prior.parameters(), "lr_scale": cfg.prior_lr_scale},
+        {"params": [p for p in model.autoencoder.parameters() if p.requires_grad], "lr_scale": 1.0},
+        {"params": [p for p in model.prior.parameters() if p.requires_grad], "lr_scale": cfg.prior_lr_scale},
     ], lr=cfg.lr)
     step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
     seconds_before = 0.0  # wall-clock training time of earlier runs that this one resumes
@@ -301,6 +306,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
                 stale.unlink(missing_ok=True)
+    if cfg.decoder_only and not cfg.init_from:
+        raise ValueError("decoder_only needs init_from: the model whose encoder and tables are kept")
     start = load_model_file(model_path(cfg.init_from)) if cfg.init_from else None
     if step == 0 and start:  # a fresh run that continues an earlier model
         model.load_state_dict(initial_state(start, model_cfg))
