@@ -326,3 +326,17 @@ def test_decoder_only_training_keeps_every_code_and_byte(tmp_path, synth_corpus,
     with pytest.raises(ValueError, match="init_from"):
         train(TINY, _cfg(steps=2, decoder_only=True), synth_corpus, tmp_path / "e.safetensors", "m",
               progress=False)
+
+
+def test_a_bitrate_without_its_overrides_is_pointed_out(tmp_path, synth_corpus):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"name": "x", "model": TINY_MODEL_CONFIG,
+                                  "train": {"steps": 1, "batch_size": 2, "crop_s": 0.5, "checkpoint_every": 1},
+                                  "overrides": {"6000": {"train": {"steps": 2}}}}))
+    data = [str(p) for p in synth_corpus]
+    off = run_cli("train", "--config", str(config), "--bitrate", "5800", "--data", *data,
+                  "--out", str(tmp_path / "a.safetensors"), "-q")
+    assert off.returncode == 0 and "settings for 6000 bps, none for 5800" in off.stderr
+    on = run_cli("train", "--config", str(config), "--bitrate", "6000", "--data", *data,
+                 "--out", str(tmp_path / "b.safetensors"), "-q")
+    assert on.returncode == 0 and "none for" not in on.stderr

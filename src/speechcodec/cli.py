@@ -165,6 +165,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.config:
         config = load_config(args.config)
+        overrides = {str(k) for k in (config.get("overrides") or {})}
+        if overrides and str(args.bitrate) not in overrides:
+            known = ", ".join(sorted(overrides, key=lambda k: (len(k), k)))
+            print(f"note: {args.config} has per-bitrate settings for {known} bps, none for {args.bitrate}: "
+                  f"training with its base model and train settings", file=sys.stderr)
         model_cfg, train_cfg, gpus = training_configs(config, args.bitrate)
         name = args.name or model_name(config, args.bitrate)
     else:
