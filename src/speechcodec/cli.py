@@ -184,7 +184,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  ("seed", args.seed), ("device", args.device),
                                  ("init_from", args.init_from),
                                  ("decoder_only", args.decoder_only or None)) if v is not None}
-    train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **changes})
+    try:
+        train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **changes})
+    except ValueError as exc:
+        raise SpeechCodecError(f"bad configuration: {exc}") from None
     nproc = args.nproc or gpus
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _relaunch_with_torchrun(nproc)

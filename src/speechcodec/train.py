@@ -77,6 +77,10 @@ class TrainConfig:
     decoder_only: bool = False  # train the decoder alone: the encoder and the entropy tables, hence
     # every code and every byte written, stay those of the model started from (init_from)
 
+    def __post_init__(self) -> None:
+        if self.decoder_only and not self.init_from:
+            raise ValueError("decoder_only needs init_from: the model whose encoder and tables are kept")
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         return checked_dataclass(cls, values, "train")
@@ -306,8 +310,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
                 stale.unlink(missing_ok=True)
-    if cfg.decoder_only and not cfg.init_from:
-        raise ValueError("decoder_only needs init_from: the model whose encoder and tables are kept")
     start = load_model_file(model_path(cfg.init_from)) if cfg.init_from else None
     if step == 0 and start:  # a fresh run that continues an earlier model
         model.load_state_dict(initial_state(start, model_cfg))

@@ -21,13 +21,7 @@ def contexts_after(previous: np.ndarray) -> np.ndarray:
     """Context index (int64 ``[C, ...]``, ``0 .. NUM_CONTEXTS - 1``) of the symbols that follow
     the frame(s) ``previous`` (int ``[C, ...]``; channels on the first axis)."""
     previous = np.asarray(previous, dtype=np.int64)
-    channels = previous.shape[0]
-    magnitude = np.minimum(np.abs(previous), MAGNITUDE_LEVELS - 1)
-    nonzero16 = 16 * np.count_nonzero(previous, axis=0)
-    activity = np.zeros_like(nonzero16)
-    for threshold in ACTIVITY_SIXTEENTHS:
-        activity += nonzero16 >= threshold * channels
-    return magnitude * (len(ACTIVITY_SIXTEENTHS) + 1) + activity
+    return magnitude_term(previous) + activity_term(np.count_nonzero(previous, axis=0), previous.shape[0])
 
 
 def frame_contexts(codes: np.ndarray) -> np.ndarray:
@@ -38,13 +32,13 @@ def frame_contexts(codes: np.ndarray) -> np.ndarray:
     return contexts_after(previous)
 
 
-def symbol_terms(max_symbol: int) -> np.ndarray:
-    """The magnitude part of the context for each symbol index ``0 .. 2 * max_symbol`` (a symbol
-    ``s`` has index ``s + max_symbol``): what the decoder adds per channel, frame by frame."""
-    magnitude = np.minimum(np.abs(np.arange(-max_symbol, max_symbol + 1)), MAGNITUDE_LEVELS - 1)
-    return magnitude.astype(np.int64) * (len(ACTIVITY_SIXTEENTHS) + 1)
+def magnitude_term(values: np.ndarray) -> np.ndarray:
+    """The part of the context a previous symbol's magnitude gives (int64, same shape)."""
+    magnitude = np.minimum(np.abs(np.asarray(values, dtype=np.int64)), MAGNITUDE_LEVELS - 1)
+    return magnitude * (len(ACTIVITY_SIXTEENTHS) + 1)
 
 
-def activity_term(nonzero: int, channels: int) -> int:
-    """The activity part of the context when ``nonzero`` of ``channels`` symbols were non-zero."""
-    return sum(16 * nonzero >= t * channels for t in ACTIVITY_SIXTEENTHS)
+def activity_term(nonzero, channels: int):
+    """The part of the context given by ``nonzero`` (an int, or an int array) of ``channels``
+    symbols of the previous frame being non-zero."""
+    return sum(16 * nonzero >= t * channels for t in ACTIVITY_SIXTEENTHS)  # sum() starts from int 0

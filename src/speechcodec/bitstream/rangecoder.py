@@ -27,7 +27,7 @@ from speechcodec.bitstream.context import (
     activity_term,
     contexts_after,
     frame_contexts,
-    symbol_terms,
+    magnitude_term,
 )
 from speechcodec.errors import BitstreamError
 
@@ -78,8 +78,9 @@ class RangeCoder:
             core = np.concatenate([core, tails.sum(axis=1, keepdims=True)], axis=1)
         self._core_rows = core.astype(np.float64)
         self._tail_rows = tails.astype(np.float64)  # symbols -m..-(r+1), then r+1..m
-        # The magnitude part of the context of each core index; the escape is magnitude > r >= 3.
-        self._core_terms = np.append(symbol_terms(r), symbol_terms(m)[0])[: core.shape[1]]
+        # The magnitude part of the context of each core index i (value i - r); the escape,
+        # index 2r + 1, stands for magnitudes above r >= 3, as value r + 1 does.
+        self._core_terms = magnitude_term(np.arange(-r, r + 1 + (r < m)))
 
     def _table_rows(self, codes: np.ndarray) -> np.ndarray:
         """Row of ``pmf`` that codes each symbol of ``codes`` (int ``[C, T]``)."""
