@@ -340,3 +340,20 @@ def test_a_bitrate_without_its_overrides_is_pointed_out(tmp_path, synth_corpus):
     on = run_cli("train", "--config", str(config), "--bitrate", "6000", "--data", *data,
                  "--out", str(tmp_path / "b.safetensors"), "-q")
     assert on.returncode == 0 and "none for" not in on.stderr
+
+
+def test_a_continued_run_holds_its_rate_from_the_first_step(tmp_path, synth_corpus):
+    """The controller's goal starts where the starting weights' training estimate meets the target."""
+    val = synth_corpus[:1]
+    first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
+                  progress=False)
+    real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
+    # Frozen weights at their own real rate: the rate weight has nothing to correct, so it must not move.
+    cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), lr=0.0, steps=8, controller_gain=0.1)
+    train(TINY, cfg, synth_corpus, tmp_path / "b.safetensors", "m", val_paths=val, progress=False)
+    goal = pd.read_csv(tmp_path / "b.work" / "val_metrics.csv")["rate_goal_kbps"].iloc[0]
+    estimates = pd.read_csv(tmp_path / "b.work" / "metrics.csv")["kbps_estimated"]
+    assert goal == pytest.approx(estimates.mean(), rel=0.02)
+    assert abs(goal / (real_bps / 1000) - 1) > 0.03  # the estimate is not the real rate: a goal of the target drifts
+    lambdas = pd.read_csv(tmp_path / "b.work" / "metrics.csv")["rate_lambda"]
+    assert lambdas.iloc[-1] == pytest.approx(cfg.rate_lambda, rel=0.01)

@@ -242,6 +242,19 @@ def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], n
             "distortion": distortion / len(val_audio), "pmf": pmf, "model": cpu}
 
 
+@torch.no_grad()
+def training_estimate_kbps(model: CodecModel, batches: "Batches", batch_audio_s: float, amp: bool,
+                           device: torch.device, count: int = 8) -> float:
+    """The mean rate the training loss sees (kbps) over the first ``count`` batches of the run."""
+    model.train()
+    total = 0.0
+    for i in range(count):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            _, _, bits = model(batches.at(i))
+        total += float(bits) / batch_audio_s / 1000
+    return total / count
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
           out_path: str | os.PathLike, name: str, val_paths: Sequence[str | os.PathLike] = (),
           work_dir: str | os.PathLike | None = None, progress: bool = True,
@@ -346,9 +359,18 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         # its first checkpoint on target rolls back to them rather than ending with nothing.
         v = validate(model, model_cfg, val_audio, name)
         last_real = v["kbps_real"]
+        # The controller steers the training estimate onto a goal; the goal that gives the target
+        # real rate is known for the starting weights, so the rate holds from the first step
+        # instead of dipping (and costing distortion) until the first checkpoint corrects it.
+        goal_kbps = target_kbps * training_estimate_kbps(model, batches, batch_audio_s, amp,
+                                                         device) / max(v["kbps_real"], 1e-6)
         is_best = keep_if_best(v, 0)
         _append_csv(logs / "val_metrics.csv", VAL_FIELDS, [[0, v["kbps_real"], v["kbps_estimated_val"],
                                                             v["distortion"], goal_kbps, int(is_best), 0]])
+    if world > 1 and step == 0 and start:
+        goal = torch.tensor([goal_kbps], dtype=torch.float64, device=device)
+        torch.distributed.broadcast(goal, 0)
+        goal_kbps = float(goal)
     model.train()
     while step < cfg.steps and (stop_after is None or step < stop_after):
         lr = cfg.lr if step < decay_from else cfg.lr * (cfg.steps - step) / max(1, cfg.steps - decay_from)
