@@ -1,7 +1,8 @@
 """Quality of each model against Opus at the same real bitrate, on speech never used in training.
 
 For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, STOI, then libopus run at that
-measured bitrate (floored at its 6 kbps minimum) and the PESQ-WB difference. Audio: the 51
+measured bitrate (its nominal rate corrected once so that its real rate matches; floored at its
+lowest rate) and the PESQ-WB difference. Audio: the 51
 utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
 
     .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR] [--csv FILE]
@@ -21,7 +22,7 @@ import pandas as pd
 import soundfile as sf
 
 import speechcodec
-from speechcodec.evaluate import evaluate, opus_target_for
+from speechcodec.evaluate import evaluate, evaluate_opus_matched
 from speechcodec.report import build_report
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
@@ -57,11 +58,9 @@ def main() -> int:
             tag = Path(name).stem
             n = evaluate(name, manifest, root / f"neural-{tag}", progress=False,
                          target_bitrate_bps=speechcodec.load(name).bitrate_bps)
-            bps, note = opus_target_for(n["kbps"])
-            o = evaluate(f"opus:{bps}", manifest, root / f"opus-{tag}", progress=False, note=note,
-                         target_bitrate_bps=bps, matched_to=n["codec"])
+            o = evaluate_opus_matched(n, manifest, root / f"opus-{tag}", progress=False)
             rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["stoi"], o["kbps"],
-                         o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"], "Opus floor" if note else ""))
+                         o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"], "Opus floor" if o["note"] else ""))
         if args.report:
             tags = [Path(n).stem for n in names]
             dirs = [root / f"neural-{t}" for t in tags] + [root / f"opus-{t}" for t in tags]

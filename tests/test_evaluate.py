@@ -11,7 +11,7 @@ import soundfile as sf
 
 from conftest import SHARED, run_cli, synth_speech
 from speechcodec.baselines import OpusCodec
-from speechcodec.evaluate import evaluate, opus_target_for
+from speechcodec.evaluate import evaluate, evaluate_opus_matched
 from speechcodec.metrics import pesq_nb, pesq_wb, snr_db, stoi
 from speechcodec.report import build_report
 
@@ -53,10 +53,19 @@ def test_opus_rate_follows_its_target():
     assert rates[0] < rates[1]
 
 
-def test_opus_floor_is_reported_not_extrapolated():
-    assert opus_target_for(3.4)[0] == 6000
-    assert "cannot go below" in opus_target_for(3.4)[1]
-    assert opus_target_for(12.3) == (12300, "")
+def test_matched_opus_lands_on_the_neural_rate_or_reports_its_floor(tmp_path):
+    manifest = _manifest(tmp_path)
+    matched = evaluate_opus_matched({"kbps": 12.0, "codec": "x"}, manifest, tmp_path / "m12", workers=2,
+                                    progress=False)
+    # libopus's real rate falls short of its nominal one: the nominal rate is raised to match.
+    assert matched["target_bitrate_bps"] > 12000 and matched["matched_to"] == "x"
+    first = evaluate("opus:12000", manifest, tmp_path / "o12", workers=2, progress=False)["kbps"]
+    assert abs(matched["kbps"] - 12.0) < abs(first - 12.0) / 3 and not matched["note"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("m12")) == ["m12"]  # tries gone
+    floor = evaluate_opus_matched({"kbps": 3.4, "codec": "x"}, manifest, tmp_path / "m3", workers=2,
+                                  progress=False)
+    assert floor["target_bitrate_bps"] == 6000 and "no lower than" in floor["note"]
+    assert json.loads((tmp_path / "m3" / "summary.json").read_text())["note"] == floor["note"]
 
 
 def _manifest(tmp_path, n=3):
@@ -80,9 +89,7 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
     assert neural["arch"] == "folded"
     assert neural["kbps"] == pytest.approx(sum(p.stat().st_size for p in streams) * 8 / 6.0 / 1000)
     assert len(list((tmp_path / "neural" / "decoded").glob("*.flac"))) == 3
-    bps, note = opus_target_for(neural["kbps"])
-    evaluate(f"opus:{bps}", manifest, tmp_path / "opus_m", workers=2, progress=False,
-             target_bitrate_bps=bps, matched_to=neural["codec"], note=note)
+    evaluate_opus_matched(neural, manifest, tmp_path / "opus_m", workers=2, progress=False)
     evaluate("opus:16000", manifest, tmp_path / "opus_16k", workers=1, progress=False)
     table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k")], tmp_path / "report")
     assert list(table.columns[:4]) == ["model", "target_kbps", "neural_kbps", "neural_pesq_wb"]

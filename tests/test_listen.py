@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import synth_speech
-from speechcodec.evaluate import evaluate, opus_target_for
+from speechcodec.evaluate import evaluate, evaluate_opus_matched
 from speechcodec.listen import build_listening_page, pick_utterances
 from speechcodec.report import build_report
 
@@ -43,9 +43,8 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
     manifest = root / "split" / "test.csv"
     neural = evaluate(str(tiny_model), manifest, root / "eval" / "neural-4000bps", workers=2,
                       keep_audio=True, progress=False, target_bitrate_bps=4000)
-    bps, note = opus_target_for(neural["kbps"])
-    evaluate(f"opus:{bps}", manifest, root / "eval" / "opus-match-4000bps", workers=2, keep_audio=True,
-             progress=False, target_bitrate_bps=bps, matched_to=neural["codec"], note=note)
+    evaluate_opus_matched(neural, manifest, root / "eval" / "opus-match-4000bps", workers=2, keep_audio=True,
+                          progress=False)
     evaluate("opus:12000", manifest, root / "eval" / "opus-12000bps", workers=2, progress=False)
     build_report([root / "eval" / d for d in ("neural-4000bps", "opus-match-4000bps", "opus-12000bps")],
                  root / "report")

@@ -287,20 +287,19 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechcodec.evaluate import evaluate, opus_target_for
+    from speechcodec.evaluate import evaluate, evaluate_opus_matched
 
-    spec, target, note, matched = args.model, args.target_bitrate, "", None
+    spec, target = args.model, args.target_bitrate
+    options = {"workers": args.workers or None, "keep_audio": args.keep_audio, "progress": not args.quiet}
     if args.opus_match:
         neural = json.loads(Path(args.opus_match).read_text())
-        bps, note = opus_target_for(neural["kbps"])
-        spec, target, matched = f"opus:{bps}", bps, neural["codec"]
-    elif args.opus:
-        spec, target = f"opus:{args.opus}", args.opus
-    if not spec:
-        raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS or --opus-match SUMMARY")
-    summary = evaluate(spec, args.test_manifest, args.out, workers=args.workers or None,
-                       keep_audio=args.keep_audio, progress=not args.quiet,
-                       target_bitrate_bps=target, matched_to=matched, note=note)
+        summary = evaluate_opus_matched(neural, args.test_manifest, args.out, **options)
+    else:
+        if args.opus:
+            spec, target = f"opus:{args.opus}", args.opus
+        if not spec:
+            raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS or --opus-match SUMMARY")
+        summary = evaluate(spec, args.test_manifest, args.out, target_bitrate_bps=target, **options)
     print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, PESQ-WB {summary['pesq_wb']:.3f}, "
           f"PESQ-NB {summary['pesq_nb']:.3f}, STOI {summary['stoi']:.3f} on {summary['items']} "
           f"utterances", file=sys.stderr)
@@ -443,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME_OR_PATH", help="a speechcodec model")
     p.add_argument("--opus", type=int, metavar="BPS", help="libopus at this target bitrate")
     p.add_argument("--opus-match", metavar="SUMMARY_JSON",
-                   help="libopus at the measured bitrate of a neural run (its summary.json)")
+                   help="libopus at the measured bitrate of a neural run (its summary.json): its "
+                        "nominal rate is corrected until its real rate matches (3 runs at most)")
     p.add_argument("--target-bitrate", type=int, metavar="BPS", help="recorded as the target")
     p.add_argument("--test-manifest", required=True, help="test.csv from 'data split'")
     p.add_argument("--out", required=True, help="folder for scores.csv, summary.json, streams/")

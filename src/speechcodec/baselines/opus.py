@@ -18,6 +18,7 @@ from speechcodec.audio import as_mono, check_finite
 from speechcodec.errors import BitstreamError, SpeechCodecError
 
 MIN_BITRATE_BPS = 6000  # below this Opus (SILK) does not go any lower in practice
+MAX_BITRATE_BPS = 510000  # libopus clamps above this
 _HEADER = struct.Struct("<8sIII")  # magic, bitrate_bps, sample_rate_hz, num_samples
 _MAGIC = b"OPUSRAW1"
 
