@@ -86,7 +86,8 @@ def test_snakemake_lint_is_clean():
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
                                         "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml",
-                                        "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml"])
+                                        "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml",
+                                        "config/ship_cpu_anneal.yaml"])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall"], REPO)
