@@ -136,7 +136,7 @@ def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
 
 def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
     first = train(TINY, _cfg(steps=60, checkpoint_every=60, lr=3e-3), synth_corpus,
-                  tmp_path / "a.safetensors", "m", progress=False)
+                  tmp_path / "a.safetensors", "m", progress=False, info={"description": "tiny, 4 kbps"})
     train(TINY, _cfg(steps=5), synth_corpus, tmp_path / "fresh.safetensors", "m", progress=False)
     more = train(TINY, _cfg(steps=5, init_from=str(first)), synth_corpus, tmp_path / "b.safetensors", "m",
                  progress=False)
@@ -146,6 +146,7 @@ def test_a_run_can_start_from_an_earlier_model(tmp_path, synth_corpus):
     again = train(TINY, _cfg(steps=5, init_from=str(more)), synth_corpus, tmp_path / "c.safetensors", "m",
                   progress=False)
     assert [h["steps"] for h in load_model_file(again).info["history"]] == [60, 5]
+    assert load_model_file(again).info["description"] == "tiny, 4 kbps"  # kept unless a new one is given
 
     def first_distortion(work):
         m = pd.read_csv(tmp_path / work / "metrics.csv")

@@ -486,6 +486,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     }
     if start:  # the runs this one continues: a model's card can add them all up
         meta["history"] = lineage(start)
+        if "description" not in meta and start.info.get("description"):
+            meta["description"] = start.info["description"]  # what ``speechcodec models`` shows
     if best_path.exists():  # the best validated model on target, else the final one
         chosen = load_model_file(best_path)
         meta["selected_step"] = chosen.info.get("step")
