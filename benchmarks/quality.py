@@ -22,6 +22,7 @@ import pandas as pd
 import soundfile as sf
 
 import speechcodec
+from speechcodec.baselines.opus import MIN_BITRATE_BPS
 from speechcodec.evaluate import evaluate, evaluate_opus_matched
 from speechcodec.report import build_report
 
@@ -60,7 +61,8 @@ def main() -> int:
                          target_bitrate_bps=speechcodec.load(name).bitrate_bps)
             o = evaluate_opus_matched(n, manifest, root / f"opus-{tag}", progress=False)
             rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["stoi"], o["kbps"],
-                         o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"], "Opus floor" if o["note"] else ""))
+                         o["pesq_wb"], n["pesq_wb"] - o["pesq_wb"],
+                         "Opus floor" if o["target_bitrate_bps"] == MIN_BITRATE_BPS else ""))
         if args.report:
             tags = [Path(n).stem for n in names]
             dirs = [root / f"neural-{t}" for t in tags] + [root / f"opus-{t}" for t in tags]

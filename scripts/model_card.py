@@ -115,9 +115,14 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     amp = "bfloat16 autocast" if tc.get("amp") == "on" or (tc.get("amp") == "auto" and on_gpu) else "float32"
     opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f} at {quality.opus_kbps:.2f} kbps"
             + (" (its lowest rate)" if isinstance(quality.note, str) and quality.note else ""))
+    decay = (f"after {tc['lr_decay_from']:.0%} of the steps" if tc.get("lr_decay_from")
+             else "from the first step")
     clip = (f"gradient norm clipped at {tc['grad_clip_norm']}" if tc.get("grad_clip_norm")
             else "no gradient clipping")
-    verdict = "matches or beats Opus" if quality.delta_pesq_wb >= 0 else "below Opus"
+    more_bits = quality.kbps / quality.opus_kbps - 1
+    verdict = ("below Opus" if quality.delta_pesq_wb < 0 else "matches or beats Opus"
+               if more_bits <= 0.02 else "beats Opus in PESQ, but with more bits than Opus spent")
+    verdict += f"; {abs(more_bits):.1%} {'more' if more_bits > 0 else 'fewer'} bits than Opus"
     lines = [
         f"# Model card: {mf.name}",
         "",
@@ -130,8 +135,8 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
         f"| nominal bitrate | {bps / 1000:g} kbps; the validation rate was steered onto it |",
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
-        f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly after {tc.get('lr_decay_from', 0):.0%} "
-        f"of the steps, {clip}, 5-resolution STFT + "
+        f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
+        f"{decay}, {clip}, 5-resolution STFT + "
         f"{tc.get('mse_weight')} x normalised MSE + lambda x kbps; seed {tc.get('seed')}; selected "
         f"checkpoint: step {info.get('selected_step'):,} (best on-target validation) |",
         f"| device and time | {info.get('device')}, {amp}, {hours:.2f} h, "

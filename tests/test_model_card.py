@@ -42,7 +42,11 @@ def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
     fingerprint = load_model_file(model).fingerprint
     assert f"`tiny-test` (fingerprint `{fingerprint}`)" in card
     assert "| 4.21 | 1.23 | 1.50 | 0.700 | PESQ-WB 2.28 at 5.68 kbps (its lowest rate) | 151 / 149 |" in card
-    assert "**Against Opus**: -1.05 PESQ-WB (below Opus)." in card
+    assert "**Against Opus**: -1.05 PESQ-WB (below Opus; 25.9% fewer bits than Opus)." in card
+    quality = pd.read_csv(tmp_path / "quality.csv").assign(kbps=5.9, pesq_wb=2.3, delta_pesq_wb=0.02)
+    quality.to_csv(tmp_path / "quality.csv", index=False)  # higher PESQ, but 3.9 % more bits
+    card = _card(model, tmp_path / "quality.csv", tmp_path / "speed.csv")
+    assert "+0.02 PESQ-WB (beats Opus in PESQ, but with more bits than Opus spent; 3.9% more" in card
     assert "earlier runs" not in card and "--init-from" not in card.split("```bash")[1].split("```")[0]
     assert "30 steps" in card and "LibriSpeech" in card
     assert "--steps 30 --batch-size 4 --out tiny-test.safetensors" in card
