@@ -355,6 +355,7 @@ def test_a_continued_run_holds_its_rate_from_the_first_step(tmp_path, synth_corp
     goal = pd.read_csv(tmp_path / "b.work" / "val_metrics.csv")["rate_goal_kbps"].iloc[0]
     estimates = pd.read_csv(tmp_path / "b.work" / "metrics.csv")["kbps_estimated"]
     assert goal == pytest.approx(estimates.mean(), rel=0.02)
-    assert abs(goal / (real_bps / 1000) - 1) > 0.03  # the estimate is not the real rate: a goal of the target drifts
+    # The estimate is not the real rate, so a goal equal to the target would drift.
+    assert abs(goal / (real_bps / 1000) - 1) > 0.03
     lambdas = pd.read_csv(tmp_path / "b.work" / "metrics.csv")["rate_lambda"]
     assert lambdas.iloc[-1] == pytest.approx(cfg.rate_lambda, rel=0.01)

@@ -243,7 +243,7 @@ def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], n
 
 
 @torch.no_grad()
-def training_estimate_kbps(model: CodecModel, batches: "Batches", batch_audio_s: float, amp: bool,
+def training_estimate_kbps(model: CodecModel, batches: Batches, batch_audio_s: float, amp: bool,
                            device: torch.device, count: int = 8) -> float:
     """The mean rate the training loss sees (kbps) over the first ``count`` batches of the run."""
     model.train()
