@@ -1,8 +1,8 @@
 """Quality of each model against Opus at the same real bitrate, on speech never used in training.
 
 For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, STOI, then libopus run at that
-measured bitrate (its nominal rate corrected once so that its real rate matches; floored at its
-lowest rate) and the PESQ-WB difference. Audio: the 51
+measured bitrate (its nominal rate corrected until its real rate is within 2 %, 3 runs at
+most; at its lowest rate when the model is below it) and the PESQ-WB difference. Audio: the 51
 utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
 
     .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR] [--csv FILE]

@@ -114,7 +114,7 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
     return summary
 
 
-MATCH_TOLERANCE = 0.02  # an Opus run this much under the neural model's real rate is repeated
+MATCH_TOLERANCE = 0.02  # an Opus run whose real rate misses the neural model's by more is repeated
 
 
 def evaluate_opus_matched(neural: dict, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
