@@ -182,6 +182,63 @@ def test_the_starting_model_is_the_first_candidate_to_roll_back_to(tmp_path, syn
         assert torch.equal(best.state_dict[key], value), key
 
 
+def _continue_at_own_rate(tmp_path, synth_corpus, name: str, **kw):
+    """A model trained for 10 steps, continued at its own real rate with ``kw``; the new run's
+    validation rows and written model."""
+    val = synth_corpus[:1]
+    first = tmp_path / "a.safetensors"
+    if not first.exists():
+        train(TINY, _cfg(steps=10), synth_corpus, first, "m", val_paths=val, progress=False)
+    real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
+    cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), lr=3e-3, controller_gain=0.0, steps=10,
+               checkpoint_every=5, rollback_factor=0.0, rate_tolerance=0.05, **kw)
+    out = train(TINY, cfg, synth_corpus, tmp_path / f"{name}.safetensors", "m", val_paths=val, progress=False)
+    return pd.read_csv(tmp_path / f"{name}.work" / "val_metrics.csv").set_index("step"), load_model_file(out)
+
+
+def test_a_continued_run_ends_with_its_own_weights_not_its_starting_ones(tmp_path, synth_corpus):
+    """The starting weights sit on target with the lowest distortion; the run's first checkpoint on
+    target, worse as it is, still replaces them (a run is asked to move the model, e.g. its rate)."""
+    val, out = _continue_at_own_rate(tmp_path, synth_corpus, "b", rate_lambda=1.0)
+    assert val.loc[0, "best"] == 1 and val.loc[5, "best"] == 1
+    assert val.loc[5, "distortion"] > val.loc[0, "distortion"]  # the old rule kept step 0
+    on_target = (val["kbps_real"] / (out.info["bitrate_bps"] / 1000) - 1).abs() <= 0.05
+    assert not on_target[10] and out.info["selected_step"] == 5
+
+
+def test_a_continued_run_never_on_target_ends_with_its_final_weights(tmp_path, synth_corpus):
+    val, out = _continue_at_own_rate(tmp_path, synth_corpus, "c", rate_lambda=10.0)
+    assert list(val["best"]) == [1, 0, 0]  # only the start was on target: a roll-back target, no more
+    assert out.info["selected_step"] == 10
+    state = torch.load(tmp_path / "c.work" / "checkpoint.pt", weights_only=True)
+    for key, value in out.state_dict.items():
+        assert torch.equal(state["model"][key], value), key
+
+
+def test_controller_gain_scales_with_the_learning_rate_when_asked(tmp_path, synth_corpus):
+    """The first step's lambda update: same rate error, the log-step halves when the reference lr doubles."""
+    log_steps = {}
+    for ref in (0.0, 1e-3, 2e-3):
+        cfg = _cfg(lr=1e-3, controller_gain=0.1, controller_lr_ref=ref, bitrate_bps=100, steps=1)
+        train(TINY, cfg, synth_corpus, tmp_path / f"{ref}.safetensors", "m", progress=False)
+        lam = pd.read_csv(tmp_path / f"{ref}.work" / "metrics.csv")["rate_lambda"].iloc[0]
+        log_steps[ref] = np.log(lam / cfg.rate_lambda)
+    assert log_steps[0.0] == pytest.approx(0.1)  # far over a 0.1 kbps goal: the clipped full step
+    assert log_steps[1e-3] == pytest.approx(log_steps[0.0])
+    assert log_steps[2e-3] == pytest.approx(log_steps[0.0] / 2)
+
+
+def test_a_resume_with_nothing_left_to_train_keeps_the_training_speed(tmp_path, synth_corpus):
+    out = tmp_path / "a.safetensors"
+    train(TINY, _cfg(steps=10), synth_corpus, out, "m", progress=False)
+    speed = load_model_file(out).info["train_audio_s_per_s"]
+    out.unlink()
+    train(TINY, _cfg(steps=10), synth_corpus, out, "m", progress=False)  # resumes at step 10 of 10
+    again = load_model_file(out).info
+    assert speed > 0 and again["train_audio_s_per_s"] == pytest.approx(speed, rel=0.2)
+    assert again["train_seconds_last_run"] < again["train_seconds"]
+
+
 def test_starting_from_a_model_with_another_config_is_a_clear_error(tmp_path, synth_corpus, tiny_model):
     other = ModelConfig(**{**TINY_MODEL_CONFIG, "code_channels": TINY.code_channels + 2})
     with pytest.raises(ValueError, match="code_channels"):

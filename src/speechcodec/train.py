@@ -42,7 +42,6 @@ from speechcodec.registry import model_path
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
                 "audio_s_per_s"]
 VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best", "rolled_back"]
-RATE_TOLERANCE = 0.10  # a validation can be the best only within +-10 % of the target rate
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,11 @@ class TrainConfig:
     stft_weight: float = 1.0
     rate_lambda: float = 0.05  # initial weight of kbps in the loss
     controller_gain: float = 0.02  # how fast lambda reacts to a relative rate error
+    controller_lr_ref: float = 0.0  # when set, the learning rate the gain is meant for: the gain then
+    # scales with the scheduled lr / this. The rate answers lambda at a speed proportional to the
+    # step size, so a gain fixed for lr 1e-3 overshoots at 3e-4 (validation rate swung +-40 %)
+    rate_tolerance: float = 0.10  # a validation can be the best only within this relative distance
+    # of the target rate (the distortion falls with the rate: a wide band prefers the top of it)
     prior_lr_scale: float = 10.0  # learning-rate multiplier of the entropy model
     gain_db: float = 6.0  # random level augmentation, +-dB
     seed: int = 0
@@ -304,6 +308,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         {"params": [p for p in model.prior.parameters() if p.requires_grad], "lr_scale": cfg.prior_lr_scale},
     ], lr=cfg.lr)
     step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
+    best_step = None  # the step of the best weights; 0: the starting weights of a continued run
     seconds_before = 0.0  # wall-clock training time of earlier runs that this one resumes
     ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
     if ckpt_path.exists():
@@ -319,6 +324,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
             optimizer.load_state_dict(state["optimizer"])
             step, rate_lambda = state["step"], state["rate_lambda"]
             goal_kbps, best = state["goal_kbps"], state["best"]
+            best_step = state.get("best_step")
+            if best_step is None and best_path.exists():  # a checkpoint from before best_step
+                best_step = load_model_file(best_path).info.get("step")
             seconds_before = state.get("train_seconds", 0.0)
         elif main:
             for stale in (ckpt_path, best_path, logs / "metrics.csv", logs / "val_metrics.csv"):
@@ -345,11 +353,17 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     rollbacks = 0
 
     def keep_if_best(v: dict, step: int) -> bool:
-        """Save validated weights as the best (the roll-back target) when on target and better."""
-        nonlocal best
-        if abs(v["kbps_real"] / target_kbps - 1) > RATE_TOLERANCE or not v["distortion"] < best:
+        """Save validated weights as the best (the roll-back target) when on target and better.
+
+        A continued run's starting weights (step 0) are only a roll-back target, never the result:
+        its first checkpoint on target replaces them even at a higher distortion (they may sit at
+        the other end of the tolerance band, where the distortion is lower for the extra bits)."""
+        nonlocal best, best_step
+        if abs(v["kbps_real"] / target_kbps - 1) > cfg.rate_tolerance:
             return False
-        best = v["distortion"]
+        if not (v["distortion"] < best or (best_step == 0 and step > 0)):
+            return False
+        best, best_step = v["distortion"], step
         save_model(best_path, v["model"], v["pmf"], name, {"bitrate_bps": cfg.bitrate_bps, "step": step,
                                                            "rate_lambda": rate_lambda, "goal_kbps": goal_kbps})
         return True
@@ -406,7 +420,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
             window_kbps.append(measured)
         else:
             measured = goal_kbps  # leave lambda as it is
-        rate_lambda *= math.exp(cfg.controller_gain * max(-1.0, min(1.0, measured / goal_kbps - 1)))
+        gain = cfg.controller_gain * (lr / cfg.controller_lr_ref if cfg.controller_lr_ref else 1.0)
+        rate_lambda *= math.exp(gain * max(-1.0, min(1.0, measured / goal_kbps - 1)))
         rate_lambda = min(max(rate_lambda, 1e-5), 100.0)
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
             speed = run_steps * batch_audio_s * world / max(1e-6, time.time() - started)
@@ -454,6 +469,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                 log_rows = []
                 _save_checkpoint(ckpt_path, {
                     "step": step, "rate_lambda": rate_lambda, "goal_kbps": goal_kbps, "best": best,
+                    "best_step": best_step,
                     "train_seconds": seconds_before + time.time() - started,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
@@ -476,7 +492,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         "device": f"{device.type} x{world}" if world > 1 else str(device),
         "train_seconds": round(seconds_before + elapsed, 1),  # all runs up to the final step
         "train_seconds_last_run": round(elapsed, 1),
-        "train_audio_s_per_s": round(run_steps * batch_audio_s * world / max(elapsed, 1e-6), 1),
+        # over every run up to the final step: a resume that had nothing left to train still says it
+        "train_audio_s_per_s": round(step * batch_audio_s * world / max(seconds_before + elapsed, 1e-6), 1),
         "train_files": corpus_files,
         "skipped_updates_last_run": skipped,
         "rollbacks_last_run": rollbacks,
@@ -488,10 +505,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         meta["history"] = lineage(start)
         if "description" not in meta and start.info.get("description"):
             meta["description"] = start.info["description"]  # what ``speechcodec models`` shows
-    if best_path.exists():  # the best validated model on target, else the final one
+    if best_path.exists() and best_step != 0:  # the best validated model on target, else the final one
         chosen = load_model_file(best_path)
         meta["selected_step"] = chosen.info.get("step")
         return save_model(out_path, chosen.build(), chosen.pmf, name, meta)
     meta["selected_step"] = step
+    if best_step == 0 and progress:
+        tqdm.write(f"train {name}: no checkpoint within {cfg.rate_tolerance:.0%} of {target_kbps:g} kbps; "
+                   f"writing the final weights (see val_metrics.csv)")
     return save_model(out_path, model, model.prior.freeze(model_cfg.max_symbol), name, meta)
 
