@@ -78,7 +78,7 @@ def speech_file() -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None):
     """Run the installed ``speechcodec`` command as a user would."""
     import subprocess
 
@@ -87,7 +87,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
     script = Path(sys.executable).parent / "speechcodec"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "speechcodec.cli"]
     return subprocess.run([*command, *map(str, args)],
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture()

@@ -416,3 +416,25 @@ def test_a_continued_run_holds_its_rate_from_the_first_step(tmp_path, synth_corp
     assert abs(goal / (real_bps / 1000) - 1) > 0.03
     lambdas = pd.read_csv(tmp_path / "b.work" / "metrics.csv")["rate_lambda"]
     assert lambdas.iloc[-1] == pytest.approx(cfg.rate_lambda, rel=0.01)
+
+
+def test_a_model_records_its_config_relative_to_its_project(tmp_path, synth_corpus):
+    """Trained from a subfolder with ``--config ../config/c.yaml``, the model still says
+    ``config/c.yaml``: what ``scripts/retrain.py`` needs, run from the project root."""
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "scratch").mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    config = {"name": "x", "model": TINY_MODEL_CONFIG,
+              "train": {"steps": 1, "batch_size": 2, "crop_s": 0.5, "checkpoint_every": 1}}
+    (project / "config" / "c.yaml").write_text(json.dumps(config))
+    outside = tmp_path / "loose"
+    outside.mkdir()
+    (outside / "c.yaml").write_text(json.dumps(config))
+    data = [str(p) for p in synth_corpus]
+    for given, cwd, recorded in (("../config/c.yaml", project / "scratch", "config/c.yaml"),
+                                 ("c.yaml", outside, "c.yaml")):
+        result = run_cli("train", "--config", given, "--bitrate", "4000", "--data", *data,
+                         "--out", "m.safetensors", "-q", cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        assert load_model_file(cwd / "m.safetensors").info["config_file"] == recorded

@@ -156,6 +156,20 @@ def _relaunch_with_torchrun(nproc: int) -> int:
     return subprocess.call(command)
 
 
+PROJECT_MARKERS = (".git", "pyproject.toml", "Snakefile", "dvc.yaml")
+
+
+def project_relative(path: str) -> str:
+    """A config file's path as a model records it: relative to its project (the nearest folder above
+    it holding .git, pyproject.toml, a Snakefile or dvc.yaml), so that ``scripts/retrain.py`` finds it
+    from the project root wherever training ran; outside any project, the path as given."""
+    full = Path(path).resolve()
+    for folder in full.parents:
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return full.relative_to(folder).as_posix()
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -206,7 +220,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
                  progress=not args.quiet, metrics_dir=args.metrics_dir,
                  restart_on_change=args.restart_on_change,
-                 info={k: v for k, v in (("description", args.description), ("config_file", args.config)) if v}
+                 info={k: v for k, v in (("description", args.description),
+                                         ("config_file", args.config and project_relative(args.config))) if v}
                  or None)
     if path:
         print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
