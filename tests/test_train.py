@@ -186,9 +186,8 @@ def _continue_at_own_rate(tmp_path, synth_corpus, name: str, **kw):
     """A model trained for 10 steps, continued at its own real rate with ``kw``; the new run's
     validation rows and written model."""
     val = synth_corpus[:1]
-    first = tmp_path / "a.safetensors"
-    if not first.exists():
-        train(TINY, _cfg(steps=10), synth_corpus, first, "m", val_paths=val, progress=False)
+    first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
+                  progress=False)
     real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
     cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), lr=3e-3, controller_gain=0.0, steps=10,
                checkpoint_every=5, rollback_factor=0.0, rate_tolerance=0.05, **kw)
