@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -177,6 +179,33 @@ def test_full_disk_leaves_no_output(tmp_path, env, small_disk):
         pass
     out2 = small_disk / "again.spcd"
     assert_one_line_error(run_cli("encode", src, out2, "--model", "tiny-test", env=env), out2, "space")
+
+
+def test_a_pipe_or_device_output_is_written_into_not_replaced(tmp_path, env, stream):
+    """`decode x.spcd /dev/stdout | aplay`: the node must stay, the bytes must arrive."""
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(data=fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = run_cli("decode", stream, fifo, env=env)
+    reader.join(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert fifo.is_fifo()  # a rename would have put a regular file in its place
+    run_cli("decode", stream, tmp_path / "file.wav", env=env)
+    assert got["data"] == (tmp_path / "file.wav").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_symlinked_output_is_written_through(tmp_path, wav, env):
+    target = tmp_path / "real.spcd"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.spcd"
+    link.symlink_to(target.name)
+    result = run_cli("encode", wav, link, "--model", "tiny-test", env=env)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and target.read_bytes()[:4] != b"old"
+    assert run_cli("decode", link, tmp_path / "back.wav", env=env).returncode == 0
 
 
 MEMORY_SCRIPT = """

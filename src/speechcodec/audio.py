@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,21 +119,44 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 class AtomicWriter:
-    """Open ``path.tmp``-style sibling for writing; rename onto ``path`` only on success."""
+    """Write to a hidden sibling of ``path``; rename it onto ``path`` only on success.
+
+    A symlink is written through (its target is replaced, the link stays). A destination that is
+    not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) has nothing to lose and must not be
+    renamed over: the output is written to a temporary file first, then copied into it.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._tmpdir: str | None = None
+        try:
+            mode = os.stat(self.path).st_mode  # follows symlinks
+        except OSError:
+            mode = None
+        self.stream = mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+        if mode is not None and stat.S_ISREG(mode):
+            self.path = Path(os.path.realpath(self.path))
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
 
     def __enter__(self) -> Path:
         if self.path.is_dir():
             raise AudioInputError(f"output {self.path} is a directory")
-        if not self.path.parent.exists():
+        if self.stream:
+            self._tmpdir = tempfile.mkdtemp(prefix="speechcodec-")
+            self.tmp = Path(self._tmpdir) / f"out{self.path.suffix}"
+        elif not self.path.parent.exists():
             raise AudioInputError(f"output folder {self.path.parent} does not exist")
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if exc_type is None and self.stream:
+                with open(self.tmp, "rb") as src, open(self.path, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            elif exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if self._tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+            else:
+                self.tmp.unlink(missing_ok=True)
