@@ -78,16 +78,21 @@ def speech_file() -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None):
-    """Run the installed ``speechcodec`` command as a user would."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None,
+            stdin: bytes | None = None):
+    """Run the installed ``speechcodec`` command as a user would (``stdin``: bytes piped in, and
+    then stdout comes back as bytes too)."""
     import subprocess
 
     full_env = dict(os.environ)
     full_env.update(env or {})
     script = Path(sys.executable).parent / "speechcodec"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "speechcodec.cli"]
-    return subprocess.run([*command, *map(str, args)],
-                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd)
+    result = subprocess.run([*command, *map(str, args)], input=stdin, capture_output=True,
+                            text=stdin is None, env=full_env, timeout=timeout, cwd=cwd)
+    if stdin is not None:
+        result.stderr = result.stderr.decode()
+    return result
 
 
 @pytest.fixture()

@@ -197,6 +197,19 @@ def test_a_pipe_or_device_output_is_written_into_not_replaced(tmp_path, env, str
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
+    coded = run_cli("encode", "-", "-", "--model", "tiny-test", env=env, stdin=wav.read_bytes())
+    assert coded.returncode == 0, coded.stderr
+    assert coded.stdout == stream.read_bytes()  # the same bytes as from the file
+    assert coded.stderr.startswith("stdout: 3.00 s")
+    decoded = run_cli("decode", "-", "-", env=env, stdin=coded.stdout)
+    assert decoded.returncode == 0, decoded.stderr
+    run_cli("decode", stream, tmp_path / "file.wav", env=env)
+    assert decoded.stdout == (tmp_path / "file.wav").read_bytes()
+    empty = run_cli("encode", "-", tmp_path / "x.spcd", env=env, stdin=b"")
+    assert_one_line_error(empty, tmp_path / "x.spcd", "input stdin is empty")
+
+
 def test_a_symlinked_output_is_written_through(tmp_path, wav, env):
     target = tmp_path / "real.spcd"
     target.write_bytes(b"old")

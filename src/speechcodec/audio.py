@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,22 +120,58 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), info.sample_rate_hz
 
 
+STDIO = "-"  # as an input: stdin; as an output: stdout
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode  # follows symlinks
+    except OSError:
+        return None
+
+
+@contextmanager
+def regular_input(path: str | os.PathLike) -> Iterator[Path]:
+    """``path`` as a regular file, which can be read twice (level, then code) and sized.
+
+    ``-`` (stdin), a pipe or a device (``/dev/stdin``) is first copied to a temporary file, which
+    is removed afterwards; anything else, a missing path included, is passed through as it is.
+    """
+    mode = None if str(path) == STDIO else _mode(Path(path))
+    if str(path) != STDIO and (mode is None or stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        yield Path(path)
+        return
+    if str(path) == STDIO and sys.stdin.isatty():
+        raise AudioInputError("input '-' is the terminal: pipe a file in, e.g. `cat x.wav | ... - out`")
+    with tempfile.TemporaryDirectory(prefix="speechcodec-") as folder:
+        tmp = Path(folder) / "stdin"
+        with open(tmp, "wb") as out:
+            if str(path) == STDIO:
+                shutil.copyfileobj(sys.stdin.buffer, out)
+            else:
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        if not tmp.stat().st_size:
+            raise AudioInputError(f"input {'stdin' if str(path) == STDIO else path} is empty: "
+                                  f"nothing came through the pipe")
+        yield tmp
+
+
 class AtomicWriter:
     """Write to a hidden sibling of ``path``; rename it onto ``path`` only on success.
 
     A symlink is written through (its target is replaced, the link stays). A destination that is
-    not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) has nothing to lose and must not be
-    renamed over: the output is written to a temporary file first, then copied into it.
+    not a regular file (``-`` for stdout, ``/dev/null``, a FIFO) has nothing to lose and must not
+    be renamed over: the output is written to a temporary file first, then copied into it.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._tmpdir: str | None = None
-        try:
-            mode = os.stat(self.path).st_mode  # follows symlinks
-        except OSError:
-            mode = None
-        self.stream = mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+        self.to_stdout = str(path) == STDIO
+        mode = None if self.to_stdout else _mode(self.path)
+        self.stream = self.to_stdout or (mode is not None and not stat.S_ISREG(mode)
+                                         and not stat.S_ISDIR(mode))
         if mode is not None and stat.S_ISREG(mode):
             self.path = Path(os.path.realpath(self.path))
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
@@ -150,7 +188,11 @@ class AtomicWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None and self.stream:
+            if exc_type is None and self.to_stdout:
+                with open(self.tmp, "rb") as src:
+                    shutil.copyfileobj(src, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            elif exc_type is None and self.stream:
                 with open(self.tmp, "rb") as src, open(self.path, "wb") as dst:
                     shutil.copyfileobj(src, dst)
             elif exc_type is None:

@@ -15,6 +15,7 @@ EPILOG = """examples:
   speechcodec encode speech.wav speech.spcd              # default model (about 6 kbps)
   speechcodec encode speech.flac speech.spcd --bitrate 12
   speechcodec decode speech.spcd speech_decoded.wav      # back at the input's sample rate
+  cat speech.wav | speechcodec encode - - | speechcodec decode - - | aplay   # pipes
   speechcodec info speech.spcd
   speechcodec models
 """
@@ -23,12 +24,17 @@ EPILOG = """examples:
 MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a larger --bitrate was meant in bps
 
 
+def _shown(path: str) -> str:
+    return "stdout" if path == "-" else path
+
+
 def _progress_wanted(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     import speechcodec
+    from speechcodec.audio import regular_input
 
     if not args.model and not 0 < args.bitrate <= MAX_BITRATE_KBPS:
         hint = f"; for {args.bitrate / 1000:g} kbps write --bitrate {args.bitrate / 1000:g}" \
@@ -37,10 +43,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
                                f"got {args.bitrate:g}{hint}")
     name = args.model or speechcodec.model_for_bitrate(args.bitrate * 1000)
     codec = speechcodec.load(name)
-    stats = codec.encode_file(args.input, args.output, progress=_progress_wanted(args))
+    with regular_input(args.input) as src:
+        stats = codec.encode_file(src, args.output, progress=_progress_wanted(args))
     if not args.quiet:
         clipped = f", {stats.clipped_symbols} symbols clipped" if stats.clipped_symbols else ""
-        print(f"{args.output}: {stats.duration_s:.2f} s with {codec.name} -> {stats.num_bytes} bytes, "
+        print(f"{_shown(args.output)}: {stats.duration_s:.2f} s with {codec.name} -> {stats.num_bytes} bytes, "
               f"{stats.bitrate_bps / 1000:.2f} kbps{clipped}", file=sys.stderr)
     return 0
 
@@ -57,14 +64,16 @@ def _read_header(path: str):
 
 def cmd_decode(args: argparse.Namespace) -> int:
     import speechcodec
+    from speechcodec.audio import regular_input
 
-    header = _read_header(args.input)
-    codec = speechcodec.load(args.model or header.model)
-    codec.decode_file(args.input, args.output, sample_rate_hz=args.sample_rate,
-                      progress=_progress_wanted(args))
+    with regular_input(args.input) as src:
+        header = _read_header(src)
+        codec = speechcodec.load(args.model or header.model)
+        codec.decode_file(src, args.output, sample_rate_hz=args.sample_rate,
+                          progress=_progress_wanted(args))
     if not args.quiet:
         rate = args.sample_rate or header.source_sample_rate_hz
-        print(f"{args.output}: {header.duration_s:.2f} s at {rate} Hz from {header.model}",
+        print(f"{_shown(args.output)}: {header.duration_s:.2f} s at {rate} Hz from {header.model}",
               file=sys.stderr)
     return 0
 
@@ -418,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="audio file (wav/flac/ogg, any rate, any channels) -> stream",
                        description="Encode an audio file. It is mixed to mono and resampled to the "
                                    "model's rate; the stream remembers the original rate.")
-    p.add_argument("input", help="audio file readable by libsndfile (wav, flac, ogg, ...)")
-    p.add_argument("output", help="stream file to write (written atomically)")
+    p.add_argument("input", help="audio file readable by libsndfile (wav, flac, ogg, ...); - for stdin")
+    p.add_argument("output", help="stream file to write (written atomically); - for stdout")
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--bitrate", type=float, default=6.0, metavar="KBPS",
                         help="pick the installed model nearest this bitrate (default: 6)")
@@ -429,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="stream -> WAV (or FLAC by extension)",
                        description="Decode a stream with the model named in its header.")
-    p.add_argument("input", help="stream file written by 'speechcodec encode'")
-    p.add_argument("output", help="audio file to write: .wav or .flac, 16-bit mono")
+    p.add_argument("input", help="stream file written by 'speechcodec encode'; - for stdin")
+    p.add_argument("output", help="audio file to write: .wav or .flac, 16-bit mono; - for stdout (WAV)")
     p.add_argument("--sample-rate", type=int, metavar="HZ",
                    help="output sample rate (default: the rate of the encoded input)")
     p.add_argument("--model", metavar="NAME_OR_PATH",
