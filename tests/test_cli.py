@@ -206,6 +206,8 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert decoded.returncode == 0, decoded.stderr
     run_cli("decode", stream, tmp_path / "file.wav", env=env)
     assert decoded.stdout == (tmp_path / "file.wav").read_bytes()
+    facts = json.loads(run_cli("info", "-", "--json", env=env, stdin=coded.stdout).stdout)
+    assert facts["file"] == "stdin" and facts["num_bytes"] == len(coded.stdout)
     empty = run_cli("encode", "-", tmp_path / "x.spcd", env=env, stdin=b"")
     assert_one_line_error(empty, tmp_path / "x.spcd", "input stdin is empty")
 

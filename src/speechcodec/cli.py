@@ -24,8 +24,8 @@ EPILOG = """examples:
 MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a larger --bitrate was meant in bps
 
 
-def _shown(path: str) -> str:
-    return "stdout" if path == "-" else path
+def _shown(path: str, dash: str = "stdout") -> str:
+    return dash if path == "-" else path
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -79,17 +79,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from speechcodec.audio import regular_input
     from speechcodec.bitstream.container import read_stream
 
-    p = Path(args.input)
-    if not p.is_file():
-        raise SpeechCodecError(f"input file {p} does not exist")
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        header, chunks = read_stream(f)
-        num_chunks = sum(1 for _ in chunks)  # reads every chunk: checks every CRC
+    with regular_input(args.input) as p:
+        if not p.is_file():
+            raise SpeechCodecError(f"input file {p} does not exist")
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            header, chunks = read_stream(f)
+            num_chunks = sum(1 for _ in chunks)  # reads every chunk: checks every CRC
     facts = {
-        "file": str(p),
+        "file": _shown(args.input, "stdin"),
         "model": header.model,
         "fingerprint": header.fingerprint,
         "duration_s": round(header.duration_s, 3),
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
                        description="Print what a stream holds and check every chunk's CRC32.")
-    p.add_argument("input", help="stream file")
+    p.add_argument("input", help="stream file; - for stdin")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
