@@ -179,6 +179,8 @@ class AtomicWriter:
     def __enter__(self) -> Path:
         if self.path.is_dir():
             raise AudioInputError(f"output {self.path} is a directory")
+        if self.to_stdout and sys.stdout.isatty():
+            raise AudioInputError("output '-' is the terminal: redirect it to a file or pipe it on")
         if self.stream:
             self._tmpdir = tempfile.mkdtemp(prefix="speechcodec-")
             self.tmp = Path(self._tmpdir) / f"out{self.path.suffix}"
