@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,6 +211,31 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert facts["file"] == "stdin" and facts["num_bytes"] == len(coded.stdout)
     empty = run_cli("encode", "-", tmp_path / "x.spcd", env=env, stdin=b"")
     assert_one_line_error(empty, tmp_path / "x.spcd", "input stdin is empty")
+
+
+def test_dash_refuses_a_terminal(stream, env, tmp_path):
+    """`decode x.spcd -` typed at a terminal must not spray binary; `encode - out` must not wait."""
+    import pty
+
+    script = Path(sys.executable).parent / "speechcodec"
+    for args in (["decode", str(stream), "-"], ["encode", "-", str(tmp_path / "x.spcd")]):
+        pid, fd = pty.fork()  # the child's stdin, stdout and stderr are a terminal
+        if pid == 0:
+            os.environ.update(env)
+            os.execv(script, [str(script), *args])
+        text = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child is gone
+                break
+            if not chunk:
+                break
+            text += chunk
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 1, text
+        assert b"is the terminal" in text and b"Traceback" not in text, text
+    assert not (tmp_path / "x.spcd").exists()
 
 
 def test_a_symlinked_output_is_written_through(tmp_path, wav, env):
