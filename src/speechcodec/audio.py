@@ -137,23 +137,23 @@ def regular_input(path: str | os.PathLike) -> Iterator[Path]:
     ``-`` (stdin), a pipe or a device (``/dev/stdin``) is first copied to a temporary file, which
     is removed afterwards; anything else, a missing path included, is passed through as it is.
     """
-    mode = None if str(path) == STDIO else _mode(Path(path))
-    if str(path) != STDIO and (mode is None or stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    dash = str(path) == STDIO
+    mode = None if dash else _mode(Path(path))
+    if not dash and (mode is None or stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         yield Path(path)
         return
-    if str(path) == STDIO and sys.stdin.isatty():
+    if dash and sys.stdin.isatty():
         raise AudioInputError("input '-' is the terminal: pipe a file in, e.g. `cat x.wav | ... - out`")
     with tempfile.TemporaryDirectory(prefix="speechcodec-") as folder:
         tmp = Path(folder) / "stdin"
         with open(tmp, "wb") as out:
-            if str(path) == STDIO:
+            if dash:
                 shutil.copyfileobj(sys.stdin.buffer, out)
             else:
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, out)
         if not tmp.stat().st_size:
-            raise AudioInputError(f"input {'stdin' if str(path) == STDIO else path} is empty: "
-                                  f"nothing came through the pipe")
+            raise AudioInputError(f"input {'stdin' if dash else path} is empty: nothing came through the pipe")
         yield tmp
 
 
