@@ -238,6 +238,17 @@ def test_dash_refuses_a_terminal(stream, env, tmp_path):
     assert not (tmp_path / "x.spcd").exists()
 
 
+def test_decode_writes_the_format_its_extension_names(stream, env, tmp_path):
+    for ext, fmt in (("flac", "FLAC"), ("ogg", "OGG"), ("mp3", "MP3")):
+        out = tmp_path / f"back.{ext}"
+        result = run_cli("decode", stream, out, env=env)
+        assert result.returncode == 0, result.stderr
+        info = sf.info(str(out))
+        assert info.format == fmt and abs(info.duration - 3.0) < 0.1, info
+    bad = tmp_path / "odd.mp3"  # MPEG has no 7999 Hz: libsndfile's reason, on one line
+    assert_one_line_error(run_cli("decode", stream, bad, "--sample-rate", "7999", env=env), bad, "7999 Hz")
+
+
 def test_a_symlinked_output_is_written_through(tmp_path, wav, env):
     target = tmp_path / "real.spcd"
     target.write_bytes(b"old")

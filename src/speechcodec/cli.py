@@ -437,10 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="stream -> WAV (or FLAC by extension)",
+    p = sub.add_parser("decode", help="stream -> WAV (or FLAC, Ogg, MP3 by extension)",
                        description="Decode a stream with the model named in its header.")
     p.add_argument("input", help="stream file written by 'speechcodec encode'; - for stdin")
-    p.add_argument("output", help="audio file to write: .wav or .flac, 16-bit mono; - for stdout (WAV)")
+    p.add_argument("output", help="audio file to write, mono, format by extension: .wav or .flac (16-bit), "
+                                     ".ogg (Vorbis), .mp3; - for stdout (WAV)")
     p.add_argument("--sample-rate", type=int, metavar="HZ",
                    help="output sample rate (default: the rate of the encoded input)")
     p.add_argument("--model", metavar="NAME_OR_PATH",

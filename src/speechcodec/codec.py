@@ -206,18 +206,21 @@ class Codec:
                 ext = Path(dst).suffix.lstrip(".").upper() or "WAV"
                 if ext not in fmt:
                     raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav or .flac")
+                # 16-bit PCM where the format has it (wav, flac, aiff); else its own (ogg, mp3)
+                subtype = "PCM_16" if sf.check_format(ext, "PCM_16") else sf.default_subtype(ext)
                 bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
                            disable=not progress,
                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
                 try:
                     with bar, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format=ext,
-                                           subtype="PCM_16") as out:
+                                           subtype=subtype) as out:
                         for block in blocks:
                             out.write(np.clip(block, -1.0, 1.0))
                             bar.update(len(block) / rate)
                 except sf.LibsndfileError as exc:  # libsndfile says "System error" on a full disk
-                    raise SpeechCodecError(f"cannot write {dst} ({exc.error_string}); "
-                                           f"is the disk full?") from None
+                    hint = "; is the disk full?" if "System error" in exc.error_string else ""
+                    raise SpeechCodecError(f"cannot write {dst} at {rate} Hz "
+                                           f"({exc.error_string}){hint}") from None
         return header
 
     # ---- internals -------------------------------------------------------------------------
