@@ -108,13 +108,15 @@ def _bad_audio(tmp_path, kind):
         sf.write(path, audio, 16000, subtype="FLOAT")
     elif kind == "directory":
         path.mkdir()
+    elif kind == "rate_500hz":
+        sf.write(path, synth_speech(1.0, 500), 500)
     return path
 
 
 @pytest.mark.parametrize("kind, match", [
     ("missing", "does not exist"), ("empty", "empty"), ("text", "cannot read"),
     ("truncated", "cannot read"), ("zero_length", "no audio samples"), ("nan", "NaN"),
-    ("directory", "directory"),
+    ("directory", "directory"), ("rate_500hz", "is at 500 Hz; a stream holds 1000 to 384000 Hz"),
 ])
 def test_bad_audio_input(tmp_path, env, kind, match):
     out = tmp_path / "out.spcd"

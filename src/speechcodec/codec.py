@@ -31,6 +31,8 @@ from speechcodec.audio import (
     resample_blocks,
 )
 from speechcodec.bitstream import (
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
     RangeCoder,
     StreamHeader,
     read_stream,
@@ -42,6 +44,12 @@ from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecE
 from speechcodec.modelfile import ModelFile
 
 DEFAULT_CHUNK_S = 4.0
+RATES = f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz"
+
+
+def _rate_ok(rate_hz: int) -> bool:
+    return MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ
+
 GAIN_RANGE = (0.01, 1000.0)
 ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 
@@ -185,6 +193,9 @@ class Codec:
                     progress: bool = False) -> EncodeStats:
         """Encode an audio file (wav/flac/ogg/...) into ``dst``; nothing is left at ``dst`` on error."""
         info = probe(src)
+        if not _rate_ok(info.sample_rate_hz):
+            raise AudioInputError(f"input file {src} is at {info.sample_rate_hz} Hz; a stream holds "
+                                  f"{RATES}: resample it first")
         with AtomicWriter(dst) as tmp, open(tmp, "wb") as out:
             bar = tqdm(total=round(info.duration_s, 1), unit="s", desc="encode", disable=not progress,
                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
@@ -226,8 +237,8 @@ class Codec:
     # ---- internals -------------------------------------------------------------------------
 
     def _checked_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384_000:
-            raise AudioInputError(f"sample_rate must be an integer from 1000 to 384000 Hz, got {sample_rate!r}")
+        if not isinstance(sample_rate, (int, np.integer)) or not _rate_ok(sample_rate):
+            raise AudioInputError(f"sample_rate must be an integer from {RATES}, got {sample_rate!r}")
         mono = as_mono(audio)
         if mono.size == 0:
             raise AudioInputError("input audio has no samples")
@@ -301,8 +312,8 @@ class Codec:
         header, chunks = read_stream(src)
         self._check_header(header)
         rate = header.source_sample_rate_hz if sample_rate_hz is None else int(sample_rate_hz)
-        if not 1000 <= rate <= 384_000:
-            raise AudioInputError(f"output sample rate must be from 1000 to 384000 Hz, got {rate}")
+        if not _rate_ok(rate):
+            raise AudioInputError(f"output sample rate must be from {RATES}, got {rate}")
         if rate == header.source_sample_rate_hz:
             out_n = header.source_num_samples
         else:

@@ -3,6 +3,8 @@
 from speechcodec.bitstream.container import (
     FORMAT_VERSION,
     MAGIC,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
     Chunk,
     StreamHeader,
     read_header,
@@ -16,6 +18,8 @@ from speechcodec.bitstream.rangecoder import RangeCoder
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_SAMPLE_RATE_HZ",
+    "MIN_SAMPLE_RATE_HZ",
     "Chunk",
     "RangeCoder",
     "StreamHeader",

@@ -50,7 +50,7 @@ from speechcodec.errors import (
 MAGIC = b"SPCD"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 1024
-MAX_SAMPLE_RATE_HZ = 384_000
+MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ = 1000, 384_000  # what a stream can record
 MAX_DURATION_S = 7 * 24 * 3600  # a week: anything larger is a forged header, not speech
 _PREFIX = struct.Struct("<4sBH")
 # sample_rate_hz, num_samples, samples_per_frame, code_channels, chunk_frames, gain,
@@ -118,7 +118,7 @@ class StreamHeader:
             return BitstreamError(f"stream header: {msg}")
 
         for name in ("sample_rate_hz", "source_sample_rate_hz"):
-            if not 1000 <= getattr(self, name) <= MAX_SAMPLE_RATE_HZ:
+            if not MIN_SAMPLE_RATE_HZ <= getattr(self, name) <= MAX_SAMPLE_RATE_HZ:
                 raise bad(f"{name}={getattr(self, name)} is out of range")
         if not 1 <= self.samples_per_frame <= 65535:
             raise bad(f"samples_per_frame={self.samples_per_frame} is out of range")
