@@ -16,6 +16,7 @@ import torch
 
 from conftest import TINY_MODEL_CONFIG, run_cli
 from speechcodec.config import training_configs
+from speechcodec.errors import TrainingError
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.modelfile import load_model_file, save_model
 from speechcodec.train import Batches, TrainConfig, train
@@ -130,7 +131,7 @@ def test_metrics_written_before_a_new_column_are_padded_not_broken(tmp_path):
 
 def test_changed_config_refuses_to_resume(tmp_path, synth_corpus):
     train(TINY, _cfg(), synth_corpus, tmp_path / "a.safetensors", "m", progress=False, stop_after=10)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(TrainingError, match="written with other settings.*--restart-on-change"):
         train(TINY, _cfg(lr=1e-4), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
 
 
@@ -364,6 +365,36 @@ def test_a_config_can_build_on_another(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(SpeechCodecError, match="back to itself"):
         load_config(tmp_path / "loop.yaml")
+
+
+def test_a_config_with_a_wrong_key_or_type_is_refused_before_training(tmp_path):
+    from speechcodec.config import load_config
+    from speechcodec.errors import SpeechCodecError
+
+    (tmp_path / "typo.yaml").write_text("name: a\ntrian: {steps: 5}\n")
+    with pytest.raises(SpeechCodecError, match="unknown section.*trian"):
+        load_config(tmp_path / "typo.yaml")
+    assert TrainConfig.from_dict({"bitrate_bps": 6000, "lr": "3e-4"}).lr == 3e-4  # YAML's text 3e-4
+    for bad, match in (({"lr": "fast"}, "train.lr must be a number, got 'fast'"),
+                       ({"steps": 1.5}, "train.steps must be a whole number"),
+                       ({"amp": True}, "train.amp must be text"), ({"steps": 0}, "steps must be at least 1"),
+                       ({"bitrate_bps": -6000}, "bitrate_bps must be at least 1")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig.from_dict({"bitrate_bps": 6000, **bad})
+    with pytest.raises(ValueError, match="model.width must be a whole number"):
+        ModelConfig.from_dict({"width": "wide"})
+
+
+def test_train_cli_errors_are_one_line(tmp_path, synth_corpus):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: a\ntrain: {lr: fast}\n")
+    for args, match in ((["--bitrate", "6"], "for 6 kbps write --bitrate 6000"),
+                        (["--bitrate", "0"], "must be positive"),
+                        (["--bitrate", "6000", "--config", bad], "train.lr must be a number")):
+        result = run_cli("train", *args, "--data", synth_corpus[0], "--out", tmp_path / "m.safetensors")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and match in lines[0], result.stderr
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_decoder_only_training_keeps_every_code_and_byte(tmp_path, synth_corpus, tiny_model):

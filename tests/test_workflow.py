@@ -104,6 +104,13 @@ def test_slurm_profile_dry_runs_without_a_cluster():
     assert "train_codec" in result.stdout
 
 
+def test_the_cli_knows_the_schemas_sections():
+    from speechcodec.config import SECTIONS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert set(SECTIONS) == set(schema["properties"])
+
+
 def test_config_schema_rejects_a_bad_value(tmp_path):
     config = tiny_config()
     config["model"]["arch"] = "transformer"

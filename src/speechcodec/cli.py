@@ -187,6 +187,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from speechcodec.model import ModelConfig
     from speechcodec.train import TrainConfig, train
 
+    if args.bitrate <= 0:
+        raise SpeechCodecError(f"--bitrate must be positive (bits per second), got {args.bitrate}")
+    if args.bitrate <= MAX_BITRATE_KBPS:  # encode's --bitrate is in kbps: an easy slip here
+        raise SpeechCodecError(f"--bitrate is in bits per second here: got {args.bitrate}; "
+                               f"for {args.bitrate} kbps write --bitrate {args.bitrate * 1000}")
     if args.config:
         config = load_config(args.config)
         overrides = {str(k) for k in (config.get("overrides") or {})}

@@ -14,6 +14,10 @@ from speechcodec.errors import SpeechCodecError
 from speechcodec.model import ModelConfig
 from speechcodec.train import TrainConfig
 
+# The top-level sections (workflow/schemas/config.schema.yaml validates each in full for the
+# pipeline; a test keeps the two lists equal).
+SECTIONS = ("name", "dataset", "data", "model", "train", "bitrates_bps", "overrides", "eval", "listen")
+
 
 def load_config(path: str | os.PathLike, seen: set[Path] | None = None) -> dict:
     """The settings of a YAML file; a top-level ``base: other.yaml`` key starts from that file's."""
@@ -34,6 +38,10 @@ def load_config(path: str | os.PathLike, seen: set[Path] | None = None) -> dict:
             raise SpeechCodecError(f"{path}: its 'base' settings lead back to itself")
         parent = load_config(path.parent / base, (seen or set()) | {path.resolve()})
         config = _merge(parent, config)
+    unknown = sorted(str(k) for k in set(config) - set(SECTIONS))
+    if unknown:
+        raise SpeechCodecError(f"{path}: unknown section(s) {', '.join(unknown)} "
+                               f"(known: base, {', '.join(SECTIONS)})")
     return config
 
 

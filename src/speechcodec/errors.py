@@ -25,6 +25,10 @@ class UnsupportedVersionError(BitstreamError):
     """The stream was written by a newer format version than this release reads."""
 
 
+class TrainingError(SpeechCodecError, ValueError):
+    """Training cannot start: a checkpoint from other settings, no usable audio, no GPU."""
+
+
 class ModelError(SpeechCodecError, ValueError):
     """A model file is missing, unreadable, unsafe or inconsistent."""
 

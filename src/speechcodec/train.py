@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from speechcodec.audio import read_audio
 from speechcodec.codec import Codec, active_rms
-from speechcodec.errors import ModelMismatchError
+from speechcodec.errors import ModelMismatchError, TrainingError
 from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.model.config import checked_dataclass
@@ -84,6 +84,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.decoder_only and not self.init_from:
             raise ValueError("decoder_only needs init_from: the model whose encoder and tables are kept")
+        for name in ("bitrate_bps", "steps", "batch_size", "checkpoint_every", "log_every", "val_max_files"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.crop_s > 0:
+            raise ValueError(f"crop_s must be positive, got {self.crop_s}")
+        for name in ("lr", "prior_lr_scale"):  # 0 freezes the weights (a measuring run)
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -94,7 +102,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no GPU")
+        raise TrainingError("device 'cuda' asked for, but torch sees no GPU (leave --device out: "
+                            "it trains on the CPU then)")
     return torch.device(name)
 
 
@@ -111,7 +120,7 @@ def load_corpus(paths: Sequence[str | os.PathLike], sample_rate_hz: int, input_r
             continue
         corpus.append((audio * (input_rms / rms)).astype(np.float32))
     if not corpus:
-        raise ValueError(f"no usable training audio (need files of at least {min_samples} samples)")
+        raise TrainingError(f"no usable training audio (need files of at least {min_samples} samples)")
     return corpus
 
 
@@ -317,8 +326,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         saved = {**asdict(TrainConfig(bitrate_bps=cfg.bitrate_bps)), **state["train_config"]}
         same = state["model_config"] == model_cfg.to_dict() and saved == asdict(cfg)
         if not same and not restart_on_change:
-            raise ValueError(f"{ckpt_path} was written with another configuration; "
-                             f"delete {work} to start afresh")
+            raise TrainingError(f"{ckpt_path} was written with other settings: delete {work} or pass "
+                                f"--restart-on-change to start afresh, or rerun with its settings to resume")
         if same:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

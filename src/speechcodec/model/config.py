@@ -9,11 +9,34 @@ from speechcodec.bitstream.context import NUM_CONTEXTS
 ARCHES = ("folded", "paper")
 
 
+_KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+          "str | None": "text or null"}
+
+
+def _fits(value, annotation: str) -> bool:
+    if isinstance(value, bool) or annotation == "bool":
+        return isinstance(value, bool) and annotation == "bool"
+    return {"int": isinstance(value, int), "float": isinstance(value, (int, float)),
+            "str": isinstance(value, str),
+            "str | None": value is None or isinstance(value, str)}.get(annotation, True)
+
+
 def checked_dataclass(cls, values: dict, what: str):
-    """``cls(**values)``, refusing keys ``cls`` does not have with a message naming them."""
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    """``cls(**values)``, refusing keys ``cls`` does not have and values of the wrong type with a
+    message naming them. YAML reads ``1e-3`` (no dot) as text: a number field takes it as meant."""
+    known = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown {what} config key(s): {', '.join(unknown)}")
+    values = dict(values)
+    for name, value in values.items():
+        if known[name] == "float" and isinstance(value, str):
+            try:
+                values[name] = value = float(value)
+            except ValueError:
+                pass
+        if not _fits(value, known[name]):
+            raise ValueError(f"{what}.{name} must be {_KINDS.get(known[name], known[name])}, got {value!r}")
     return cls(**values)
 DECODER_HEADS = ("subpixel", "istft")
 PRIOR_CONTEXTS = ("none", "previous")
