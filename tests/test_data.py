@@ -298,6 +298,21 @@ def test_split_is_speaker_disjoint_14_to_80_and_seeded(tmp_path):
     assert (tmp_path / "a" / df["path"][0]).resolve() == (tmp_path / df["path"][0].split("../", 1)[1]).resolve()
 
 
+def test_a_foreign_or_broken_manifest_is_a_one_line_error(tmp_path):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(128, 256)) * 3)
+    (tmp_path / "header.csv").write_text("speaker,utterance,path\n")
+    for name, match in (("other", "lacks the column(s) speaker, utterance, path"),
+                        ("header", "lists no utterances"),
+                        ("empty", "not a readable CSV"), ("binary", "not a readable CSV")):
+        result = run_cli("eval", "--model", "sc-6k", "--test-manifest", tmp_path / f"{name}.csv",
+                         "--out", tmp_path / "ev")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and match in lines[0], result.stderr
+    assert not (tmp_path / "ev").exists()
+
+
 def test_split_with_named_test_speakers(tmp_path):
     manifest = _manifest(tmp_path, 5)
     s = split_speakers(manifest, tmp_path / "s", test_speakers=["s001", "s004"])

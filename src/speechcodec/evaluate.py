@@ -19,6 +19,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechcodec.audio import read_audio
+from speechcodec.data.download import DataError
 from speechcodec.data.split import read_manifest
 from speechcodec.metrics import PESQ_RATE_HZ, all_metrics, to_pesq_rate
 
@@ -75,15 +76,15 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
 
     ``matched_to`` names the neural model whose measured bitrate an Opus run was set to.
     """
+    rows = read_manifest(manifest_path).to_dict("records")
+    if not rows:
+        raise DataError(f"manifest {manifest_path} lists no utterances")
     out = Path(out_dir)
     streams = out / "streams"
     streams.mkdir(parents=True, exist_ok=True)
     decoded = out / "decoded" if keep_audio else None
     if decoded:
         decoded.mkdir(exist_ok=True)
-    rows = read_manifest(manifest_path).to_dict("records")
-    if not rows:
-        raise ValueError(f"{manifest_path} lists no utterances")
     workers = max(1, min(workers or os.cpu_count() or 1, len(rows)))
     init = (spec, str(streams), str(decoded) if decoded else None)
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
