@@ -114,9 +114,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import speechcodec
+    from speechcodec.registry import scan_models
 
-    models = speechcodec.list_models()
+    models, notes = scan_models()
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(models, indent=2))
         return 0

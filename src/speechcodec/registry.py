@@ -26,17 +26,27 @@ def model_dirs() -> list[Path]:
 
 def list_models() -> list[dict]:
     """Every installed model: ``name``, ``bitrate_bps``, ``sample_rate_hz``, ``arch``, ``path``..."""
+    return scan_models()[0]
+
+
+def scan_models() -> tuple[list[dict], list[str]]:
+    """``list_models()``, and a note on each file it passed over: not a model, or a name already
+    found in an earlier folder (the first one found is the one used)."""
     seen: dict[str, dict] = {}
+    notes: list[str] = []
     for folder in model_dirs():
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
             try:
                 meta = read_metadata(path)
                 config = ModelConfig.from_dict(json.loads(meta["config"]))
                 info = json.loads(meta.get("info", "{}"))
-            except (ModelError, KeyError, ValueError, TypeError):
-                continue  # a foreign or broken file in a model folder is not a model
+            except (ModelError, KeyError, ValueError, TypeError) as exc:
+                reason = str(exc).splitlines()[0]
+                notes.append(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}")
+                continue
             name = meta["name"]
             if name in seen:
+                notes.append(f"{path} is also named {name!r}: {seen[name]['path']} is used")
                 continue
             seen[name] = {
                 "name": name,
@@ -48,7 +58,7 @@ def list_models() -> list[dict]:
                 "description": info.get("description", ""),
                 "path": str(path),
             }
-    return sorted(seen.values(), key=lambda m: (m["bitrate_bps"] or 0, m["name"]))
+    return sorted(seen.values(), key=lambda m: (m["bitrate_bps"] or 0, m["name"])), notes
 
 
 def find_model(name: str) -> Path:
