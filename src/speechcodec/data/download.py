@@ -97,8 +97,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
             if attempt == retries:
                 have = part.stat().st_size if part.exists() else 0
                 reason = getattr(exc, "reason", exc)
-                raise DataError(f"download of {url} failed ({reason}); {have} bytes kept in {part}, "
-                                f"rerun to resume") from None
+                kept = f"{have} bytes kept in {part}, rerun to resume" if have else "nothing was written"
+                raise DataError(f"download of {url} failed ({reason}); {kept}") from None
             time.sleep(min(2.0**attempt * 0.1, 5.0))
     got = part.stat().st_size
     if size_bytes is not None and got != size_bytes:
