@@ -44,14 +44,13 @@ from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecE
 from speechcodec.modelfile import ModelFile
 
 DEFAULT_CHUNK_S = 4.0
+GAIN_RANGE = (0.01, 1000.0)
+ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 RATES = f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz"
 
 
 def _rate_ok(rate_hz: int) -> bool:
     return MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ
-
-GAIN_RANGE = (0.01, 1000.0)
-ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ class Codec:
                 fmt = sf.available_formats()
                 ext = Path(dst).suffix.lstrip(".").upper() or "WAV"
                 if ext not in fmt:
-                    raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav or .flac")
+                    raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav, .flac, .ogg or .mp3")
                 # 16-bit PCM where the format has it (wav, flac, aiff); else its own (ogg, mp3)
                 subtype = "PCM_16" if sf.check_format(ext, "PCM_16") else sf.default_subtype(ext)
                 bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
