@@ -225,6 +225,9 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert facts["file"] == "stdin" and facts["num_bytes"] == len(coded.stdout)
     empty = run_cli("encode", "-", tmp_path / "x.spcd", env=env, stdin=b"")
     assert_one_line_error(empty, tmp_path / "x.spcd", "input stdin is empty")
+    foreign = run_cli("encode", "-", tmp_path / "x.spcd", env=env, stdin=b"not audio at all")
+    assert_one_line_error(foreign, tmp_path / "x.spcd", "cannot read stdin as audio")
+    assert "speechcodec-" not in foreign.stderr  # not the name of the file it was spooled to
 
 
 def test_dash_refuses_a_terminal(stream, env, tmp_path):

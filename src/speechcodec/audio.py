@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechcodec.errors import AudioInputError
+from speechcodec.errors import AudioInputError, SpeechCodecError
 
 BLOCK_SAMPLES = 1 << 16
 
@@ -152,9 +152,16 @@ def regular_input(path: str | os.PathLike) -> Iterator[Path]:
             else:
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, out)
+        shown = "stdin" if dash else str(path)
         if not tmp.stat().st_size:
-            raise AudioInputError(f"input {'stdin' if dash else path} is empty: nothing came through the pipe")
-        yield tmp
+            raise AudioInputError(f"input {shown} is empty: nothing came through the pipe")
+        try:
+            yield tmp
+        except SpeechCodecError as e:  # say what the user gave, not the spool file's name
+            message = str(e).replace(str(tmp), shown)
+            if message == str(e):
+                raise
+            raise type(e)(message) from None
 
 
 class AtomicWriter:
