@@ -67,8 +67,21 @@ def test_bad_arrays_raise_value_errors(codec, audio, match):
 
 
 def test_bad_sample_rate(codec):
-    with pytest.raises(speechcodec.AudioInputError, match="sample_rate"):
-        codec.encode(synth_speech(0.5), 0)
+    for rate in (0, 16000.5, True, "16000", float("nan")):
+        with pytest.raises(speechcodec.AudioInputError, match="sample_rate"):
+            codec.encode(synth_speech(0.5), rate)
+
+
+def test_a_whole_float_sample_rate_is_taken(codec):
+    """``16000.0`` (a rate computed or read as a float) is a rate, as ``16000`` is."""
+    audio = synth_speech(0.5)
+    assert codec.encode(audio, 16000.0) == codec.encode(audio, np.float64(16000)) == codec.encode(audio, 16000)
+    assert codec.codes(audio, 16000.0).shape == codec.codes(audio, 16000).shape
+    data = codec.encode(audio, 16000)
+    assert codec.decode(data, sample_rate_hz=8000.0)[1] == 8000
+    for rate in (8000.5, "8000", 10**7):
+        with pytest.raises(speechcodec.AudioInputError, match="output sample rate"):
+            codec.decode(data, sample_rate_hz=rate)
 
 
 def test_silence_and_tiny_inputs_code(codec):

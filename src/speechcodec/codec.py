@@ -53,6 +53,15 @@ def _rate_ok(rate_hz: int) -> bool:
     return MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ
 
 
+def _rate_hz(value, what: str) -> int:
+    """``value`` as a sample rate in Hz: a whole number (``16000.0`` too) in the supported range."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or \
+        isinstance(value, (float, np.floating)) and float(value).is_integer()
+    if not whole or not _rate_ok(int(value)):
+        raise AudioInputError(f"{what} must be a whole number of Hz from {RATES}, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class EncodeStats:
     """What encoding wrote, measured from the bytes."""
@@ -236,8 +245,7 @@ class Codec:
     # ---- internals -------------------------------------------------------------------------
 
     def _checked_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        if not isinstance(sample_rate, (int, np.integer)) or not _rate_ok(sample_rate):
-            raise AudioInputError(f"sample_rate must be an integer from {RATES}, got {sample_rate!r}")
+        _rate_hz(sample_rate, "sample_rate")
         mono = as_mono(audio)
         if mono.size == 0:
             raise AudioInputError("input audio has no samples")
@@ -310,9 +318,8 @@ class Codec:
     def _decode_stream(self, src: BinaryIO, sample_rate_hz: int | None):
         header, chunks = read_stream(src)
         self._check_header(header)
-        rate = header.source_sample_rate_hz if sample_rate_hz is None else int(sample_rate_hz)
-        if not _rate_ok(rate):
-            raise AudioInputError(f"output sample rate must be from {RATES}, got {rate}")
+        rate = header.source_sample_rate_hz if sample_rate_hz is None else \
+            _rate_hz(sample_rate_hz, "output sample rate")
         if rate == header.source_sample_rate_hz:
             out_n = header.source_num_samples
         else:
