@@ -78,6 +78,12 @@ def speech_file() -> Path:
     return path
 
 
+def cli_command() -> list[str]:
+    """The installed ``speechcodec`` command."""
+    script = Path(sys.executable).parent / "speechcodec"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "speechcodec.cli"]
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None,
             stdin: bytes | None = None):
     """Run the installed ``speechcodec`` command as a user would (``stdin``: bytes piped in, and
@@ -86,9 +92,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    script = Path(sys.executable).parent / "speechcodec"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "speechcodec.cli"]
-    result = subprocess.run([*command, *map(str, args)], input=stdin, capture_output=True,
+    result = subprocess.run([*cli_command(), *map(str, args)], input=stdin, capture_output=True,
                             text=stdin is None, env=full_env, timeout=timeout, cwd=cwd)
     if stdin is not None:
         result.stderr = result.stderr.decode()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
-from conftest import run_cli, synth_speech
+from conftest import TINY_MODEL_CONFIG, cli_command, run_cli, synth_speech
 
 
 @pytest.fixture()
@@ -230,6 +233,76 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert "speechcodec-" not in foreign.stderr  # not the name of the file it was spooled to
 
 
+def _interrupt(args: list, env: dict, ready, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """Run ``speechcodec ARGS``, wait until ``ready()`` holds, then press Ctrl-C (SIGINT)."""
+    proc = subprocess.Popen([*cli_command(), *map(str, args)], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout_s
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline, "the command never got there"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, proc.returncode, "", stderr)
+
+
+def test_ctrl_c_while_encoding_leaves_nothing_and_no_traceback(tmp_path, env):
+    """Interrupted while it reads its input (a FIFO kept open), encode leaves no output, no part
+    file and no spool folder, and says so on one line."""
+    fifo, out, spool = tmp_path / "in.wav", tmp_path / "out.spcd", tmp_path / "tmp"
+    os.mkfifo(fifo)
+    spool.mkdir()
+    writer: list[int] = []
+
+    def reading() -> bool:  # the encoder has opened the FIFO: it is spooling it
+        if not writer:
+            try:
+                writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                os.write(writer[0], b"RIFF")
+            except OSError:  # no reader yet
+                return False
+        return True
+
+    try:
+        result = _interrupt(["encode", fifo, out, "--model", "tiny-test"], {**env, "TMPDIR": str(spool)},
+                            reading)
+    finally:
+        for fd in writer:
+            os.close(fd)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "speechcodec: interrupted; nothing was written", result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "tmp"] and not list(spool.iterdir())
+
+
+def test_ctrl_c_mid_encode_removes_its_part_file(tmp_path, env):
+    long_wav, out = tmp_path / "long.wav", tmp_path / "out.spcd"
+    sf.write(long_wav, np.tile(synth_speech(10.0, seed=3), 120), 16000, subtype="PCM_16")  # 20 min
+
+    def writing() -> bool:
+        return any(p.name.startswith(".out.spcd") for p in tmp_path.iterdir())
+
+    result = _interrupt(["encode", long_wav, out, "--model", "tiny-test"], env, writing)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "speechcodec: interrupted; nothing was written"
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
+
+
+def test_ctrl_c_while_training_says_how_to_resume(tmp_path, synth_corpus):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL_CONFIG, "train": {
+        "steps": 100000, "batch_size": 2, "crop_s": 0.5, "checkpoint_every": 5}}))
+    out, work = tmp_path / "m.safetensors", tmp_path / "m.work"
+    result = _interrupt(["train", "--config", config, "--bitrate", 4000, "--data", *synth_corpus, "--out", out,
+                         "--threads", 1, "-q"], {}, lambda: (work / "checkpoint.pt").exists())
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"speechcodec: interrupted; rerun the same command to resume from the last checkpoint in {work}"
+    assert "Traceback" not in result.stderr
+    assert (work / "checkpoint.pt").exists() and not out.exists()
+
+
 def test_dash_refuses_a_terminal(stream, env, tmp_path):
     """`decode x.spcd -` typed at a terminal must not spray binary; `encode - out` must not wait."""
     import pty
@@ -301,3 +374,21 @@ def test_ten_minute_input_encodes_in_bounded_memory(tmp_path, tiny_model):
         peaks[minutes] = int(result.stdout.strip()) / 1024  # ru_maxrss is in KiB on Linux
     # 10 minutes of float32 audio alone would add 35 MiB; streaming must add far less.
     assert peaks[10] - peaks[1] < 12, peaks
+
+
+def test_help_and_the_package_start_without_torch():
+    """`speechcodec --help`, `info` and `import speechcodec` must not wait seconds for torch; the
+    codec's names still load on first use."""
+    code = ("import sys, speechcodec\n"
+            "from speechcodec.cli import build_parser\n"
+            "build_parser().format_help()\n"
+            "from speechcodec.bitstream.container import read_stream\n"
+            "assert 'torch' not in sys.modules, 'torch imported at start'\n"
+            "from speechcodec import Codec, load\n"
+            "assert 'torch' in sys.modules and callable(load) and Codec.__name__ == 'Codec'\n"
+            "assert set(speechcodec.__all__) <= set(dir(speechcodec))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import speechcodec
+        speechcodec.nope  # noqa: B018

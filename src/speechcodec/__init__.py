@@ -6,7 +6,8 @@
 >>> audio_hat, rate = speechcodec.decode(data)      # picks the model named in the stream
 """
 
-from speechcodec.codec import Codec, EncodeStats
+import importlib
+
 from speechcodec.errors import (
     AudioInputError,
     BitstreamError,
@@ -19,9 +20,14 @@ from speechcodec.errors import (
     UnknownModelError,
     UnsupportedVersionError,
 )
-from speechcodec.registry import decode, list_models, load, model_for_bitrate
 
 __version__ = "0.1.0"
+
+# The codec and the model registry import torch (a second or more): they are loaded on first use,
+# so that `speechcodec --help`, the errors and the bitstream reader start at once.
+_LAZY = {"Codec": "speechcodec.codec", "EncodeStats": "speechcodec.codec", "decode": "speechcodec.registry",
+         "list_models": "speechcodec.registry", "load": "speechcodec.registry",
+         "model_for_bitrate": "speechcodec.registry"}
 
 __all__ = [
     "AudioInputError",
@@ -41,3 +47,15 @@ __all__ = [
     "load",
     "model_for_bitrate",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'speechcodec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -187,7 +187,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from speechcodec.config import load_config, model_name, training_configs
     from speechcodec.model import ModelConfig
-    from speechcodec.train import TrainConfig, train
+    from speechcodec.train import TrainConfig, train, work_folder
+
+    args.interrupted = (f"rerun the same command to resume from the last checkpoint in "
+                        f"{work_folder(args.out, args.work_dir)}")
 
     if args.bitrate <= 0:
         raise SpeechCodecError(f"--bitrate must be positive (bits per second), got {args.bitrate}")
@@ -375,7 +378,7 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--sha256", help="expected SHA-256 (hex)")
     p.add_argument("--size-bytes", type=int, help="expected size in bytes")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_data_download)
+    p.set_defaults(func=cmd_data_download, interrupted="rerun the same command to resume the download")
 
     p = verbs.add_parser("fetch", help="get the corpus named in a config (demo, vctk or folder)",
                          description="Download/synthesise and safely extract the corpus the config "
@@ -384,7 +387,7 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--config", required=True, metavar="YAML")
     p.add_argument("--out", required=True, help="folder for the extracted corpus")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_data_fetch)
+    p.set_defaults(func=cmd_data_fetch, interrupted="rerun the same command to resume")
 
     p = verbs.add_parser("demo", help="synthesise the built-in demo corpus (eSpeak NG, VCTK layout)")
     p.add_argument("--out", required=True, help="zip to write")
@@ -442,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pick the installed model nearest this bitrate (default: 6)")
     choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_encode)
+    p.set_defaults(func=cmd_encode, interrupted="nothing was written")
 
     p = sub.add_parser("decode", help="stream -> WAV (or FLAC, Ogg, MP3 by extension)",
                        description="Decode a stream with the model named in its header.")
@@ -454,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="model to decode with, when it is not installed under its name")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_decode)
+    p.set_defaults(func=cmd_decode, interrupted="nothing was written")
 
     p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
                        description="Print what a stream holds and check every chunk's CRC32.")
@@ -568,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
             where = f" {exc.filename}" if exc.filename else ""
             print(f"speechcodec: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("speechcodec: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: say what is left, not a traceback
+        note = getattr(args, "interrupted", None)
+        print(f"speechcodec: interrupted{'; ' + note if note else ''}", file=sys.stderr)
         return 130
 
 

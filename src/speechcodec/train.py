@@ -268,6 +268,11 @@ def training_estimate_kbps(model: CodecModel, batches: Batches, batch_audio_s: f
     return total / count
 
 
+def work_folder(out_path: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> Path:
+    """Where a training run keeps its checkpoints: ``work_dir``, else ``out_path`` with ``.work``."""
+    return Path(work_dir) if work_dir else Path(out_path).with_suffix(".work")
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
           out_path: str | os.PathLike, name: str, val_paths: Sequence[str | os.PathLike] = (),
           work_dir: str | os.PathLike | None = None, progress: bool = True,
@@ -290,7 +295,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main = rank == 0
     out_path = Path(out_path)
-    work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
+    work = work_folder(out_path, work_dir)
     work.mkdir(parents=True, exist_ok=True)
     logs = Path(metrics_dir) if metrics_dir else work
     logs.mkdir(parents=True, exist_ok=True)
