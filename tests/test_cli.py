@@ -233,8 +233,9 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert "speechcodec-" not in foreign.stderr  # not the name of the file it was spooled to
 
 
-def _interrupt(args: list, env: dict, ready, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    """Run ``speechcodec ARGS``, wait until ``ready()`` holds, then press Ctrl-C (SIGINT)."""
+def _interrupt(args: list, env: dict, ready, timeout_s: float = 120,
+               signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run ``speechcodec ARGS``, wait until ``ready()`` holds, then press Ctrl-C (or send ``signum``)."""
     proc = subprocess.Popen([*cli_command(), *map(str, args)], env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout_s
@@ -242,7 +243,7 @@ def _interrupt(args: list, env: dict, ready, timeout_s: float = 120) -> subproce
         assert proc.poll() is None, proc.communicate()[1]
         assert time.time() < deadline, "the command never got there"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(args, proc.returncode, "", stderr)
 
@@ -275,16 +276,17 @@ def test_ctrl_c_while_encoding_leaves_nothing_and_no_traceback(tmp_path, env):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "tmp"] and not list(spool.iterdir())
 
 
-def test_ctrl_c_mid_encode_removes_its_part_file(tmp_path, env):
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
+def test_ctrl_c_or_kill_mid_encode_removes_its_part_file(tmp_path, env, signum, said):
     long_wav, out = tmp_path / "long.wav", tmp_path / "out.spcd"
     sf.write(long_wav, np.tile(synth_speech(10.0, seed=3), 120), 16000, subtype="PCM_16")  # 20 min
 
     def writing() -> bool:
         return any(p.name.startswith(".out.spcd") for p in tmp_path.iterdir())
 
-    result = _interrupt(["encode", long_wav, out, "--model", "tiny-test"], env, writing)
-    assert result.returncode == 130, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "speechcodec: interrupted; nothing was written"
+    result = _interrupt(["encode", long_wav, out, "--model", "tiny-test"], env, writing, signum=signum)
+    assert result.returncode == 128 + signum, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"speechcodec: {said}; nothing was written"
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
 

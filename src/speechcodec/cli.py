@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -546,6 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's cancel) unwinds like Ctrl-C: partial outputs are removed."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -555,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log:
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(args.log, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except SpeechCodecError as exc:
@@ -571,10 +582,11 @@ def main(argv: list[str] | None = None) -> int:
             where = f" {exc.filename}" if exc.filename else ""
             print(f"speechcodec: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: say what is left, not a traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is left, not a traceback
         note = getattr(args, "interrupted", None)
-        print(f"speechcodec: interrupted{'; ' + note if note else ''}", file=sys.stderr)
-        return 130
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"speechcodec: {what}{'; ' + note if note else ''}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":
