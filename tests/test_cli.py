@@ -352,6 +352,27 @@ def test_a_symlinked_output_is_written_through(tmp_path, wav, env):
     assert run_cli("decode", link, tmp_path / "back.wav", env=env).returncode == 0
 
 
+def test_the_input_is_never_written_over(tmp_path, wav, env, stream):
+    """`encode x.wav x.wav` replaced the recording with a stream; an output that is the input (by
+    name, symlink or hard link) or a stream named as audio is refused, and the input is kept."""
+    audio, coded = wav.read_bytes(), stream.read_bytes()
+    as_audio = run_cli("encode", wav, wav, "--model", "tiny-test", env=env)
+    assert as_audio.returncode == 1 and "would hold a speechcodec stream, not .wav audio" in as_audio.stderr
+    assert "name it .spcd" in as_audio.stderr and len(as_audio.stderr.strip().splitlines()) == 1
+    hard = tmp_path / "hard.spcd"
+    os.link(wav, hard)
+    (tmp_path / "soft.wav").symlink_to(stream.name)
+    for verb, src, dst in (("encode", wav, hard), ("decode", stream, tmp_path / "soft.wav"),
+                           ("decode", stream, stream)):
+        model = ["--model", "tiny-test"] if verb == "encode" else []
+        result = run_cli(verb, src, dst, *model, env=env)
+        assert result.returncode == 1, (verb, dst, result.stderr)
+        assert result.stderr.strip() == f"speechcodec: error: output {dst} is the input file: writing it " \
+                                        "would destroy the input; name another output"
+    assert wav.read_bytes() == audio and stream.read_bytes() == coded
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 MEMORY_SCRIPT = """
 import resource, sys
 from speechcodec.cli import main

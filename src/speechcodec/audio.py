@@ -164,6 +164,17 @@ def regular_input(path: str | os.PathLike) -> Iterator[Path]:
             raise type(e)(message) from None
 
 
+def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Refuse to write ``dst`` when it is the file ``src`` (a link to it included): the input would be lost."""
+    try:
+        same = os.path.samefile(src, dst)
+    except (OSError, ValueError):  # one of them does not exist (yet): nothing to lose
+        return
+    if same:
+        raise SpeechCodecError(f"output {dst} is the input file: writing it would destroy the input; "
+                               "name another output")
+
+
 class AtomicWriter:
     """Write to a hidden sibling of ``path``; rename it onto ``path`` only on success.
 

@@ -25,6 +25,7 @@ from speechcodec.audio import (
     AtomicWriter,
     as_mono,
     check_finite,
+    check_not_input,
     expected_length,
     probe,
     read_mono_blocks,
@@ -47,6 +48,8 @@ DEFAULT_CHUNK_S = 4.0
 GAIN_RANGE = (0.01, 1000.0)
 ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 RATES = f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz"
+# audio formats a stream must not be named as (players would choke on it; the user meant decode)
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".m4a")
 
 
 def _rate_ok(rate_hz: int) -> bool:
@@ -200,6 +203,10 @@ class Codec:
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
                     progress: bool = False) -> EncodeStats:
         """Encode an audio file (wav/flac/ogg/...) into ``dst``; nothing is left at ``dst`` on error."""
+        if Path(dst).suffix.lower() in AUDIO_FILE_SUFFIXES:  # e.g. `encode in.wav out.wav`: meant decode?
+            raise SpeechCodecError(f"{dst} would hold a speechcodec stream, not {Path(dst).suffix} audio: "
+                                   "name it .spcd (`speechcodec decode` writes audio)")
+        check_not_input(src, dst)
         info = probe(src)
         if not _rate_ok(info.sample_rate_hz):
             raise AudioInputError(f"input file {src} is at {info.sample_rate_hz} Hz; a stream holds "
@@ -218,6 +225,7 @@ class Codec:
         src = Path(src)
         if not src.is_file():
             raise SpeechCodecError(f"input file {src} does not exist")
+        check_not_input(src, dst)
         with open(src, "rb") as f:
             header, blocks, rate = self._decode_stream(f, sample_rate_hz)
             with AtomicWriter(dst) as tmp:
