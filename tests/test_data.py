@@ -6,7 +6,10 @@ import hashlib
 import http.server
 import io
 import shutil
+import signal
+import subprocess
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from conftest import run_cli, synth_speech
+from conftest import cli_command, run_cli, synth_speech
 from speechcodec.data import (
     DataError,
     clean_corpus,
@@ -54,12 +57,15 @@ def vctk_zip(extra: dict[str, bytes] | None = None, speakers: int = 3) -> bytes:
 class Server:
     """A threaded http.server on 127.0.0.1 serving byte blobs with Range support.
 
-    ``cut_first`` paths close the connection half-way through the first response.
+    ``cut_first`` paths close the connection half-way through the first response; ``stall_first``
+    paths send half of it, then hang until ``release`` is set (or the server closes).
     """
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut_first: set[str] = set()
+        self.stall_first: set[str] = set()
+        self.release = threading.Event()
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -85,6 +91,13 @@ class Server:
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
+                if self.path in server.stall_first:
+                    server.stall_first.discard(self.path)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.release.wait(60)
+                    self.connection.shutdown(2)
+                    return
                 if self.path in server.cut_first:
                     server.cut_first.discard(self.path)
                     self.wfile.write(body[: len(body) // 2])
@@ -99,6 +112,7 @@ class Server:
         self.thread.start()
 
     def close(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -136,6 +150,31 @@ def test_cut_transfer_resumes_with_a_range_request(server, tmp_path):
     download(f"{server.url}/vctk.zip", dest, sha256=digest, retries=0, progress=False)
     assert dest.read_bytes() == data
     assert server.requests[-1] == ("/vctk.zip", f"bytes={len(data) // 2}-")
+
+
+def test_ctrl_c_keeps_the_part_and_the_same_command_resumes(server, tmp_path):
+    """A user presses Ctrl-C during `speechcodec data download`, then runs the same command again."""
+    data = vctk_zip(speakers=6)
+    server.files["/vctk.zip"] = data
+    server.stall_first.add("/vctk.zip")
+    dest, part = tmp_path / "vctk.zip", tmp_path / "vctk.zip.part"
+    args = ["data", "download", "--url", f"{server.url}/vctk.zip", "--out", dest,
+            "--sha256", hashlib.sha256(data).hexdigest(), "-q"]
+    proc = subprocess.Popen([*cli_command(), *map(str, args)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (part.exists() and part.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == \
+        "speechcodec: interrupted; rerun the same command to resume the download"
+    assert 0 < part.stat().st_size <= len(data) // 2 and not dest.exists()
+    server.release.set()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert dest.read_bytes() == data and not part.exists()
+    assert server.requests[-1][1].startswith("bytes=")  # went on from what it had
 
 
 def test_cut_transfer_resumes_within_one_call(server, tmp_path):

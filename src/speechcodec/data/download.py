@@ -59,7 +59,7 @@ def _fetch(url: str, part: Path, timeout_s: float, progress: bool) -> None:
                 total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5],
                 disable=not progress) as bar:
             while True:
-                block = response.read(BLOCK_BYTES)
+                block = response.read1(BLOCK_BYTES)  # what has arrived: kept if the user stops it
                 if not block:
                     break
                 out.write(block)
