@@ -89,12 +89,13 @@ def test_models_lists_real_models(env):
 def test_models_says_which_files_it_passed_over(tmp_path, tiny_model):
     (tmp_path / "broken.safetensors").write_bytes(b"not a model")
     shutil.copy(tiny_model, tmp_path / "again.safetensors")  # the same name, in a later folder
-    folders = os.pathsep.join([str(tiny_model.parent), str(tmp_path)])
+    folders = os.pathsep.join([str(tiny_model.parent), str(tmp_path), str(tmp_path / "typo")])
     result = run_cli("models", "--json", env={"SPEECHCODEC_MODEL_PATH": folders})
     assert [m["name"] for m in json.loads(result.stdout)].count("tiny-test") == 1
     notes = result.stderr.strip().splitlines()
     assert any(n.startswith("note: skipped") and "broken.safetensors" in n for n in notes), notes
     assert any("again.safetensors is also named 'tiny-test'" in n for n in notes), notes
+    assert f"note: $SPEECHCODEC_MODEL_PATH names {tmp_path / 'typo'}, which is not a folder" in notes, notes
 
 
 def test_help_answers():

@@ -35,7 +35,10 @@ def scan_models() -> tuple[list[dict], list[str]]:
     seen: dict[str, dict] = {}
     notes: list[str] = []
     for folder in model_dirs():
-        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        if not folder.is_dir():
+            notes.append(f"${MODEL_PATH_ENV} names {folder}, which is not a folder")
+            continue
+        for path in sorted(folder.glob("*.safetensors")):
             try:
                 meta = read_metadata(path)
                 config = ModelConfig.from_dict(json.loads(meta["config"]))
