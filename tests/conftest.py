@@ -100,15 +100,29 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path
 
 
 @pytest.fixture()
-def small_disk(tmp_path) -> Path:
-    """A 300 kB tmpfs, to see what a full disk does; skips where mounting is not allowed."""
+def small_disks(tmp_path):
+    """``make(size_kb)``: a tmpfs of that size, to see what a full disk does; skips where mounting
+    is not allowed."""
     import subprocess
 
-    path = tmp_path / "small_disk"
-    path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(path)],
-                            capture_output=True)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
-    yield path
-    subprocess.run(["umount", str(path)], check=False)
+    mounted: list[Path] = []
+
+    def make(size_kb: int) -> Path:
+        path = tmp_path / f"small_disk_{len(mounted)}"
+        path.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.fixture()
+def small_disk(small_disks) -> Path:
+    """A 300 kB tmpfs."""
+    return small_disks(300)

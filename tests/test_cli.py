@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 
 from conftest import TINY_MODEL_CONFIG, cli_command, run_cli, synth_speech
@@ -290,6 +291,26 @@ def test_ctrl_c_or_kill_mid_encode_removes_its_part_file(tmp_path, env, signum, 
     assert result.stderr.strip().splitlines()[-1] == f"speechcodec: {said}; nothing was written"
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
+
+
+def test_a_full_disk_while_training_says_what_a_rerun_does(tmp_path, synth_corpus, small_disks):
+    """The first disk holds no checkpoint, the second one (torch's writer crashed on both with a
+    RuntimeError traceback)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL_CONFIG, "train": {
+        "steps": 60, "batch_size": 2, "crop_s": 0.5, "checkpoint_every": 5}}))
+    one_checkpoint_kb = 900  # a tiny model's checkpoint with its optimiser state is about 600 kB
+    for size_kb, note in ((300, "no checkpoint was written yet in {work}: a rerun starts afresh"),
+                          (one_checkpoint_kb, "rerun the same command to resume from the last "
+                                              "checkpoint in {work}")):
+        out = small_disks(size_kb) / "m.safetensors"
+        work = out.with_suffix(".work")
+        result = run_cli("train", "--config", config, "--bitrate", 4000, "--data", *synth_corpus, "--out", out,
+                         "--threads", 1, "-q")
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip() == "speechcodec: error: no space left on device; " + note.format(work=work)
+        assert not out.exists() and not [p for p in work.iterdir() if p.name.startswith(".")]
+    assert torch.load(work / "checkpoint.pt", weights_only=True)["step"] == 5  # whole
 
 
 def test_ctrl_c_while_training_says_how_to_resume(tmp_path, synth_corpus):

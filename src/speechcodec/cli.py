@@ -188,10 +188,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from speechcodec.config import load_config, model_name, training_configs
     from speechcodec.model import ModelConfig
-    from speechcodec.train import TrainConfig, train, work_folder
+    from speechcodec.train import TrainConfig, resume_note, train, work_folder
 
-    args.interrupted = (f"rerun the same command to resume from the last checkpoint in "
-                        f"{work_folder(args.out, args.work_dir)}")
+    work = work_folder(args.out, args.work_dir)
+    args.if_stopped = lambda: resume_note(work)
 
     if args.bitrate <= 0:
         raise SpeechCodecError(f"--bitrate must be positive (bits per second), got {args.bitrate}")
@@ -379,7 +379,7 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--sha256", help="expected SHA-256 (hex)")
     p.add_argument("--size-bytes", type=int, help="expected size in bytes")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_data_download, interrupted="rerun the same command to resume the download")
+    p.set_defaults(func=cmd_data_download, if_stopped="rerun the same command to resume the download")
 
     p = verbs.add_parser("fetch", help="get the corpus named in a config (demo, vctk or folder)",
                          description="Download/synthesise and safely extract the corpus the config "
@@ -388,7 +388,7 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--config", required=True, metavar="YAML")
     p.add_argument("--out", required=True, help="folder for the extracted corpus")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_data_fetch, interrupted="rerun the same command to resume")
+    p.set_defaults(func=cmd_data_fetch, if_stopped="rerun the same command to resume")
 
     p = verbs.add_parser("demo", help="synthesise the built-in demo corpus (eSpeak NG, VCTK layout)")
     p.add_argument("--out", required=True, help="zip to write")
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pick the installed model nearest this bitrate (default: 6)")
     choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_encode, interrupted="nothing was written")
+    p.set_defaults(func=cmd_encode, if_stopped="nothing was written")
 
     p = sub.add_parser("decode", help="stream -> WAV (or FLAC, Ogg, MP3 by extension)",
                        description="Decode a stream with the model named in its header.")
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="model to decode with, when it is not installed under its name")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_decode, interrupted="nothing was written")
+    p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 
     p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
                        description="Print what a stream holds and check every chunk's CRC32.")
@@ -547,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _if_stopped(args: argparse.Namespace) -> str | None:
+    """What is left when the command stops early, and how to go on (set per command)."""
+    note = getattr(args, "if_stopped", None)
+    return note() if callable(note) else note
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a scheduler's cancel) unwinds like Ctrl-C: partial outputs are removed."""
 
@@ -576,14 +582,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            print("speechcodec: error: no space left on device; nothing was written",
-                  file=sys.stderr)
+            note = _if_stopped(args) or "nothing was written"
+            print(f"speechcodec: error: no space left on device; {note}", file=sys.stderr)
         else:
             where = f" {exc.filename}" if exc.filename else ""
             print(f"speechcodec: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is left, not a traceback
-        note = getattr(args, "interrupted", None)
+        note = _if_stopped(args)
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"speechcodec: {what}{'; ' + note if note else ''}", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)

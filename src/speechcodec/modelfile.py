@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
+from speechcodec.audio import AtomicWriter
 from speechcodec.errors import ModelError
 from speechcodec.model import CodecModel, ModelConfig
 
@@ -86,13 +87,10 @@ def save_model(path: str | os.PathLike, model: CodecModel, pmf: np.ndarray, name
         "config": json.dumps(model.cfg.to_dict(), sort_keys=True),
         "info": json.dumps(info or {}, sort_keys=True),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
+    data = safetensors_bytes(tensors, metadata=metadata)
+    with AtomicWriter(path) as tmp:  # written by Python: a full disk is an OSError, not a crash
+        tmp.write_bytes(data)
         os.chmod(tmp, 0o644)  # a model is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

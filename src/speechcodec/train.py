@@ -18,6 +18,7 @@ same batches as an uninterrupted one: on the CPU the result is identical.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -30,7 +31,7 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from speechcodec.audio import read_audio
+from speechcodec.audio import AtomicWriter, read_audio
 from speechcodec.codec import Codec, active_rms
 from speechcodec.errors import ModelMismatchError, TrainingError
 from speechcodec.losses import normalized_mse, stft_loss
@@ -167,12 +168,10 @@ class Batches:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a kill leaves the old checkpoint or the new one
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError
+    torch.save(state, buffer)
+    with AtomicWriter(path) as tmp:  # a kill leaves the old checkpoint or the new one
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -268,9 +267,19 @@ def training_estimate_kbps(model: CodecModel, batches: Batches, batch_audio_s: f
     return total / count
 
 
+CHECKPOINT_FILE = "checkpoint.pt"  # in the work folder: what a rerun resumes from
+
+
 def work_folder(out_path: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> Path:
     """Where a training run keeps its checkpoints: ``work_dir``, else ``out_path`` with ``.work``."""
     return Path(work_dir) if work_dir else Path(out_path).with_suffix(".work")
+
+
+def resume_note(work: Path) -> str:
+    """What a rerun of a stopped training does, for the message it stops with."""
+    if (work / CHECKPOINT_FILE).exists():
+        return f"rerun the same command to resume from the last checkpoint in {work}"
+    return f"no checkpoint was written yet in {work}: a rerun starts afresh"
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | os.PathLike],
@@ -324,7 +333,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
     step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
     best_step = None  # the step of the best weights; 0: the starting weights of a continued run
     seconds_before = 0.0  # wall-clock training time of earlier runs that this one resumes
-    ckpt_path, best_path = work / "checkpoint.pt", work / "best.safetensors"
+    ckpt_path, best_path = work / CHECKPOINT_FILE, work / "best.safetensors"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         # Settings added after a checkpoint was written count as their defaults.
