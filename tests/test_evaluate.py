@@ -133,3 +133,16 @@ def test_eval_and_report_cli(tmp_path, tiny_model):
     assert r.returncode == 0, r.stderr
     r = run_cli("report", tmp_path / "n", tmp_path / "om", tmp_path / "o8", "--out", tmp_path / "rep")
     assert r.returncode == 0 and "| tiny-test |" in r.stdout
+    # an eval cut short (Ctrl-C, a full disk) has streams but no summary: say so, write nothing
+    breaks = {"om": ("summary.json", None, "has no summary.json"),
+              "n": ("scores.csv", "", "has unreadable results")}
+    for cut, (name, text, what) in breaks.items():
+        if text is None:
+            (tmp_path / cut / name).unlink()
+        else:
+            (tmp_path / cut / name).write_text(text)
+        r = run_cli("report", tmp_path / "o8", tmp_path / cut, "--out", tmp_path / "rep2")
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+            f"speechcodec: error: {tmp_path / cut} is not a finished eval folder: it {what}; "
+            f"run `speechcodec eval --out {tmp_path / cut}` (again)"], r.stderr
+    assert not (tmp_path / "rep2").exists()

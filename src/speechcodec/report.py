@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechcodec.errors import SpeechCodecError
+
 TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
                  "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "delta_pesq_wb", "note"]
 
@@ -17,8 +19,16 @@ def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
     summaries, scores = [], []
     for d in dirs:
         d = Path(d)
-        summaries.append(json.loads((d / "summary.json").read_text()))
-        scores.append(pd.read_csv(d / "scores.csv"))
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+            score = pd.read_csv(d / "scores.csv")
+        except (OSError, ValueError):  # missing, or cut short by an interrupted eval
+            missing = [n for n in ("summary.json", "scores.csv") if not (d / n).is_file()]
+            what = f"has no {' or '.join(missing)}" if missing else "has unreadable results"
+            raise SpeechCodecError(f"{d} is not a finished eval folder: it {what}; "
+                                   f"run `speechcodec eval --out {d}` (again)") from None
+        summaries.append(summary)
+        scores.append(score)
     return summaries, pd.concat(scores, ignore_index=True)
 
 
@@ -105,9 +115,9 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
 def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> pd.DataFrame:
     """Write ``table1.csv``, ``table1.md``, ``metrics.json``, ``rate_quality.{png,svg}``,
     ``curve.csv`` (every codec's mean point, for DVC plots)."""
+    summaries, scores = _load(eval_dirs)  # before the output folder exists: a bad input leaves none
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries, scores = _load(eval_dirs)
     table = build_table(summaries)
     table.to_csv(out / "table1.csv", index=False)
     (out / "table1.md").write_text(to_markdown(table))
