@@ -395,6 +395,11 @@ def test_train_cli_errors_are_one_line(tmp_path, synth_corpus):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and match in lines[0], result.stderr
     assert not (tmp_path / "m.safetensors").exists()
+    result = run_cli("train", "--bitrate", "6000", "--data", synth_corpus[0], "--out", tmp_path / "m.pt")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"speechcodec: error: --out {tmp_path / 'm.pt'}: a model file is named *.safetensors "
+        "(what `speechcodec models` and --model look for)")
+    assert list(tmp_path.iterdir()) == [bad]  # no work folder either
 
 
 def test_decoder_only_training_keeps_every_code_and_byte(tmp_path, synth_corpus, tiny_model):

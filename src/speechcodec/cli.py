@@ -198,6 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.bitrate <= MAX_BITRATE_KBPS:  # encode's --bitrate is in kbps: an easy slip here
         raise SpeechCodecError(f"--bitrate is in bits per second here: got {args.bitrate}; "
                                f"for {args.bitrate} kbps write --bitrate {args.bitrate * 1000}")
+    if Path(args.out).suffix != ".safetensors":  # hours of training, then a file no one finds
+        raise SpeechCodecError(f"--out {args.out}: a model file is named *.safetensors "
+                               "(what `speechcodec models` and --model look for)")
     if args.config:
         config = load_config(args.config)
         overrides = {str(k) for k in (config.get("overrides") or {})}
