@@ -35,7 +35,7 @@ def _progress_wanted(args: argparse.Namespace) -> bool:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     import speechcodec
-    from speechcodec.audio import regular_input
+    from speechcodec.files import regular_input
 
     if not args.model and not 0 < args.bitrate <= MAX_BITRATE_KBPS:
         hint = f"; for {args.bitrate / 1000:g} kbps write --bitrate {args.bitrate / 1000:g}" \
@@ -65,7 +65,7 @@ def _read_header(path: str):
 
 def cmd_decode(args: argparse.Namespace) -> int:
     import speechcodec
-    from speechcodec.audio import regular_input
+    from speechcodec.files import regular_input
 
     with regular_input(args.input) as src:
         header = _read_header(src)
@@ -80,8 +80,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from speechcodec.audio import regular_input
     from speechcodec.bitstream.container import read_stream
+    from speechcodec.files import regular_input
 
     with regular_input(args.input) as p:
         if not p.is_file():

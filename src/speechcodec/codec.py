@@ -22,10 +22,8 @@ import torch
 from tqdm import tqdm
 
 from speechcodec.audio import (
-    AtomicWriter,
     as_mono,
     check_finite,
-    check_not_input,
     expected_length,
     probe,
     read_mono_blocks,
@@ -42,6 +40,7 @@ from speechcodec.bitstream import (
     write_header,
 )
 from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
+from speechcodec.files import AtomicWriter, check_not_input
 from speechcodec.modelfile import ModelFile
 
 DEFAULT_CHUNK_S = 4.0

@@ -26,8 +26,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from speechcodec.audio import AtomicWriter
 from speechcodec.errors import ModelError
+from speechcodec.files import AtomicWriter
 from speechcodec.model import CodecModel, ModelConfig
 
 FORMAT = "speechcodec-model"

@@ -31,9 +31,10 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from speechcodec.audio import AtomicWriter, read_audio
+from speechcodec.audio import read_audio
 from speechcodec.codec import Codec, active_rms
 from speechcodec.errors import ModelMismatchError, TrainingError
+from speechcodec.files import AtomicWriter
 from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.model.config import checked_dataclass
