@@ -473,3 +473,25 @@ def test_a_model_records_its_config_relative_to_its_project(tmp_path, synth_corp
                          "--out", "m.safetensors", "-q", cwd=cwd)
         assert result.returncode == 0, result.stderr
         assert load_model_file(cwd / "m.safetensors").info["config_file"] == recorded
+
+
+def test_bfloat16_instructions_are_read_from_cpuinfo():
+    from speechcodec.train import cpu_has_bfloat16
+
+    assert cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n") is False
+    assert cpu_has_bfloat16("flags\t\t: fpu avx2 avx512f avx512_bf16\n") is True
+    assert cpu_has_bfloat16("flags\t\t: fpu avx2 amx_bf16 amx_tile\n") is True
+    assert cpu_has_bfloat16("Features\t: fp asimd sve bf16 i8mm\n") is True
+    assert cpu_has_bfloat16("model name\t: something\n") is None
+
+
+def test_bfloat16_autocast_on_a_cpu_without_it_says_it_is_slow(tmp_path, synth_corpus, monkeypatch, capsys):
+    import speechcodec.train as training
+
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
+    train(TINY, _cfg(steps=2, amp="on"), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
+    assert "no bfloat16 instructions" in capsys.readouterr().out
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
+    train(TINY, _cfg(steps=2, amp="on"), synth_corpus, tmp_path / "b.safetensors", "m", progress=False)
+    train(TINY, _cfg(steps=2), synth_corpus, tmp_path / "c.safetensors", "m", progress=False)
+    assert "bfloat16" not in capsys.readouterr().out

@@ -100,6 +100,27 @@ class TrainConfig:
         return checked_dataclass(cls, values, "train")
 
 
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU has bfloat16 instructions (x86 AVX512-BF16 / AMX, Arm BF16); None when unknown.
+
+    Without them torch emulates bfloat16, and autocast on the CPU runs many times slower than
+    float32 (22 s against 2.1 s per training step on an AVX2-only AMD EPYC).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -363,6 +384,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         _truncate_csv(logs / "val_metrics.csv", step or -1)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    if amp and device.type == "cpu" and main and cpu_has_bfloat16() is False:
+        tqdm.write(f"train {name}: note: train.amp is 'on' but this CPU has no bfloat16 instructions, "
+                   "so autocast is emulated and many times slower than float32; set amp: auto to train "
+                   "in float32")
 
     batch_audio_s = crop / model_cfg.sample_rate_hz * cfg.batch_size
     target_kbps = cfg.bitrate_bps / 1000
