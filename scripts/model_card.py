@@ -133,7 +133,9 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
         f"| entropy model | {entropy_model(cfg)}, frozen to 16-bit integer "
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
-        f"| nominal bitrate | {bps / 1000:g} kbps; the validation rate was steered onto it |",
+        f"| nominal bitrate | {bps / 1000:g} kbps: its last run steered the validation files' real rate "
+        f"toward it, and only checkpoints within {tc.get('rate_tolerance', 0.10):.0%} of it could be "
+        "selected |",
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
         f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
         f"{decay}, {clip}, 5-resolution STFT + "

@@ -49,6 +49,7 @@ def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
     assert "+0.02 PESQ-WB (beats Opus in PESQ, but with more bits than Opus spent; 3.9% more" in card
     assert "earlier runs" not in card and "--init-from" not in card.split("```bash")[1].split("```")[0]
     assert "30 steps" in card and "LibriSpeech" in card
+    assert "only checkpoints within 10% of it could be selected" in card
     assert "--steps 30 --batch-size 4 --out tiny-test.safetensors" in card
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from speechcodec.errors import SpeechCodecError
+from speechcodec.files import STDIO
 
 EPILOG = """examples:
   speechcodec encode speech.wav speech.spcd              # default model (about 6 kbps)
@@ -26,7 +27,7 @@ MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a larger --bitrate was 
 
 
 def _shown(path: str, dash: str = "stdout") -> str:
-    return dash if path == "-" else path
+    return dash if path == STDIO else path
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
