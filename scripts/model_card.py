@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from speechcodec.modelfile import load_model_file
+from speechcodec.train import TrainConfig
 
 ATTRIBUTION = """## Data attribution
 
@@ -105,6 +106,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     mf = load_model_file(model_path)
     info, cfg = mf.info, mf.config
     tc = info.get("train_config", {})
+    tolerance = tc.get("rate_tolerance", TrainConfig.rate_tolerance)  # runs before the setting: its default
     params = sum(t.numel() for t in mf.state_dict.values())
     bps = int(info.get("bitrate_bps") or 0)
     hours = info.get("train_seconds", info.get("train_seconds_last_run", 0)) / 3600
@@ -134,8 +136,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"| entropy model | {entropy_model(cfg)}, frozen to 16-bit integer "
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
         f"| nominal bitrate | {bps / 1000:g} kbps: its last run steered the validation files' real rate "
-        f"toward it, and only checkpoints within {tc.get('rate_tolerance', 0.10):.0%} of it could be "
-        "selected |",
+        f"toward it, and only checkpoints within {tolerance:.0%} of it could be selected |",
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
         f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
         f"{decay}, {clip}, 5-resolution STFT + "
