@@ -190,8 +190,9 @@ def _continue_at_own_rate(tmp_path, synth_corpus, name: str, **kw):
     first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
                   progress=False)
     real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
-    cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), lr=3e-3, controller_gain=0.0, steps=10,
-               checkpoint_every=5, rollback_factor=0.0, rate_tolerance=0.05, **kw)
+    settings = dict(lr=3e-3, controller_gain=0.0, steps=10, checkpoint_every=5, rollback_factor=0.0,
+                    rate_tolerance=0.05)
+    cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), **{**settings, **kw})
     out = train(TINY, cfg, synth_corpus, tmp_path / f"{name}.safetensors", "m", val_paths=val, progress=False)
     return pd.read_csv(tmp_path / f"{name}.work" / "val_metrics.csv").set_index("step"), load_model_file(out)
 
@@ -202,20 +203,12 @@ def test_a_continued_run_ends_with_its_own_weights_not_its_starting_ones(tmp_pat
 
     Decoder-only at a learning rate far too high: the codes, hence the rate, stay exactly the
     start's, and the distortion surely rises (a smaller step let it fall on some CPUs)."""
-    val = synth_corpus[:1]
-    first = train(TINY, _cfg(steps=10), synth_corpus, tmp_path / "a.safetensors", "m", val_paths=val,
-                  progress=False)
-    real_bps = round(float(pd.read_csv(tmp_path / "a.work" / "val_metrics.csv")["kbps_real"].iloc[-1]) * 1000)
-    cfg = _cfg(bitrate_bps=real_bps, init_from=str(first), decoder_only=True, lr=0.3, controller_gain=0.0,
-               steps=5, checkpoint_every=5, rollback_factor=0.0, rate_tolerance=0.05)
-    out = load_model_file(train(TINY, cfg, synth_corpus, tmp_path / "b.safetensors", "m", val_paths=val,
-                                progress=False))
-    rows = pd.read_csv(tmp_path / "b.work" / "val_metrics.csv").set_index("step")
+    rows, out = _continue_at_own_rate(tmp_path, synth_corpus, "b", decoder_only=True, lr=0.3, steps=5)
     assert rows.loc[0, "best"] == 1 and rows.loc[5, "best"] == 1
     assert rows.loc[5, "kbps_real"] == rows.loc[0, "kbps_real"]
     assert rows.loc[5, "distortion"] > rows.loc[0, "distortion"]  # the old rule kept step 0
     assert out.info["selected_step"] == 5
-    start = load_model_file(first).state_dict
+    start = load_model_file(tmp_path / "a.safetensors").state_dict
     assert any(not torch.equal(start[key], value) for key, value in out.state_dict.items())
 
 
