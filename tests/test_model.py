@@ -10,6 +10,7 @@ from conftest import synth_speech
 from speechcodec.codec import Codec
 from speechcodec.entropy.factorized import counts_from_pmf
 from speechcodec.model import CodecModel, ModelConfig
+from speechcodec.model.folded import MAX_LOG_MAGNITUDE
 from speechcodec.modelfile import ModelFile, load_model_file, save_model
 
 CONFIGS = [
@@ -63,6 +64,30 @@ def test_istft_head_gradients_stay_finite_when_magnitudes_saturate():
     assert torch.isfinite(x_hat).all() and x_hat.abs().max() > 1.0  # saturated, capped, finite
     for name, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_istft_head_inverts_as_torch_istft_does():
+    model = CodecModel(ModelConfig(decoder_head="istft", width=32, fold_width=16, code_channels=8,
+                                   res_blocks=1))
+    ae = model.autoencoder
+    bins, frames = ae.n_fft // 2 + 1, 30
+    spec = torch.randn(2, 2 * bins, frames + 1, dtype=torch.float64, requires_grad=True)
+
+    def reference(spec):
+        mag = torch.exp(spec[:, :bins].clamp(max=MAX_LOG_MAGNITUDE))
+        return torch.istft(torch.polar(mag, spec[:, bins:]), ae.n_fft, ae.cfg.samples_per_frame,
+                           window=ae.window.double(), center=True, length=frames * ae.cfg.samples_per_frame)
+
+    ours, theirs = ae._istft(spec, frames)[:, 0], reference(spec)
+    assert ours.dtype == torch.float64 and ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    weight = torch.randn_like(theirs)
+    grad_ours, = torch.autograd.grad((ours * weight).sum(), spec)
+    grad_theirs, = torch.autograd.grad((theirs * weight).sum(), spec)
+    # The phases of the DC and Nyquist bins do not reach the signal; their gradients are free.
+    real = torch.ones(2 * bins, dtype=torch.bool)
+    real[[bins, 2 * bins - 1]] = False
+    torch.testing.assert_close(grad_ours[:, real], grad_theirs[:, real], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)

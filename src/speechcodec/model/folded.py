@@ -88,16 +88,28 @@ class FoldedAutoencoder(nn.Module):
         return self._istft(self.head(h), y_hat.shape[-1])
 
     def _istft(self, spec: torch.Tensor, num_frames: int) -> torch.Tensor:
-        bins = self.n_fft // 2 + 1
-        spec = spec.float()  # the inverse FFT runs in float32 even under autocast
-        log_mag, phase = spec[:, :bins], spec[:, bins:]
+        """Log-magnitude and phase spectra ``[B, 2 * bins, F + 1]`` -> ``[B, 1, F * spf]`` samples.
+
+        The same as ``torch.istft(center=True)`` with this Hann window (tested to agree), written
+        out as inverse FFTs and a four-way overlap-add: twice as fast on one CPU thread.
+        """
+        bins, n_fft, spf = self.n_fft // 2 + 1, self.n_fft, self.cfg.samples_per_frame
+        spec = spec.to(torch.promote_types(spec.dtype, torch.float32))  # FFTs never in half precision
         # Clamp before exp: exp(x).clamp(max) overflows to inf for a large x, and the backward
         # pass then multiplies inf by clamp's zero gradient: NaN in every gradient from then on.
-        mag = torch.exp(log_mag.clamp(max=MAX_LOG_MAGNITUDE))
-        stft = torch.polar(mag, phase)
-        spf = self.cfg.samples_per_frame
-        x = torch.istft(stft, self.n_fft, hop_length=spf, window=self.window, center=True,
-                        length=num_frames * spf)
-        return x[:, None, :]
-
-
+        mag = torch.exp(spec[:, :bins].clamp(max=MAX_LOG_MAGNITUDE))
+        phase = spec[:, bins:]
+        frames = torch.fft.irfft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)),
+                                 n=n_fft, dim=1)
+        window = self.window.to(frames.dtype)
+        frames = (frames * window[:, None]).transpose(1, 2)  # [B, F + 1, n_fft]
+        batch, count = frames.shape[:2]
+        overlap = n_fft // spf
+        out = frames.new_zeros(batch, (count + overlap - 1) * spf)
+        envelope = frames.new_zeros((count + overlap - 1) * spf)  # the summed squared windows
+        for k in range(overlap):
+            part = slice(k * spf, (k + 1) * spf)
+            out[:, k * spf: (k + count) * spf] += frames[:, :, part].reshape(batch, -1)
+            envelope[k * spf: (k + count) * spf] += window[part].square().repeat(count)
+        keep = slice(n_fft // 2, n_fft // 2 + num_frames * spf)  # center=True: the first n_fft/2 are padding
+        return (out[:, keep] / envelope[keep])[:, None, :]
