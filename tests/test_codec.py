@@ -141,13 +141,13 @@ def test_model_files_are_never_unpickled(tmp_path):
 
 def test_file_api_streams_and_writes_atomically(codec, tmp_path):
     src = tmp_path / "in.flac"
-    sf.write(src, np.stack([synth_speech(5.0, 22050, 5)] * 2, axis=1), 22050)
+    sf.write(src, np.stack([synth_speech(12.0, 22050, 5)] * 2, axis=1), 22050)
     stats = codec.encode_file(src, tmp_path / "out.spcd")
     assert stats.num_bytes == (tmp_path / "out.spcd").stat().st_size
-    assert stats.num_chunks == 2  # 4-second chunks
+    assert stats.num_chunks == 2  # 10-second chunks
     header = codec.decode_file(tmp_path / "out.spcd", tmp_path / "back.wav")
     info = sf.info(str(tmp_path / "back.wav"))
-    assert (info.samplerate, info.frames, info.channels) == (22050, 5 * 22050, 1)
+    assert (info.samplerate, info.frames, info.channels) == (22050, 12 * 22050, 1)
     assert header.source_channels == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.wav", "in.flac", "out.spcd"]
 

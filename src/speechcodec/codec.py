@@ -3,7 +3,8 @@
 Audio is coded in chunks of a few seconds. Each chunk is encoded from a window that reaches
 ``encoder_context_frames`` beyond its edges and decoded from codes reaching
 ``decoder_context_frames`` beyond them, so the result equals coding the whole signal at once
-while memory stays bounded by one chunk, however long the input.
+(with silence beyond its ends: zero samples for the encoder, ``DECODER_EDGE_S`` of zero codes
+for the decoder) while memory stays bounded by one chunk, however long the input.
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecE
 from speechcodec.files import AtomicWriter, check_not_input
 from speechcodec.modelfile import ModelFile
 
-DEFAULT_CHUNK_S = 4.0
+# Each chunk edge makes the network run over its context twice (0.9 s for the shipped models):
+# 10-s chunks keep that under 10 % of the work.
+DEFAULT_CHUNK_S = 10.0
+# Beyond the signal's edges the encoder sees silence (zero samples) as far as its context
+# reaches, and the decoder zero codes for this long: on the 51 test utterances that scores as
+# the decoder's whole context does (0.47 s; PESQ-WB within 0.001) and 0.008 above none at all,
+# and it saves 14 % of the decoder's work on a 4-second utterance.
+DECODER_EDGE_S = 0.12
 GAIN_RANGE = (0.01, 1000.0)
 ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 RATES = f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz"
@@ -108,25 +116,28 @@ def active_rms(blocks: Iterable[np.ndarray], sample_rate_hz: int) -> tuple[float
 
 
 def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: int, step: int,
-             ctx: int) -> Iterator[tuple[int, int, np.ndarray]]:
+             ctx: int, pad: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
     """Cut a stream of arrays (along the last axis, ``total`` columns) into steps with context.
 
-    Yields ``(start, stop, window)`` where ``window`` holds columns ``start - ctx .. stop + ctx``,
-    zeros standing for columns outside ``0 .. total`` - the same zero padding a convolution over
-    the whole signal would see. Holds at most one step plus two contexts plus one block.
+    Yields ``(start, stop, lead, window)`` where ``window`` holds columns ``start - ctx .. stop +
+    ctx`` cut to ``-pad .. total + pad``, zeros standing for columns outside ``0 .. total``, and
+    ``lead`` is how many of them come before ``start``. A network run over each window therefore
+    gives what it gives run over the whole signal with ``pad`` zero columns either side. Holds at
+    most one step plus two contexts plus one block.
     """
-    buf = np.zeros(lead_shape + (ctx,), np.float32)
-    buf_start = -ctx
+    buf = np.zeros(lead_shape + (pad,), np.float32)
+    buf_start = -pad
     start = 0
 
     def emit():
         nonlocal buf, buf_start, start
         while start < total:
             stop = min(start + step, total)
-            if buf_start + buf.shape[-1] < stop + ctx:
+            first, end = max(-pad, start - ctx), min(total + pad, stop + ctx)
+            if buf_start + buf.shape[-1] < end:
                 return  # wait for more input
-            yield start, stop, buf[..., start - ctx - buf_start: stop + ctx - buf_start]
-            drop = stop - ctx - buf_start
+            yield start, stop, start - first, buf[..., first - buf_start: end - buf_start]
+            drop = max(-pad, stop - ctx) - buf_start
             buf = buf[..., drop:]
             buf_start += drop
             start = stop
@@ -134,7 +145,7 @@ def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: i
     for block in blocks:
         buf = np.concatenate([buf, block.astype(np.float32, copy=False)], axis=-1)
         yield from emit()
-    missing = total + ctx - (buf_start + buf.shape[-1])
+    missing = total + pad - (buf_start + buf.shape[-1])
     if missing > 0:
         buf = np.concatenate([buf, np.zeros(lead_shape + (missing,), np.float32)], axis=-1)
     yield from emit()
@@ -155,6 +166,8 @@ class Codec:
         self.sample_rate_hz = self.config.sample_rate_hz
         self.samples_per_frame = self.config.samples_per_frame
         self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))
+        self.decoder_edge_frames = min(self.autoencoder.decoder_context_frames,
+                                       round(DECODER_EDGE_S * self.config.frame_rate_hz))
 
     @property
     def bitrate_bps(self) -> int | None:
@@ -277,13 +290,13 @@ class Codec:
         ctx = self.autoencoder.encoder_context_frames
         m = self.config.max_symbol
         with torch.inference_mode():
-            for start, stop, window in _windows(blocks, (), num_frames * spf,
-                                                self.chunk_frames * spf, ctx * spf):
+            for start, stop, lead, window in _windows(blocks, (), num_frames * spf, self.chunk_frames * spf,
+                                                      ctx * spf, ctx * spf):
                 x = torch.from_numpy(window * np.float32(gain))[None, None]  # [1, 1, T]
-                y = self.autoencoder.encode(x)[0]  # [C, F + 2 ctx]
-                n = (stop - start) // spf
+                y = self.autoencoder.encode(x)[0]  # [C, window frames]
+                n, lead = (stop - start) // spf, lead // spf
                 # nan_to_num: a diverged model must give garbage codes, not crash the coder.
-                codes = np.nan_to_num(torch.round(y[:, ctx: ctx + n]).numpy(), nan=0.0)
+                codes = np.nan_to_num(torch.round(y[:, lead: lead + n]).numpy(), nan=0.0)
                 clipped = int((np.abs(codes) > m).sum())
                 yield n, np.clip(codes, -m, m).astype(np.int32), clipped
 
@@ -340,9 +353,9 @@ class Codec:
         inv_gain = np.float32(1.0 / header.gain)
         codes = (self.coder.decode(c.payload, c.num_frames).astype(np.float32) for c in chunks)
         with torch.inference_mode():
-            for start, stop, window in _windows(codes, (self.config.code_channels,),
-                                                header.num_frames, self.chunk_frames, ctx):
+            for start, stop, lead, window in _windows(codes, (self.config.code_channels,), header.num_frames,
+                                                      self.chunk_frames, ctx, self.decoder_edge_frames):
                 x_hat = self.autoencoder.decode(torch.from_numpy(window)[None])[0, 0].numpy()
-                audio = x_hat[ctx * spf: (ctx + stop - start) * spf]
+                audio = x_hat[lead * spf: (lead + stop - start) * spf]
                 audio = audio[: max(0, header.num_samples - start * spf)]
                 yield audio * inv_gain
