@@ -25,7 +25,6 @@ from speechcodec.bitstream.context import (
     MAGNITUDE_LEVELS,
     NUM_CONTEXTS,
     activity_term,
-    contexts_after,
     frame_contexts,
     magnitude_term,
 )
@@ -145,22 +144,27 @@ class RangeCoder:
     def _decode_with_contexts(self, decoder, num_frames: int) -> np.ndarray:
         channels, m, r = self.num_channels, self.max_symbol, self._core
         core = np.empty((num_frames, channels), np.int64)
-        rows_seen = np.empty((num_frames, channels), np.int64)
-        # The rows of frame t: the magnitude term of each symbol of frame t - 1, plus
-        # (channel base + activity term) looked up by that frame's count of zeros.
-        base_by_zeros = [self._row_base + activity_term(channels - z, channels) for z in range(channels + 1)]
-        terms, take, family = self._core_terms.take, self._core_rows.take, self._family
+        # The rows of frame t: the magnitude term of each symbol of frame t - 1 (zero exactly
+        # for a zero symbol), plus (channel base + activity term) looked up by how many of
+        # those terms are non-zero. As few numpy calls a frame as possible: this loop is the
+        # range decoder's whole cost.
+        base_by_nonzero = [self._row_base + activity_term(nz, channels) for nz in range(channels + 1)]
+        terms, take, family, count = self._core_terms.take, self._core_rows.take, self._family, np.count_nonzero
         buf = np.empty((channels, self._core_rows.shape[1]))
-        rows = self._row_base + contexts_after(np.zeros(channels, np.int64))
+        mag = np.empty(channels, np.int64)
+        rows = base_by_nonzero[0]
         for t in range(num_frames):  # each frame's tables come from the one before
             take(rows, 0, buf)
-            rows_seen[t] = rows
             frame = core[t] = decoder.decode(family, buf)
-            rows = terms(frame)
-            rows += base_by_zeros[int(np.count_nonzero(frame == r))]
+            terms(frame, out=mag)
+            rows = mag + base_by_nonzero[count(mag)]
         values = core - r
         escaped = core == 2 * r + 1
         if escaped.any():
+            previous = np.concatenate([np.full((1, channels), r), core[:-1]])  # frame -1: zeros
+            mag_seen = self._core_terms[previous]
+            activity = activity_term(np.count_nonzero(mag_seen, axis=1), channels)[:, None]
+            rows_seen = self._row_base + mag_seen + activity
             tail = decoder.decode(family, self._tail_rows[rows_seen[escaped]]).astype(np.int64)
             values[escaped] = np.where(tail < m - r, tail - m, tail - (m - r) + r + 1)
         return values.T
