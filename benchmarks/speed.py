@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,17 @@ def test_audio() -> tuple[list[tuple[np.ndarray, int]], str]:
     from conftest import synth_speech
 
     return [(synth_speech(10.0, seed=i), 16000) for i in range(6)], "60 s of synthetic speech"
+
+
+def machine() -> str:
+    """The CPU the speeds are measured on: its model name and the vector instructions torch uses."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def measure(codec, clips, repeats: int) -> dict:
@@ -65,11 +77,12 @@ def main() -> int:
     torch.set_num_interop_threads(1)
     clips, what = test_audio()
     names = args.model or [m["name"] for m in speechcodec.list_models()]
-    print(f"one thread, {what}, best of {args.repeats}")
+    cpu = machine()
+    print(f"one thread of {cpu}, {what}, best of {args.repeats}")
     print(f"{'model':<24} {'real kbps':>9} {'encode x RT':>12} {'decode x RT':>12}")
     rows = []
     for name in names:
-        row = measure(speechcodec.load(name), clips, args.repeats)
+        row = measure(speechcodec.load(name), clips, args.repeats) | {"machine": cpu}
         rows.append(row)
         print(f"{row['model']:<24} {row['kbps']:>9.2f} {row['encode_x_realtime']:>12.0f} "
               f"{row['decode_x_realtime']:>12.0f}")

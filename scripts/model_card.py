@@ -122,6 +122,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     clip = (f"gradient norm clipped at {tc['grad_clip_norm']}" if tc.get("grad_clip_norm")
             else "no gradient clipping")
     more_bits = quality.kbps / quality.opus_kbps - 1
+    machine = f" of {speed.machine}" if isinstance(speed.get("machine"), str) else ""  # older CSVs lack it
     verdict = ("below Opus" if quality.delta_pesq_wb < 0 else "matches or beats Opus"
                if more_bits <= 0.02 else "beats Opus in PESQ, but with more bits than Opus spent")
     verdict += f"; {abs(more_bits):.1%} {'more' if more_bits > 0 else 'fewer'} bits than Opus"
@@ -155,7 +156,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     lines += [
         "Measured on the 51 utterances of `shared/data/speech` (VCTK, ARCTIC, LJSpeech, LibriTTS",
         "speakers; none in training), every file really range-coded and decoded",
-        "(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread, range coding included):",
+        f"(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread{machine}, range coding included):",
         "",
         "| real kbps | PESQ-WB | PESQ-NB | STOI | Opus 1.3.1 at about that rate "
         "| encode / decode x real time |",

@@ -24,7 +24,7 @@ def _benchmarks(folder: Path, name: str) -> tuple[Path, Path]:
                    "opus_kbps": 5.68, "opus_pesq_wb": 2.28, "delta_pesq_wb": 1.234 - 2.28,
                    "note": "Opus floor"}]).to_csv(quality, index=False)
     pd.DataFrame([{"model": name, "kbps": 4.2, "encode_x_realtime": 151.0,
-                   "decode_x_realtime": 149.0}]).to_csv(speed, index=False)
+                   "decode_x_realtime": 149.0, "machine": "Some CPU (AVX2)"}]).to_csv(speed, index=False)
     return quality, speed
 
 
@@ -42,6 +42,7 @@ def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
     fingerprint = load_model_file(model).fingerprint
     assert f"`tiny-test` (fingerprint `{fingerprint}`)" in card
     assert "| 4.21 | 1.23 | 1.50 | 0.700 | PESQ-WB 2.28 at 5.68 kbps (its lowest rate) | 151 / 149 |" in card
+    assert "speed on one thread of Some CPU (AVX2), range coding included" in card
     assert "**Against Opus**: -1.05 PESQ-WB (below Opus; 25.9% fewer bits than Opus)." in card
     quality = pd.read_csv(tmp_path / "quality.csv").assign(kbps=5.9, pesq_wb=2.3, delta_pesq_wb=0.02)
     quality.to_csv(tmp_path / "quality.csv", index=False)  # higher PESQ, but 3.9 % more bits
