@@ -156,7 +156,8 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     lines += [
         "Measured on the 51 utterances of `shared/data/speech` (VCTK, ARCTIC, LJSpeech, LibriTTS",
         "speakers; none in training), every file really range-coded and decoded",
-        f"(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread{machine}, range coding included):",
+        f"(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread{machine}, "
+        "range coding included):",
         "",
         "| real kbps | PESQ-WB | PESQ-NB | STOI | Opus 1.3.1 at about that rate "
         "| encode / decode x real time |",
