@@ -34,6 +34,17 @@ The exact files and their upstream sources are listed in `shared/data/train/SOUR
 """
 
 
+def loss_terms(tc: dict) -> str:
+    """The training loss of a run, from its train_config."""
+    terms = f"5-resolution STFT + {tc.get('mse_weight')} x normalised MSE + lambda x kbps"
+    if tc.get("adversarial_weight") or tc.get("feature_matching_weight"):
+        terms += (f" + {tc.get('adversarial_weight')} x hinge loss against a multi-resolution STFT "
+                  f"discriminator + {tc.get('feature_matching_weight')} x feature matching (from step "
+                  f"{tc.get('adversarial_from_step', 0):,})")
+    if tc.get("decoder_only"):
+        terms += ", the decoder alone (encoder and tables kept: the same codes and bytes)"
+    return terms
+
 def family(cfg) -> str:
     if cfg.arch == "paper":
         return (f"`paper` (the 2018 paper's network): {cfg.width} channels at the sample rate, "
@@ -140,8 +151,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"toward it, and only checkpoints within {tolerance:.0%} of it could be selected |",
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
         f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
-        f"{decay}, {clip}, 5-resolution STFT + "
-        f"{tc.get('mse_weight')} x normalised MSE + lambda x kbps; seed {tc.get('seed')}; selected "
+        f"{decay}, {clip}, {loss_terms(tc)}; seed {tc.get('seed')}; selected "
         f"checkpoint: step {info.get('selected_step'):,} (best on-target validation) |",
         f"| device and time | {info.get('device')}, {amp}, {hours:.2f} h, "
         f"{info.get('train_audio_s_per_s')} s of audio per second |",

@@ -73,6 +73,24 @@ def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_
         in commands
 
 
+def test_card_names_adversarial_and_decoder_only_training(tmp_path, tiny_model, synth_corpus):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(bitrate_bps=4000, steps=2, batch_size=2, crop_s=0.5, checkpoint_every=2,
+                      init_from=str(tiny_model), decoder_only=True, adversarial_weight=0.2,
+                      feature_matching_weight=1.0, adversarial_from_step=1)
+    model = train(ModelConfig(**TINY_MODEL_CONFIG), cfg, synth_corpus, tmp_path / "tiny-test.safetensors",
+                  "tiny-test", progress=False)
+    card = _card(model, *_benchmarks(tmp_path, "tiny-test"))
+    assert ("lambda x kbps + 0.2 x hinge loss against a multi-resolution STFT discriminator + 1.0 x "
+            "feature matching (from step 1), the decoder alone (encoder and tables kept: the same codes "
+            "and bytes); seed 0") in card
+    first = tmp_path / "first" / "tiny-test.safetensors"
+    first.parent.mkdir()
+    first.write_bytes(tiny_model.read_bytes())
+    plain = _card(first, *_benchmarks(tmp_path, "tiny-test"))
+    assert "normalised MSE + lambda x kbps; seed 0" in plain and "discriminator" not in plain
+
+
 def test_each_run_is_retrained_with_its_own_config_bitrate_and_batch(tmp_path, tiny_model, synth_corpus):
     torch.set_num_threads(1)
     cfg = TrainConfig(bitrate_bps=3900, steps=2, batch_size=2, crop_s=0.5, checkpoint_every=2,

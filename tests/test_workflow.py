@@ -111,6 +111,21 @@ def test_the_cli_knows_the_schemas_sections():
     assert set(SECTIONS) == set(schema["properties"])
 
 
+def test_the_schema_knows_every_model_and_training_setting():
+    """A setting added to ModelConfig or TrainConfig must be added to the schema too, or a
+    pipeline config that uses it is refused by Snakemake before anything runs."""
+    from dataclasses import fields
+
+    from speechcodec.model import ModelConfig
+    from speechcodec.train import TrainConfig
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    assert set(schema["model"]["properties"]) == {f.name for f in fields(ModelConfig)}
+    # bitrate_bps comes from bitrates_bps, one training per entry; gpus is the pipeline's (torchrun)
+    train_settings = {f.name for f in fields(TrainConfig)} - {"bitrate_bps"}
+    assert set(schema["train"]["properties"]) - {"gpus"} == train_settings
+
+
 def test_config_schema_rejects_a_bad_value(tmp_path):
     config = tiny_config()
     config["model"]["arch"] = "transformer"

@@ -1,8 +1,9 @@
 """Rate-distortion training of one model per target bitrate: resumable, GPU-ready, multi-GPU.
 
 loss = stft_weight * STFT + mse_weight * normalised MSE + lambda * kbps, where kbps is the ideal
-rate of the rounded codes under the learned prior. Two controllers keep the *real* bitrate on
-target:
+rate of the rounded codes under the learned prior (plus, when asked, adversarial and
+feature-matching terms against a discriminator trained alongside: ``speechcodec.adversarial``).
+Two controllers keep the *real* bitrate on target:
 
 - every step, lambda is multiplied by ``exp(gain * clip(est / goal - 1, -1, 1))``: above the goal
   it grows, below it shrinks;
@@ -31,6 +32,12 @@ import soxr
 import torch
 from tqdm import tqdm
 
+from speechcodec.adversarial import (
+    MultiResolutionDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+)
 from speechcodec.audio import read_audio
 from speechcodec.codec import Codec, active_rms
 from speechcodec.errors import ModelMismatchError, TrainingError
@@ -42,7 +49,7 @@ from speechcodec.modelfile import ModelFile, load_model_file, save_model
 from speechcodec.registry import model_path
 
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
-                "audio_s_per_s"]
+                "audio_s_per_s", "adversarial", "feature_matching", "discriminator"]
 VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best", "rolled_back"]
 
 
@@ -82,6 +89,12 @@ class TrainConfig:
     init_from: str | None = None  # model name or file whose weights start a fresh run (not a resume)
     decoder_only: bool = False  # train the decoder alone: the encoder and the entropy tables, hence
     # every code and every byte written, stay those of the model started from (init_from)
+    adversarial_weight: float = 0.0  # weight of the generator's hinge loss against a multi-resolution
+    # STFT discriminator (speechcodec.adversarial); 0 with feature_matching_weight 0: no discriminator
+    feature_matching_weight: float = 0.0  # weight of matching the discriminator's features on real speech
+    adversarial_from_step: int = 0  # the codec feels those two terms from this step on; the
+    # discriminator trains from the first (a run from trained weights gives it a head start)
+    discriminator_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         if self.decoder_only and not self.init_from:
@@ -91,7 +104,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.crop_s > 0:
             raise ValueError(f"crop_s must be positive, got {self.crop_s}")
-        for name in ("lr", "prior_lr_scale"):  # 0 freezes the weights (a measuring run)
+        for name in ("lr", "prior_lr_scale", "adversarial_weight", "feature_matching_weight",
+                     "adversarial_from_step", "discriminator_lr"):  # lr 0 freezes the weights
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
@@ -289,6 +303,35 @@ def training_estimate_kbps(model: CodecModel, batches: Batches, batch_audio_s: f
     return total / count
 
 
+def _adversarial_step(disc, disc_net, disc_optimizer, x, x_hat, loss, cfg: TrainConfig, step: int,
+                      amp: bool, device: torch.device):
+    """Update the discriminator on this batch, then add the codec's adversarial and
+    feature-matching terms (from ``adversarial_from_step``) against the updated one.
+
+    Returns the codec's loss and the three values logged (adversarial, feature matching,
+    discriminator; the first two blank before ``adversarial_from_step``)."""
+    disc.requires_grad_(True)
+    n = x.shape[0]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # real and decoded speech as one batch: one call through the discriminator, not two
+        both = disc_net(torch.cat([x, x_hat.detach()]))
+        real = [(logits[:n], [f[:n] for f in maps]) for logits, maps in both]
+        l_disc = discriminator_loss(real, [(logits[n:], []) for logits, _ in both])
+    disc_optimizer.zero_grad(set_to_none=True)
+    l_disc.backward()
+    norm = torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip_norm or float("inf"))
+    if torch.isfinite(l_disc) and torch.isfinite(norm):  # as for the codec: skip a non-finite update
+        disc_optimizer.step()
+    disc.requires_grad_(False)  # the codec's terms below move the codec only
+    if step < cfg.adversarial_from_step:
+        return loss, ["", "", l_disc.item()]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        fake = disc(x_hat)
+        l_adv, l_fm = generator_loss(fake).float(), feature_matching_loss(real, fake).float()
+    loss = loss + cfg.adversarial_weight * l_adv + cfg.feature_matching_weight * l_fm
+    return loss, [l_adv.item(), l_fm.item(), l_disc.item()]
+
+
 CHECKPOINT_FILE = "checkpoint.pt"  # in the work folder: what a rerun resumes from
 
 
@@ -352,6 +395,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         {"params": [p for p in model.autoencoder.parameters() if p.requires_grad], "lr_scale": 1.0},
         {"params": [p for p in model.prior.parameters() if p.requires_grad], "lr_scale": cfg.prior_lr_scale},
     ], lr=cfg.lr)
+    disc = disc_optimizer = None
+    if cfg.adversarial_weight or cfg.feature_matching_weight:
+        disc = MultiResolutionDiscriminator().to(device)
+        disc_optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
     step, rate_lambda, goal_kbps, best = 0, cfg.rate_lambda, cfg.bitrate_bps / 1000, math.inf
     best_step = None  # the step of the best weights; 0: the starting weights of a continued run
     seconds_before = 0.0  # wall-clock training time of earlier runs that this one resumes
@@ -367,6 +414,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         if same:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if disc is not None:
+                disc.load_state_dict(state["discriminator"])
+                disc_optimizer.load_state_dict(state["discriminator_optimizer"])
             step, rate_lambda = state["step"], state["rate_lambda"]
             goal_kbps, best = state["goal_kbps"], state["best"]
             best_step = state.get("best_step")
@@ -383,6 +433,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         _truncate_csv(logs / "metrics.csv", step or -1)
         _truncate_csv(logs / "val_metrics.csv", step or -1)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    disc_net = torch.nn.parallel.DistributedDataParallel(disc) if world > 1 and disc is not None else disc
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
     if amp and device.type == "cpu" and main and cpu_has_bfloat16() is False:
         tqdm.write(f"train {name}: note: train.amp is 'on' but this CPU has no bfloat16 instructions, "
@@ -449,6 +500,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         l_stft = stft_loss(x_hat, x)
         l_mse = normalized_mse(x_hat, x)
         loss = cfg.stft_weight * l_stft + cfg.mse_weight * l_mse + rate_lambda * kbps
+        adversarial_row = ["", "", ""]
+        if disc is not None:
+            loss, adversarial_row = _adversarial_step(disc, disc_net, disc_optimizer, x, x_hat, loss, cfg,
+                                                      step, amp, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # A non-finite loss or gradient would poison Adam's state and every later step: skip
@@ -475,7 +530,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
             speed = run_steps * batch_audio_s * world / max(1e-6, time.time() - started)
             log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda,
-                             lr, float(grad_norm), round(speed, 2)])
+                             lr, float(grad_norm), round(speed, 2), *adversarial_row])
             bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}",
                             real=f"{last_real:.2f}", skipped=skipped, refresh=False)
         bar.update(1)
@@ -522,6 +577,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
                     "train_seconds": seconds_before + time.time() - started,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
+                    **({"discriminator": disc.state_dict(),
+                        "discriminator_optimizer": disc_optimizer.state_dict()} if disc is not None else {}),
                 })
             window_kbps = []
             if world > 1:
