@@ -34,6 +34,14 @@ The exact files and their upstream sources are listed in `shared/data/train/SOUR
 """
 
 
+def nominal_rate_row(bps: int, tolerance: float, tc: dict, history: list[dict]) -> str:
+    if tc.get("decoder_only") and history and history[-1].get("bitrate_bps"):
+        return (f"| nominal bitrate | {history[-1]['bitrate_bps'] / 1000:g} kbps: the rate of the run it "
+                "continues (its last run trained the decoder alone: every code and byte is that run's) |")
+    return (f"| nominal bitrate | {bps / 1000:g} kbps: its last run steered the validation files' real rate "
+            f"toward it, and only checkpoints within {tolerance:.0%} of it could be selected |")
+
+
 def loss_terms(tc: dict) -> str:
     """The training loss of a run, from its train_config."""
     terms = f"5-resolution STFT + {tc.get('mse_weight')} x normalised MSE + lambda x kbps"
@@ -147,8 +155,7 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
         f"| entropy model | {entropy_model(cfg)}, frozen to 16-bit integer "
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
-        f"| nominal bitrate | {bps / 1000:g} kbps: its last run steered the validation files' real rate "
-        f"toward it, and only checkpoints within {tolerance:.0%} of it could be selected |",
+        nominal_rate_row(bps, tolerance, tc, history),
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
         f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
         f"{decay}, {clip}, {loss_terms(tc)}; seed {tc.get('seed')}; selected "

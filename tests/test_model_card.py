@@ -75,7 +75,7 @@ def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_
 
 def test_card_names_adversarial_and_decoder_only_training(tmp_path, tiny_model, synth_corpus):
     torch.set_num_threads(1)
-    cfg = TrainConfig(bitrate_bps=4000, steps=2, batch_size=2, crop_s=0.5, checkpoint_every=2,
+    cfg = TrainConfig(bitrate_bps=4100, steps=2, batch_size=2, crop_s=0.5, checkpoint_every=2,
                       init_from=str(tiny_model), decoder_only=True, adversarial_weight=0.2,
                       feature_matching_weight=1.0, adversarial_from_step=1)
     model = train(ModelConfig(**TINY_MODEL_CONFIG), cfg, synth_corpus, tmp_path / "tiny-test.safetensors",
@@ -84,6 +84,8 @@ def test_card_names_adversarial_and_decoder_only_training(tmp_path, tiny_model, 
     assert ("lambda x kbps + 0.2 x hinge loss against a multi-resolution STFT discriminator + 1.0 x "
             "feature matching (from step 1), the decoder alone (encoder and tables kept: the same codes "
             "and bytes); seed 0") in card
+    # its rate is the encoder's, trained at 4000 bps, not the 4100 this run was given
+    assert "| nominal bitrate | 4 kbps: the rate of the run it continues (its last run trained the" in card
     first = tmp_path / "first" / "tiny-test.safetensors"
     first.parent.mkdir()
     first.write_bytes(tiny_model.read_bytes())

@@ -308,8 +308,8 @@ def _adversarial_step(disc, disc_net, disc_optimizer, x, x_hat, loss, cfg: Train
     """Update the discriminator on this batch, then add the codec's adversarial and
     feature-matching terms (from ``adversarial_from_step``) against the updated one.
 
-    Returns the codec's loss and the three values logged (adversarial, feature matching,
-    discriminator; the first two blank before ``adversarial_from_step``)."""
+    Returns the codec's loss and the three values logged, as tensors (no GPU sync every step):
+    adversarial, feature matching, discriminator; the first two None before ``adversarial_from_step``."""
     disc.requires_grad_(True)
     n = x.shape[0]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -324,12 +324,12 @@ def _adversarial_step(disc, disc_net, disc_optimizer, x, x_hat, loss, cfg: Train
         disc_optimizer.step()
     disc.requires_grad_(False)  # the codec's terms below move the codec only
     if step < cfg.adversarial_from_step:
-        return loss, ["", "", l_disc.item()]
+        return loss, [None, None, l_disc.detach()]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         fake = disc(x_hat)
         l_adv, l_fm = generator_loss(fake).float(), feature_matching_loss(real, fake).float()
     loss = loss + cfg.adversarial_weight * l_adv + cfg.feature_matching_weight * l_fm
-    return loss, [l_adv.item(), l_fm.item(), l_disc.item()]
+    return loss, [l_adv.detach(), l_fm.detach(), l_disc.detach()]
 
 
 CHECKPOINT_FILE = "checkpoint.pt"  # in the work folder: what a rerun resumes from
@@ -500,7 +500,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         l_stft = stft_loss(x_hat, x)
         l_mse = normalized_mse(x_hat, x)
         loss = cfg.stft_weight * l_stft + cfg.mse_weight * l_mse + rate_lambda * kbps
-        adversarial_row = ["", "", ""]
+        adversarial_row = [None, None, None]
         if disc is not None:
             loss, adversarial_row = _adversarial_step(disc, disc_net, disc_optimizer, x, x_hat, loss, cfg,
                                                       step, amp, device)
@@ -530,7 +530,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, audio_paths: Sequence[str | 
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
             speed = run_steps * batch_audio_s * world / max(1e-6, time.time() - started)
             log_rows.append([step, loss.item(), l_stft.item(), l_mse.item(), measured, rate_lambda,
-                             lr, float(grad_norm), round(speed, 2), *adversarial_row])
+                             lr, float(grad_norm), round(speed, 2),
+                             *("" if v is None else float(v) for v in adversarial_row)])
             bar.set_postfix(loss=f"{loss.item():.3f}", kbps=f"{measured:.2f}",
                             real=f"{last_real:.2f}", skipped=skipped, refresh=False)
         bar.update(1)
