@@ -53,6 +53,7 @@ def loss_terms(tc: dict) -> str:
         terms += ", the decoder alone (encoder and tables kept: the same codes and bytes)"
     return terms
 
+
 def family(cfg) -> str:
     if cfg.arch == "paper":
         return (f"`paper` (the 2018 paper's network): {cfg.width} channels at the sample rate, "
