@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from speechcodec.bitstream import (
+    FORMAT_VERSION,
     RangeCoder,
     StreamHeader,
     read_stream,
@@ -93,7 +94,7 @@ def test_random_bytes_and_foreign_files_are_rejected():
 
 def test_future_version_is_refused_with_advice():
     data = bytearray(make_stream())
-    data[4] = 2
+    data[4] = FORMAT_VERSION + 1
     with pytest.raises(UnsupportedVersionError, match="newer .* upgrade"):
         read_stream(io.BytesIO(bytes(data)))
 

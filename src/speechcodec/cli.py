@@ -72,7 +72,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         header = _read_header(src)
         codec = speechcodec.load(args.model or header.model)
         codec.decode_file(src, args.output, sample_rate_hz=args.sample_rate,
-                          progress=_progress_wanted(args))
+                          progress=_progress_wanted(args), postfilter=_postfilter_spec(args.postfilter))
     if not args.quiet:
         rate = args.sample_rate or header.source_sample_rate_hz
         print(f"{_shown(args.output)}: {header.duration_s:.2f} s at {rate} Hz from {header.model}",
@@ -80,9 +80,25 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _postfilter_spec(text: str | None):
+    """``--postfilter``: stream, model, off, or COMB,FORMANT strengths from 0 to 1."""
+    if text is None or text in ("stream", "model", "off"):
+        return text
+    from speechcodec.postfilter import PostfilterSettings
+
+    try:
+        comb, formant = (float(v) for v in text.split(","))
+        return PostfilterSettings(comb, formant)
+    except ValueError as exc:
+        detail = str(exc) if "strength" in str(exc) else f"got {text!r}"
+        raise SpeechCodecError(f"--postfilter takes stream, model, off or COMB,FORMANT (two numbers "
+                               f"from 0 to 1, e.g. 0.3,0.15): {detail}") from None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from speechcodec.bitstream.container import read_stream
     from speechcodec.files import regular_input
+    from speechcodec.postfilter import PostfilterSettings
 
     with regular_input(args.input) as p:
         if not p.is_file():
@@ -104,6 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "source_channels": header.source_channels,
         "code_frame_rate_hz": header.sample_rate_hz / header.samples_per_frame,
         "code_channels": header.code_channels,
+        "postfilter": str(PostfilterSettings(header.postfilter_comb_pct / 100,
+                                             header.postfilter_formant_pct / 100)),
         "integrity": "ok",
     }
     if args.json:
@@ -341,7 +359,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS or --opus-match SUMMARY")
         summary = evaluate(spec, args.test_manifest, args.out, target_bitrate_bps=target, **options)
     print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, PESQ-WB {summary['pesq_wb']:.3f}, "
-          f"PESQ-NB {summary['pesq_nb']:.3f}, STOI {summary['stoi']:.3f} on {summary['items']} "
+          f"PESQ-NB {summary['pesq_nb']:.3f}, ViSQOL {summary['visqol']:.3f}, STOI {summary['stoi']:.3f} "
+          f"on {summary['items']} "
           f"utterances", file=sys.stderr)
     return 0
 
@@ -461,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output sample rate (default: the rate of the encoded input)")
     p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="model to decode with, when it is not installed under its name")
+    p.add_argument("--postfilter", metavar="SPEC",
+                   help="pitch comb and formant emphasis on the decoded speech: 'stream' (default: the "
+                        "strengths the encoder wrote, off in streams of format 1), 'model' (the model's "
+                        "chosen strengths), 'off', or COMB,FORMANT from 0 to 1, e.g. 0.3,0.15")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 

@@ -43,6 +43,7 @@ from speechcodec.bitstream import (
 from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
 from speechcodec.files import AtomicWriter, check_not_input
 from speechcodec.modelfile import ModelFile
+from speechcodec.postfilter import OFF, PostfilterSettings, postfilter, postfilter_alignment, postfilter_context
 
 # Each chunk edge makes the network run over its context twice (0.9 s for the shipped models):
 # 10-s chunks keep that under 10 % of the work.
@@ -168,6 +169,11 @@ class Codec:
         self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))
         self.decoder_edge_frames = min(self.autoencoder.decoder_context_frames,
                                        round(DECODER_EDGE_S * self.config.frame_rate_hz))
+        # the strengths chosen for this model (its file's info), written into every stream it encodes
+        try:
+            self.postfilter = PostfilterSettings(**self.info.get("postfilter", {}).get("strengths", {}))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ModelMismatchError(f"model {self.name!r}: bad postfilter settings ({exc})") from None
 
     @property
     def bitrate_bps(self) -> int | None:
@@ -186,9 +192,13 @@ class Codec:
         self._encode_stream(out, lambda: iter((mono,)), int(sample_rate), channels)
         return out.getvalue()
 
-    def decode(self, data: bytes, sample_rate_hz: int | None = None) -> tuple[np.ndarray, int]:
-        """Bytes -> ``(float32 [N], rate)``; the rate is the input's unless ``sample_rate_hz``."""
-        header, blocks, rate = self._decode_stream(io.BytesIO(data), sample_rate_hz)
+    def decode(self, data: bytes, sample_rate_hz: int | None = None,
+               postfilter: str | PostfilterSettings | None = None) -> tuple[np.ndarray, int]:
+        """Bytes -> ``(float32 [N], rate)``; the rate is the input's unless ``sample_rate_hz``.
+
+        ``postfilter``: ``None`` applies what the stream says (off in streams of format 1),
+        ``"model"`` this model's chosen strengths, ``"off"`` none, or given strengths."""
+        header, blocks, rate = self._decode_stream(io.BytesIO(data), sample_rate_hz, postfilter)
         audio = np.concatenate(list(blocks)) if header.num_samples else np.zeros(0, np.float32)
         return audio, rate
 
@@ -232,14 +242,16 @@ class Codec:
         return stats
 
     def decode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
-                    sample_rate_hz: int | None = None, progress: bool = False) -> StreamHeader:
-        """Decode a stream file to a 16-bit WAV (or any soundfile format by extension)."""
+                    sample_rate_hz: int | None = None, progress: bool = False,
+                    postfilter: str | PostfilterSettings | None = None) -> StreamHeader:
+        """Decode a stream file to a 16-bit WAV (or any soundfile format by extension);
+        ``postfilter`` as in :meth:`decode`."""
         src = Path(src)
         if not src.is_file():
             raise SpeechCodecError(f"input file {src} does not exist")
         check_not_input(src, dst)
         with open(src, "rb") as f:
-            header, blocks, rate = self._decode_stream(f, sample_rate_hz)
+            header, blocks, rate = self._decode_stream(f, sample_rate_hz, postfilter)
             with AtomicWriter(dst) as tmp:
                 fmt = sf.available_formats()
                 ext = Path(dst).suffix.lstrip(".").upper() or "WAV"
@@ -311,7 +323,8 @@ class Codec:
             num_samples=n, samples_per_frame=self.samples_per_frame,
             code_channels=self.config.code_channels, chunk_frames=self.chunk_frames,
             gain=rms_gain, source_sample_rate_hz=rate, source_num_samples=source_n,
-            source_channels=channels,
+            source_channels=channels, postfilter_comb_pct=round(self.postfilter.comb * 100),
+            postfilter_formant_pct=round(self.postfilter.formant * 100),
         )
         written = write_header(out, header)
         chunks = clipped = 0
@@ -335,17 +348,43 @@ class Codec:
                 self.sample_rate_hz, self.samples_per_frame, self.config.code_channels):
             raise ModelMismatchError("stream geometry does not match the model")
 
-    def _decode_stream(self, src: BinaryIO, sample_rate_hz: int | None):
+    def postfilter_for(self, header: StreamHeader, spec: str | PostfilterSettings | None) -> PostfilterSettings:
+        """The postfilter a decode applies: the stream's (``None``), the model's, ``"off"``, or ``spec``."""
+        if isinstance(spec, PostfilterSettings):
+            return spec
+        if spec is None or spec == "stream":
+            return PostfilterSettings(header.postfilter_comb_pct / 100, header.postfilter_formant_pct / 100)
+        if spec == "model":
+            return self.postfilter
+        if spec == "off":
+            return OFF
+        raise SpeechCodecError(f"postfilter must be 'stream', 'model', 'off' or strengths, got {spec!r}")
+
+    def _decode_stream(self, src: BinaryIO, sample_rate_hz: int | None,
+                       postfilter_spec: str | PostfilterSettings | None = None):
         header, chunks = read_stream(src)
         self._check_header(header)
+        settings = self.postfilter_for(header, postfilter_spec)
         rate = header.source_sample_rate_hz if sample_rate_hz is None else \
             _rate_hz(sample_rate_hz, "output sample rate")
         if rate == header.source_sample_rate_hz:
             out_n = header.source_num_samples
         else:
             out_n = expected_length(header.num_samples, header.sample_rate_hz, rate)
-        return header, resample_blocks(self._decode_chunks(header, chunks), header.sample_rate_hz,
-                                       rate, out_n), rate
+        blocks = self._decode_chunks(header, chunks)
+        if not settings.off:
+            blocks = self._postfilter_blocks(blocks, header.num_samples, settings)
+        return header, resample_blocks(blocks, header.sample_rate_hz, rate, out_n), rate
+
+    def _postfilter_blocks(self, blocks: Iterable[np.ndarray], num_samples: int,
+                           settings: PostfilterSettings) -> Iterator[np.ndarray]:
+        """The postfilter over decoded blocks, in pieces with context: the same as one call over it all."""
+        rate = self.sample_rate_hz
+        align = postfilter_alignment(rate)  # pieces start on whole analysis frames
+        ctx = -(-postfilter_context(rate) // align) * align
+        step = -(-self.chunk_frames * self.samples_per_frame // align) * align
+        for start, stop, lead, window in _windows(blocks, (), num_samples, step, ctx, ctx):
+            yield postfilter(window, rate, settings)[lead: lead + stop - start]
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         spf = self.samples_per_frame

@@ -24,7 +24,8 @@ from speechcodec.data.split import read_manifest
 from speechcodec.metrics import PESQ_RATE_HZ, all_metrics, to_pesq_rate
 
 SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps", "pesq_wb",
-                 "pesq_nb", "stoi", "snr_db"]
+                 "pesq_nb", "visqol", "stoi", "snr_db"]
+METRICS = ("pesq_wb", "pesq_nb", "visqol", "stoi", "snr_db")
 OPUS_PREFIX = "opus:"
 
 _worker: dict = {}
@@ -41,12 +42,12 @@ def load_codec(spec: str):
     return speechcodec.load(spec)
 
 
-def _init_worker(spec: str, streams_dir: str, decoded_dir: str | None) -> None:
+def _init_worker(spec: str, streams_dir: str, decoded_dir: str | None, postfilter: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
     _worker.update(codec=load_codec(spec), streams=Path(streams_dir),
-                   decoded=Path(decoded_dir) if decoded_dir else None)
+                   decoded=Path(decoded_dir) if decoded_dir else None, postfilter=postfilter)
 
 
 def _score_one(row: dict) -> dict:
@@ -56,7 +57,8 @@ def _score_one(row: dict) -> dict:
     data = codec.encode(ref, PESQ_RATE_HZ)
     stream = _worker["streams"] / f"{row['utterance']}.bin"
     stream.write_bytes(data)  # a real file: the bitrate is measured from what was written
-    decoded, out_rate = codec.decode(stream.read_bytes())
+    options = {"postfilter": _worker["postfilter"]} if _worker.get("postfilter") else {}
+    decoded, out_rate = codec.decode(stream.read_bytes(), **options)
     deg = to_pesq_rate(decoded, out_rate)
     if _worker["decoded"] is not None:
         sf.write(_worker["decoded"] / f"{row['utterance']}.flac", np.clip(deg, -1, 1), PESQ_RATE_HZ,
@@ -71,10 +73,11 @@ def _score_one(row: dict) -> dict:
 def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
              workers: int | None = None, keep_audio: bool = False, progress: bool = True,
              target_bitrate_bps: int | None = None, matched_to: str | None = None,
-             note: str = "") -> dict:
+             note: str = "", postfilter: str | None = None) -> dict:
     """Score codec ``spec`` on a test manifest; writes ``scores.csv`` and ``summary.json``.
 
-    ``matched_to`` names the neural model whose measured bitrate an Opus run was set to.
+    ``matched_to`` names the neural model whose measured bitrate an Opus run was set to;
+    ``postfilter`` (neural models) overrides what the streams say, e.g. ``"off"``.
     """
     rows = read_manifest(manifest_path).to_dict("records")
     if not rows:
@@ -86,7 +89,7 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
     if decoded:
         decoded.mkdir(exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, len(rows)))
-    init = (spec, str(streams), str(decoded) if decoded else None)
+    init = (spec, str(streams), str(decoded) if decoded else None, postfilter)
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
         results = list(tqdm(pool.map(_score_one, rows), total=len(rows), desc=f"score {spec}",
                             unit="utt", disable=not progress))
@@ -106,8 +109,9 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
         "items": len(scores),
         "duration_s": round(total_s, 3),
         "note": note,
+        "postfilter": postfilter,
     }
-    for metric in ("pesq_wb", "pesq_nb", "stoi", "snr_db"):
+    for metric in METRICS:
         values = scores[metric].dropna()
         summary[metric] = float(values.mean()) if len(values) else math.nan
         summary[f"{metric}_std"] = float(values.std(ddof=0)) if len(values) else math.nan

@@ -94,6 +94,21 @@ def save_model(path: str | os.PathLike, model: CodecModel, pmf: np.ndarray, name
     return path
 
 
+def update_info(path: str | os.PathLike, changes: dict) -> Path:
+    """Merge ``changes`` into a model file's ``info`` in place (atomically). Weights, tables and
+    config stay as they are, so the fingerprint, and every stream the model wrote, stay valid."""
+    model_file = load_model_file(path)
+    meta = read_metadata(path)
+    meta["info"] = json.dumps({**model_file.info, **changes}, sort_keys=True)
+    tensors = dict(model_file.state_dict)
+    tensors[PMF_KEY] = torch.from_numpy(model_file.pmf)
+    data = safetensors_bytes(tensors, metadata=meta)
+    with AtomicWriter(Path(path)) as tmp:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+    return Path(path)
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata map of a model file, without loading its tensors."""
     path = Path(path)

@@ -12,7 +12,8 @@ import pandas as pd
 from speechcodec.errors import SpeechCodecError
 
 TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
-                 "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "delta_pesq_wb", "note"]
+                 "neural_visqol", "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "opus_visqol",
+                 "delta_pesq_wb", "delta_visqol", "note"]
 
 
 def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
@@ -43,23 +44,26 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
             "model": s["codec"],
             "target_kbps": target / 1000 if target else math.nan,
             "neural_kbps": s["kbps"], "neural_pesq_wb": s["pesq_wb"], "neural_pesq_nb": s["pesq_nb"],
-            "neural_stoi": s["stoi"],
+            "neural_visqol": s.get("visqol", math.nan), "neural_stoi": s["stoi"],
             "opus_kbps": o.get("kbps", math.nan), "opus_pesq_wb": o.get("pesq_wb", math.nan),
-            "opus_pesq_nb": o.get("pesq_nb", math.nan),
+            "opus_pesq_nb": o.get("pesq_nb", math.nan), "opus_visqol": o.get("visqol", math.nan),
             "delta_pesq_wb": s["pesq_wb"] - o.get("pesq_wb", math.nan),
+            "delta_visqol": s.get("visqol", math.nan) - o.get("visqol", math.nan),
             "note": o.get("note", "") or ("" if o else "no matched Opus run"),
         })
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    head = ("| model | real kbps | PESQ-WB | PESQ-NB | STOI | Opus kbps | Opus PESQ-WB | Opus PESQ-NB "
-            "| delta PESQ-WB | note |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| model | real kbps | PESQ-WB | PESQ-NB | ViSQOL | STOI | Opus kbps | Opus PESQ-WB | Opus PESQ-NB "
+            "| Opus ViSQOL | delta PESQ-WB | delta ViSQOL | note |")
+    lines = [head, "|" + "---|" * 13]
     for r in table.itertuples():
         lines.append(f"| {r.model} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} | {r.neural_pesq_nb:.2f} "
-                     f"| {r.neural_stoi:.3f} | {r.opus_kbps:.2f} | {r.opus_pesq_wb:.2f} "
-                     f"| {r.opus_pesq_nb:.2f} | {r.delta_pesq_wb:+.2f} | {r.note} |")
+                     f"| {r.neural_visqol:.2f} | {r.neural_stoi:.3f} | {r.opus_kbps:.2f} "
+                     f"| {r.opus_pesq_wb:.2f} | {r.opus_pesq_nb:.2f} | {r.opus_visqol:.2f} "
+                     f"| {r.delta_pesq_wb:+.2f} "
+                     f"| {r.delta_visqol:+.2f} | {r.note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +126,8 @@ def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     table.to_csv(out / "table1.csv", index=False)
     (out / "table1.md").write_text(to_markdown(table))
     curve = pd.DataFrame([{"codec": s["codec"], "kind": s["kind"], "kbps": s["kbps"],
-                           "pesq_wb": s["pesq_wb"], "pesq_nb": s["pesq_nb"], "stoi": s["stoi"]}
+                           "pesq_wb": s["pesq_wb"], "pesq_nb": s["pesq_nb"],
+                           "visqol": s.get("visqol", math.nan), "stoi": s["stoi"]}
                           for s in summaries]).sort_values(["kind", "kbps"])
     curve.to_csv(out / "curve.csv", index=False)
     metrics = {r.model: {"kbps": round(r.neural_kbps, 3), "pesq_wb": round(r.neural_pesq_wb, 3),

@@ -4,8 +4,8 @@ Layout (all integers little-endian; docs/format.md says the same at more length)
 
     offset  size  field
     0       4     magic b"SPCD"
-    4       1     format version (1)
-    5       2     header length H, u16 (47 + L .. 1024)
+    4       1     format version (2; version 1 streams are read too)
+    5       2     header length H, u16 (49 + L .. 1024; 47 + L in version 1)
     7       H     header:
                     u32 sample_rate_hz        the model's rate
                     u64 num_samples           at sample_rate_hz, before padding to whole frames
@@ -19,6 +19,8 @@ Layout (all integers little-endian; docs/format.md says the same at more length)
                     u8  L, then L bytes       model name, UTF-8
                     8 bytes                   model fingerprint (SHA-256 prefix of weights,
                                               tables and config)
+                    u8  postfilter_comb       comb strength in hundredths, 0..100 (version 2)
+                    u8  postfilter_formant    formant strength in hundredths, 0..100 (version 2)
     7+H     4     CRC32 of bytes 0 .. 7+H
     then one record per chunk, in time order:
             4     num_frames F, u32: code frames in this chunk (1 .. chunk_frames)
@@ -48,7 +50,7 @@ from speechcodec.errors import (
 )
 
 MAGIC = b"SPCD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the postfilter strengths; version 1 streams decode with it off
 MAX_HEADER_BYTES = 1024
 MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ = 1000, 384_000  # what a stream can record
 MAX_DURATION_S = 7 * 24 * 3600  # a week: anything larger is a forged header, not speech
@@ -75,6 +77,9 @@ class StreamHeader:
     source_sample_rate_hz: int  # rate of the audio given to the encoder
     source_num_samples: int  # its length in samples at that rate
     source_channels: int  # its channel count (it was mixed to mono)
+    # the decoder's postfilter strengths in hundredths (0..100; both 0 in version 1 streams)
+    postfilter_comb_pct: int = 0
+    postfilter_formant_pct: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -84,30 +89,35 @@ class StreamHeader:
     def duration_s(self) -> float:
         return self.num_samples / self.sample_rate_hz
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, version: int = FORMAT_VERSION) -> bytes:
         name = self.model.encode("utf-8")
+        tail = bytes((self.postfilter_comb_pct, self.postfilter_formant_pct)) if version >= 2 else b""
         return (_HEADER.pack(self.sample_rate_hz, self.num_samples, self.samples_per_frame,
                              self.code_channels, self.chunk_frames, self.gain,
                              self.source_sample_rate_hz, self.source_num_samples,
                              self.source_channels, len(name))
-                + name + bytes.fromhex(self.fingerprint))
+                + name + bytes.fromhex(self.fingerprint) + tail)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> StreamHeader:
-        if len(raw) < _HEADER.size + 8:
+    def from_bytes(cls, raw: bytes, version: int = FORMAT_VERSION) -> StreamHeader:
+        tail = 2 if version >= 2 else 0  # the postfilter bytes after the fingerprint
+        if len(raw) < _HEADER.size + 8 + tail:
             raise BitstreamError("stream header is too short")
         (rate, n, spf, channels, chunk, gain, src_rate, src_n, src_ch,
          name_len) = _HEADER.unpack_from(raw)
-        if len(raw) != _HEADER.size + name_len + 8:
+        if len(raw) != _HEADER.size + name_len + 8 + tail:
             raise BitstreamError("stream header length does not match its model name length")
+        end = _HEADER.size + name_len + 8
+        comb_pct, formant_pct = (raw[end], raw[end + 1]) if tail else (0, 0)
         try:
             name = raw[_HEADER.size:_HEADER.size + name_len].decode("utf-8")
         except UnicodeDecodeError:
             raise BitstreamError("stream header model name is not UTF-8") from None
-        header = cls(model=name, fingerprint=raw[-8:].hex(), sample_rate_hz=rate, num_samples=n,
+        header = cls(model=name, fingerprint=raw[end - 8: end].hex(), sample_rate_hz=rate, num_samples=n,
                      samples_per_frame=spf, code_channels=channels, chunk_frames=chunk,
                      gain=gain, source_sample_rate_hz=src_rate, source_num_samples=src_n,
-                     source_channels=src_ch)
+                     source_channels=src_ch, postfilter_comb_pct=comb_pct,
+                     postfilter_formant_pct=formant_pct)
         header.validate()
         return header
 
@@ -140,6 +150,9 @@ class StreamHeader:
             raise bad("model name is empty or too long")
         if len(self.fingerprint) != 16 or any(c not in "0123456789abcdef" for c in self.fingerprint):
             raise bad("fingerprint is not 16 hex digits")
+        for name in ("postfilter_comb_pct", "postfilter_formant_pct"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise bad(f"{name}={getattr(self, name)} is out of range")
 
 
 @dataclass(frozen=True)
@@ -152,11 +165,13 @@ class Chunk:
     payload: bytes
 
 
-def write_header(out: BinaryIO, header: StreamHeader) -> int:
-    """Write magic, version, header and its CRC; returns the bytes written."""
+def write_header(out: BinaryIO, header: StreamHeader, version: int = FORMAT_VERSION) -> int:
+    """Write magic, version, header and its CRC; returns the bytes written.
+
+    ``version`` 1 (no postfilter bytes) is there to make the streams older releases wrote."""
     header.validate()
-    raw = header.to_bytes()
-    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(raw)) + raw
+    raw = header.to_bytes(version)
+    head = _PREFIX.pack(MAGIC, version, len(raw)) + raw
     out.write(head + _CRC.pack(zlib.crc32(head)))
     return len(head) + _CRC.size
 
@@ -211,7 +226,7 @@ def read_header(src: BinaryIO) -> tuple[StreamHeader, int]:
     (crc,) = _CRC.unpack(_read_exact(src, _CRC.size, "header checksum", _PREFIX.size + header_len))
     if crc != zlib.crc32(prefix + raw):
         raise ChecksumError("stream header is damaged (CRC32 mismatch)")
-    return StreamHeader.from_bytes(raw), _PREFIX.size + header_len + _CRC.size
+    return StreamHeader.from_bytes(raw, version), _PREFIX.size + header_len + _CRC.size
 
 
 def iter_chunks(src: BinaryIO, header: StreamHeader, start_offset: int) -> Iterator[Chunk]:
