@@ -87,6 +87,10 @@ def save_model(path: str | os.PathLike, model: CodecModel, pmf: np.ndarray, name
         "config": json.dumps(model.cfg.to_dict(), sort_keys=True),
         "info": json.dumps(info or {}, sort_keys=True),
     }
+    return _write(path, tensors, metadata)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
     data = safetensors_bytes(tensors, metadata=metadata)
     with AtomicWriter(path) as tmp:  # written by Python: a full disk is an OSError, not a crash
         tmp.write_bytes(data)
@@ -102,11 +106,7 @@ def update_info(path: str | os.PathLike, changes: dict) -> Path:
     meta["info"] = json.dumps({**model_file.info, **changes}, sort_keys=True)
     tensors = dict(model_file.state_dict)
     tensors[PMF_KEY] = torch.from_numpy(model_file.pmf)
-    data = safetensors_bytes(tensors, metadata=meta)
-    with AtomicWriter(Path(path)) as tmp:
-        tmp.write_bytes(data)
-        os.chmod(tmp, 0o644)
-    return Path(path)
+    return _write(Path(path), tensors, meta)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
