@@ -123,6 +123,8 @@ def _bad_audio(tmp_path, kind):
         audio = synth_speech(1.0)
         audio[100] = np.nan
         sf.write(path, audio, 16000, subtype="FLOAT")
+    elif kind == "huge":  # a float WAV far beyond full scale: not sound
+        sf.write(path, synth_speech(1.0) * 1e30, 16000, subtype="FLOAT")
     elif kind == "directory":
         path.mkdir()
     elif kind == "rate_500hz":
@@ -133,6 +135,7 @@ def _bad_audio(tmp_path, kind):
 @pytest.mark.parametrize("kind, match", [
     ("missing", "does not exist"), ("empty", "empty"), ("text", "cannot read"),
     ("truncated", "cannot read"), ("zero_length", "no audio samples"), ("nan", "NaN"),
+    ("huge", "far beyond full scale"),
     ("directory", "directory"), ("rate_500hz", "is at 500 Hz; a stream holds 1000 to 384000 Hz"),
 ])
 def test_bad_audio_input(tmp_path, env, kind, match):
@@ -167,6 +170,38 @@ def test_bad_streams(stream, env, kind, match):
     assert_one_line_error(run_cli("decode", _bad_stream(stream, kind), out, env=env), out, match)
     if kind != "empty":
         assert run_cli("info", _bad_stream(stream, kind), env=env).returncode == 1
+
+
+def test_a_wav_cut_short_is_coded_with_a_one_line_warning(tmp_path, env):
+    """libsndfile quietly reads what is there; opus-tools and sox warn, and so do we."""
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, synth_speech(13.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:44 + 960])  # its header still promises 13 s
+    for args, shown, stdin in (([cut], str(cut), None), (["-"], "stdin", cut.read_bytes())):
+        out = tmp_path / "cut.spcd"
+        result = subprocess.run([*cli_command(), "encode", *map(str, args), str(out), "--model", "tiny-test"],
+                                env={**os.environ, **env}, input=stdin, capture_output=True)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 0 and out.exists(), result.stderr
+        assert lines[0] == (f"speechcodec: warning: input file {shown} was cut short: its header promises "
+                            "13.00 s, the file holds 0.03 s; coding what is there"), lines
+        out.unlink()
+    result = run_cli("encode", whole, tmp_path / "whole.spcd", "--model", "tiny-test", env=env)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_a_directory_is_no_stream(tmp_path, env):
+    folder, out = tmp_path / "streams", tmp_path / "out.wav"
+    folder.mkdir()
+    result = run_cli("decode", folder, out, env=env)
+    assert_one_line_error(result, out, "is a directory, not a speechcodec stream")
+
+
+def test_a_write_error_names_the_output_not_its_hidden_part_file(tmp_path, wav, env):
+    out = tmp_path / ("x" * 245 + ".spcd")  # a legal name, whose hidden part file's name is too long
+    assert_one_line_error(run_cli("encode", wav, out, "--model", "tiny-test", env=env), out,
+                          f"cannot access {out}: File name too long")
 
 
 def test_stream_for_a_model_we_do_not_have(stream, tmp_path, env):
@@ -235,11 +270,17 @@ def test_dash_pipes_in_and_out_as_opus_tools_do(tmp_path, wav, env, stream):
     assert "speechcodec-" not in foreign.stderr  # not the name of the file it was spooled to
 
 
-def _interrupt(args: list, env: dict, ready, timeout_s: float = 120,
-               signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
-    """Run ``speechcodec ARGS``, wait until ``ready()`` holds, then press Ctrl-C (or send ``signum``)."""
+def _interrupt(args: list, env: dict, ready, timeout_s: float = 120, signum: int = signal.SIGINT,
+               sigint_ignored: bool = False) -> subprocess.CompletedProcess:
+    """Run ``speechcodec ARGS``, wait until ``ready()`` holds, then press Ctrl-C (or send ``signum``).
+
+    ``sigint_ignored``: start it as a shell without job control starts `cmd &`, SIGINT ignored."""
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen([*cli_command(), *map(str, args)], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore_sigint if sigint_ignored else None)
     deadline = time.time() + timeout_s
     while not ready():
         assert proc.poll() is None, proc.communicate()[1]
@@ -250,9 +291,12 @@ def _interrupt(args: list, env: dict, ready, timeout_s: float = 120,
     return subprocess.CompletedProcess(args, proc.returncode, "", stderr)
 
 
-def test_ctrl_c_while_encoding_leaves_nothing_and_no_traceback(tmp_path, env):
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+@pytest.mark.parametrize("attempt", range(3))
+def test_ctrl_c_while_encoding_leaves_nothing_and_no_traceback(tmp_path, env, sigint_ignored, attempt):
     """Interrupted while it reads its input (a FIFO kept open), encode leaves no output, no part
-    file and no spool folder, and says so on one line."""
+    file and no spool folder, and says so on one line: every time (the signal can land between two
+    reads), and also when started with SIGINT ignored."""
     fifo, out, spool = tmp_path / "in.wav", tmp_path / "out.spcd", tmp_path / "tmp"
     os.mkfifo(fifo)
     spool.mkdir()
@@ -269,7 +313,7 @@ def test_ctrl_c_while_encoding_leaves_nothing_and_no_traceback(tmp_path, env):
 
     try:
         result = _interrupt(["encode", fifo, out, "--model", "tiny-test"], {**env, "TMPDIR": str(spool)},
-                            reading)
+                            reading, sigint_ignored=sigint_ignored)
     finally:
         for fd in writer:
             os.close(fd)
@@ -327,6 +371,59 @@ def test_ctrl_c_while_training_says_how_to_resume(tmp_path, synth_corpus):
     assert (work / "checkpoint.pt").exists() and not out.exists()
 
 
+def _read_terminal(fd: int, on_wait=lambda text: None, timeout_s: float = 120) -> bytes:
+    """What a child writes to its terminal (the master side ``fd``) until it is gone; ``on_wait``
+    sees the text so far every 0.1 s."""
+    import select
+
+    text, deadline = b"", time.time() + timeout_s
+    while time.time() < deadline:
+        on_wait(text)
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child is gone
+                break
+            if not chunk:
+                break
+            text += chunk
+    return text
+
+
+def test_ctrl_c_at_a_terminal_ends_the_progress_bar_line_first(tmp_path, synth_corpus):
+    """At a terminal training draws a progress bar; the stop message goes on a line of its own."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL_CONFIG, "train": {
+        "steps": 100000, "batch_size": 2, "crop_s": 0.5, "checkpoint_every": 5}}))
+    out, work = tmp_path / "m.safetensors", tmp_path / "m.work"
+    script = Path(sys.executable).parent / "speechcodec"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(script, [str(script), "train", "--config", str(config), "--bitrate", "4000", "--data",
+                          *map(str, synth_corpus), "--out", str(out), "--threads", "1"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 wide
+    sent: list[bool] = []
+
+    def press_ctrl_c(text: bytes) -> None:  # once a checkpoint is saved and the bar drawn
+        if not sent and (work / "checkpoint.pt").exists() and b"%|" in text:
+            os.kill(pid, signal.SIGINT)
+            sent.append(True)
+
+    text = _read_terminal(fd, press_ctrl_c)
+    if not sent:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert sent and os.waitstatus_to_exitcode(status) == 130, text
+    said = [line for line in text.decode().split("\n") if "speechcodec: interrupted" in line]
+    assert len(said) == 1 and said[0].rstrip("\r").split("\r")[-1].startswith("speechcodec: interrupted"), text
+    assert "%|" in text.decode()  # there was a bar to end
+
+
 def test_dash_refuses_a_terminal(stream, env, tmp_path):
     """`decode x.spcd -` typed at a terminal must not spray binary; `encode - out` must not wait."""
     import pty
@@ -337,15 +434,7 @@ def test_dash_refuses_a_terminal(stream, env, tmp_path):
         if pid == 0:
             os.environ.update(env)
             os.execv(script, [str(script), *args])
-        text = b""
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the child is gone
-                break
-            if not chunk:
-                break
-            text += chunk
+        text = _read_terminal(fd)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 1, text
         assert b"is the terminal" in text and b"Traceback" not in text, text

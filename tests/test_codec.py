@@ -64,10 +64,40 @@ def test_any_rate_and_channel_layout(codec):
     (np.array([0.1, np.inf] * 100, np.float32), "NaN or infinite"),
     (np.zeros((2, 3, 4), np.float32), "1-D or 2-D"),
     (np.array(["a", "b"]), "numeric"),
+    (np.array([0.1, 1e30] * 100, np.float32), "far beyond full scale"),
 ])
 def test_bad_arrays_raise_value_errors(codec, audio, match):
     with pytest.raises(ValueError, match=match):
         codec.encode(audio, 16000)
+
+
+def test_integer_arrays_map_as_soundfile_reads_them(tmp_path):
+    """Every integer width, signed or not (8-bit WAV is unsigned), centred and scaled to +-1."""
+    from speechcodec.audio import as_mono
+
+    audio = synth_speech(0.5)
+    for subtype, dtype in (("PCM_U8", "uint8"), ("PCM_16", "int16"), ("PCM_32", "int32")):
+        path = tmp_path / f"{subtype}.wav"
+        sf.write(path, audio, 16000, subtype=subtype)
+        as_float = sf.read(path, dtype="float32")[0]
+        if dtype == "uint8":  # soundfile reads no uint8: the raw bytes after the 44-byte header
+            raw = np.frombuffer(path.read_bytes()[44:], np.uint8)
+        else:
+            raw = sf.read(path, dtype=dtype)[0]
+        assert np.abs(as_mono(raw) - as_float).max() < 1e-6, subtype
+    for dtype in (np.uint16, np.uint32, np.uint64, np.int8, np.int64):
+        half = float(np.iinfo(dtype).max // 2 + 1)
+        silence = np.full(100, half if np.dtype(dtype).kind == "u" else 0, dtype)
+        assert np.abs(as_mono(silence)).max() == 0.0, dtype  # silence is 0, not an offset
+
+
+def test_decode_wants_bytes(codec):
+    data = codec.encode(synth_speech(0.2), 16000)
+    assert codec.decode(bytearray(data))[0].shape == codec.decode(memoryview(data))[0].shape
+    for wrong, hint in (("x.spcd", "read_bytes"), (3, "int")):
+        for decode in (codec.decode, speechcodec.decode):
+            with pytest.raises(speechcodec.BitstreamError, match=f"stream is bytes, got .*{hint}"):
+                decode(wrong)
 
 
 def test_bad_sample_rate(codec):

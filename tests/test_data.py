@@ -210,6 +210,30 @@ def test_network_failure_is_one_clear_error(tmp_path, server):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_server_that_never_answers_is_given_up_on_and_said(tmp_path, capsys):
+    """It accepts the connection and says nothing: each try is reported, and the fetch ends soon,
+    leaving no empty corpus folder behind."""
+    import socket
+
+    from speechcodec.data.prepare import fetch_corpus
+
+    silent = socket.create_server(("127.0.0.1", 0))  # listens; the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/VCTK.zip"
+    config = {"dataset": "vctk", "data": {"vctk": {"url": url, "sha256": None, "size_bytes": None,
+                                                   "download_dir": str(tmp_path / "dl"), "local_path": None,
+                                                   "timeout_s": 0.5, "retries": 1}}}
+    started = time.monotonic()
+    try:
+        with pytest.raises(DataError, match=r"\(no answer from the server in 0.5 s\); nothing was written"):
+            fetch_corpus(config, tmp_path / "corpus", progress=False)
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 10
+    said = capsys.readouterr().err
+    assert f"download of {url}: attempt 1 of 2 failed (no answer from the server in 0.5 s)" in said
+    assert not (tmp_path / "corpus").exists()
+
+
 def test_corrupt_archive_is_refused_and_removed(server, tmp_path):
     data = vctk_zip()
     server.files["/v.zip"] = data[: len(data) // 2]  # no checksum configured: extraction notices
@@ -312,6 +336,21 @@ def test_folder_dataset(tmp_path):
     kept, _ = clean_corpus(items, tmp_path / "clean", CleanConfig(require_transcript=False),
                            progress=False)
     assert len(kept) == 2
+
+
+def test_symlinked_speaker_folders_are_found(tmp_path):
+    """A corpus made of links to speaker folders kept elsewhere, with a link back up (no loop)."""
+    for seed, spk in enumerate(("alice", "bob")):
+        (tmp_path / "store" / spk).mkdir(parents=True)
+        sf.write(tmp_path / "store" / spk / "a.wav", synth_speech(1.0, 16000, seed), 16000)
+        (tmp_path / "corpus").mkdir(exist_ok=True)
+        (tmp_path / "corpus" / spk).symlink_to(tmp_path / "store" / spk, target_is_directory=True)
+    (tmp_path / "store" / "alice" / "up").symlink_to(tmp_path / "corpus", target_is_directory=True)
+    items = scan_folder(tmp_path / "corpus")
+    assert items["speaker"].tolist() == ["alice", "bob"]
+    from speechcodec.cli import _audio_files
+
+    assert [p.parent.name for p in _audio_files([str(tmp_path / "corpus")])] == ["alice", "bob"]
 
 
 def _manifest(tmp_path: Path, speakers: int) -> Path:

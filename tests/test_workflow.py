@@ -16,7 +16,7 @@ from conftest import REPO
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-PROJECT_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "config"]
+PROJECT_FILES = ["Snakefile", "workflow", "profiles", "dvc.yaml", ".dvcignore", "config"]
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed (make setup installs it)")
 
@@ -133,6 +133,20 @@ def test_config_schema_rejects_a_bad_value(tmp_path):
     result = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=tmp_path, env=ENV,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "transformer" in result.stdout + result.stderr
+
+
+def test_a_failed_rule_shows_its_log(tmp_path):
+    """A refused corpus says why in Snakemake's own output, not only 'check log'."""
+    config = tiny_config()
+    config["dataset"] = "folder"
+    config["data"]["folder"]["path"] = str(tmp_path / "no-such-folder")
+    make_project(tmp_path, config)
+    result = subprocess.run([str(BIN / "snakemake"), "--cores", "1"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"speechcodec: error: data.folder.path {tmp_path / 'no-such-folder'} is not a folder" in \
+        result.stdout + result.stderr
+    assert not (tmp_path / "resources" / "tiny" / "corpus").exists()
 
 
 def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):

@@ -4,6 +4,7 @@ out, atomic writes and pipes, are in files.py)."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechcodec.errors import AudioInputError
+from speechcodec.errors import AudioInputError, AudioInputWarning
 
 BLOCK_SAMPLES = 1 << 16
 
@@ -22,8 +23,11 @@ def as_mono(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.dtype.kind not in "fiu":
         raise AudioInputError(f"audio must be a numeric array, got dtype {audio.dtype}")
-    if audio.dtype.kind in "iu":  # integer PCM: scale to [-1, 1)
+    if audio.dtype.kind == "i":  # signed integer PCM: scale to [-1, 1), as soundfile reads it
         audio = audio.astype(np.float64) / float(np.iinfo(audio.dtype).max + 1)
+    elif audio.dtype.kind == "u":  # unsigned PCM (8-bit WAV's kind): centred on its midpoint first
+        half = float(np.iinfo(audio.dtype).max // 2 + 1)
+        audio = (audio.astype(np.float64) - half) / half
     if audio.ndim == 2:
         channels_last = audio.shape[1] <= 64 or audio.shape[0] > 64
         audio = audio.mean(axis=1 if channels_last else 0)
@@ -32,9 +36,17 @@ def as_mono(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+MAX_PHYSICAL_PEAK = 1000.0  # 60 dB over full scale: float audio this loud is a broken file, not sound
+
+
 def check_finite(block: np.ndarray, where: str = "input") -> None:
+    """Refuse samples that are not sound: NaN, infinite, or far beyond full scale."""
     if not np.isfinite(block).all():
         raise AudioInputError(f"{where} holds NaN or infinite samples")
+    peak = float(np.abs(block).max()) if block.size else 0.0
+    if peak > MAX_PHYSICAL_PEAK:
+        raise AudioInputError(f"{where} holds samples of {peak:.3g}, far beyond full scale (1.0): not "
+                              f"recorded sound; scale it to within +-1 (divide by its peak) and retry")
 
 
 def expected_length(num_samples: int, rate_in_hz: int, rate_out_hz: int) -> int:
@@ -95,7 +107,39 @@ def probe(path: str | os.PathLike) -> AudioFileInfo:
         raise AudioInputError(f"input file {path} holds no audio samples")
     if info.sample_rate_hz <= 0:
         raise AudioInputError(f"input file {path} has an invalid sample rate")
+    promised = wav_promised_samples(path)
+    if promised is not None and promised > info.num_samples:
+        promised_s = promised / info.sample_rate_hz
+        warnings.warn(f"input file {path} was cut short: its header promises {promised_s:.2f} s, the file "
+                      f"holds {info.duration_s:.2f} s; coding what is there", AudioInputWarning, stacklevel=2)
     return info
+
+
+def wav_promised_samples(path: str | os.PathLike) -> int | None:
+    """Samples per channel a WAV's ``data`` chunk header promises; ``None`` for other files and for
+    WAVs written to a pipe (size 0 or 0xFFFFFFFF: unknown). libsndfile quietly reads only what is
+    there, so a file cut short is found by comparing this with what it reports."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        for _ in range(64):  # a few chunks (fmt, fact, LIST, ...) come before the data
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"fmt ":
+                fmt = f.read(min(size, 16))
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+            elif name == b"data":
+                if size in (0, 0xFFFFFFFF) or not block_align:
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    return None
 
 
 def read_mono_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:

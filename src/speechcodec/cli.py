@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from speechcodec.errors import SpeechCodecError
@@ -58,6 +59,8 @@ def _read_header(path: str):
     from speechcodec.bitstream.container import read_header
 
     p = Path(path)
+    if p.is_dir():
+        raise SpeechCodecError(f"input {p} is a directory, not a speechcodec stream: name one .spcd file")
     if not p.is_file():
         raise SpeechCodecError(f"input file {p} does not exist")
     with open(p, "rb") as f:
@@ -153,13 +156,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _audio_files(sources: list[str]) -> list[Path]:
-    from speechcodec.data.vctk import AUDIO_SUFFIXES
+    from speechcodec.data.vctk import find_audio
 
     files: list[Path] = []
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            files += find_audio(p)
         elif p.is_file():
             files.append(p)
         else:
@@ -275,7 +278,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     from speechcodec.data import download
 
     path = download(args.url, args.out, sha256=args.sha256, size_bytes=args.size_bytes,
-                    progress=not args.quiet)
+                    timeout_s=args.timeout, retries=args.retries, progress=not args.quiet)
     print(f"{path}: ready", file=sys.stderr)
     return 0
 
@@ -401,6 +404,9 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--out", required=True, help="file to write (e.g. resources/VCTK-Corpus-0.92.zip)")
     p.add_argument("--sha256", help="expected SHA-256 (hex)")
     p.add_argument("--size-bytes", type=int, help="expected size in bytes")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S",
+                   help="give up on a silent server after S seconds per attempt (default: 20)")
+    p.add_argument("--retries", type=int, default=3, help="resumed attempts after the first (default: 3)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_data_download, if_stopped="rerun the same command to resume the download")
 
@@ -588,6 +594,17 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars a stop left open, so what follows starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"speechcodec: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -597,8 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.log:
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(args.log, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+    warnings.showwarning = _one_line_warning
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
+    # Started by a shell without job control (a script's `cmd &`), SIGINT arrives ignored and
+    # Python never installs its handler: a Ctrl-C (kill -INT) must still stop us cleanly.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except SpeechCodecError as exc:
@@ -616,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"speechcodec: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is left, not a traceback
+        _end_progress_bars()
         note = _if_stopped(args)
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"speechcodec: {what}{'; ' + note if note else ''}", file=sys.stderr)

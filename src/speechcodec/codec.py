@@ -36,6 +36,7 @@ from speechcodec.bitstream import (
     RangeCoder,
     StreamHeader,
     read_stream,
+    stream_bytes,
     write_chunk,
     write_end,
     write_header,
@@ -198,7 +199,7 @@ class Codec:
 
         ``postfilter``: ``None`` applies what the stream says (off in streams of format 1),
         ``"model"`` this model's chosen strengths, ``"off"`` none, or given strengths."""
-        header, blocks, rate = self._decode_stream(io.BytesIO(data), sample_rate_hz, postfilter)
+        header, blocks, rate = self._decode_stream(io.BytesIO(stream_bytes(data)), sample_rate_hz, postfilter)
         audio = np.concatenate(list(blocks)) if header.num_samples else np.zeros(0, np.float32)
         return audio, rate
 
@@ -216,7 +217,7 @@ class Codec:
 
     def codes_from_bytes(self, data: bytes) -> np.ndarray:
         """The integer code ``[C, F]`` held by a stream (range decoding only, no network)."""
-        header, chunks = read_stream(io.BytesIO(data))
+        header, chunks = read_stream(io.BytesIO(stream_bytes(data)))
         self._check_header(header)
         return np.concatenate([self.coder.decode(c.payload, c.num_frames) for c in chunks], axis=1)
 
@@ -247,6 +248,8 @@ class Codec:
         """Decode a stream file to a 16-bit WAV (or any soundfile format by extension);
         ``postfilter`` as in :meth:`decode`."""
         src = Path(src)
+        if src.is_dir():
+            raise SpeechCodecError(f"input {src} is a directory, not a speechcodec stream: name one .spcd file")
         if not src.is_file():
             raise SpeechCodecError(f"input file {src} does not exist")
         check_not_input(src, dst)

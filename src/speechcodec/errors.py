@@ -39,3 +39,8 @@ class UnknownModelError(ModelError):
 
 class ModelMismatchError(ModelError):
     """The stream was written with a model whose weights or tables differ from the one at hand."""
+
+
+class AudioInputWarning(UserWarning):
+    """The input audio is usable but not what its file promised (a WAV cut short); the CLI prints
+    it on one line and goes on."""

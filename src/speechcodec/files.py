@@ -3,11 +3,14 @@ stdout, pipes spooled to a regular file, outputs written atomically, an input ne
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import shutil
 import stat
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +25,27 @@ def _mode(path: Path) -> int | None:
         return os.stat(path).st_mode  # follows symlinks
     except OSError:
         return None
+
+
+SPOOL_WAIT_S = 0.2  # the longest a pending Ctrl-C waits while a pipe stays silent
+
+
+def _spool(fd: int, out) -> None:
+    """Copy a pipe or device to ``out`` until its end, never blocking in ``read`` while it is silent.
+
+    A plain blocking read loses a Ctrl-C that lands between two reads: Python runs its handler
+    only between bytecodes, and the next read then blocks for as long as the writer stays
+    silent. Waiting in ``select`` with a timeout instead returns to Python at least every
+    ``SPOOL_WAIT_S``, so the KeyboardInterrupt is always raised.
+    """
+    while True:
+        ready, _, _ = select.select([fd], [], [], SPOOL_WAIT_S)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        out.write(chunk)
 
 
 @contextmanager
@@ -42,20 +66,27 @@ def regular_input(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(folder) / "stdin"
         with open(tmp, "wb") as out:
             if dash:
-                shutil.copyfileobj(sys.stdin.buffer, out)
+                _spool(sys.stdin.buffer.fileno(), out)
             else:
                 with open(path, "rb") as src:
-                    shutil.copyfileobj(src, out)
+                    _spool(src.fileno(), out)
         shown = "stdin" if dash else str(path)
         if not tmp.stat().st_size:
             raise AudioInputError(f"input {shown} is empty: nothing came through the pipe")
+        said: list = []
         try:
-            yield tmp
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                yield tmp
         except SpeechCodecError as e:  # say what the user gave, not the spool file's name
             message = str(e).replace(str(tmp), shown)
             if message == str(e):
                 raise
             raise type(e)(message) from None
+        finally:
+            for w in said:  # the same in warnings, said once the spooled file is done with
+                text = str(w.message).replace(str(tmp), shown)
+                warnings.warn_explicit(text, w.category, w.filename, w.lineno)
 
 
 def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -101,6 +132,9 @@ class AtomicWriter:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, OSError) and str(exc.filename) == str(self.tmp):  # name the output, not its spool
+            self._cleanup()
+            raise OSError(exc.errno, exc.strerror, "-" if self.to_stdout else str(self.path)) from None
         try:
             if exc_type is None and self.to_stdout:
                 with open(self.tmp, "rb") as src:
@@ -112,7 +146,14 @@ class AtomicWriter:
             elif exc_type is None:
                 os.replace(self.tmp, self.path)
         finally:
-            if self._tmpdir:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-            else:
-                self.tmp.unlink(missing_ok=True)
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            return
+        try:
+            self.tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a name too long was never made; anything else is worth saying
+            if exc.errno != errno.ENAMETOOLONG:
+                raise

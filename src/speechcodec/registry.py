@@ -8,7 +8,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from speechcodec.bitstream.container import read_header
+from speechcodec.bitstream.container import read_header, stream_bytes
 from speechcodec.codec import Codec
 from speechcodec.errors import ModelError, UnknownModelError
 from speechcodec.model.config import ModelConfig
@@ -105,5 +105,6 @@ def load(name_or_path: str | os.PathLike) -> Codec:
 
 def decode(data: bytes, sample_rate_hz: int | None = None):
     """Decode a stream with the installed model named in its header: ``(audio, rate)``."""
+    data = stream_bytes(data)
     header, _ = read_header(io.BytesIO(data))
     return load(header.model).decode(data, sample_rate_hz)

@@ -36,6 +36,7 @@ checked before use, so a forged stream cannot make a reader allocate or loop wit
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -199,6 +200,15 @@ def _read_exact(src: BinaryIO, size: int, what: str, offset: int) -> bytes:
             f"stream is truncated: {what} at byte {offset} needs {size} bytes, {len(data)} left"
         )
     return data
+
+
+def stream_bytes(data) -> bytes:
+    """``data`` as bytes when it is a stream's bytes; a one-line error for anything else (a path, text)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    hint = ("; for a file, read it with Path(path).read_bytes() or use decode_file(path, out)"
+            if isinstance(data, (str, os.PathLike)) else "")
+    raise BitstreamError(f"a speechcodec stream is bytes, got {type(data).__name__}{hint}")
 
 
 def read_header(src: BinaryIO) -> tuple[StreamHeader, int]:

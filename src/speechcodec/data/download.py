@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -68,10 +69,17 @@ def _fetch(url: str, part: Path, timeout_s: float, progress: bool) -> None:
         raise ConnectionError(f"connection closed after {part.stat().st_size} of {total} bytes")
 
 
+TIMEOUT_S = 20.0  # the longest a silent server is waited for, per attempt (and between bytes)
+RETRIES = 3  # resumed attempts after the first: a dead server fails in about a minute and a half
+
+
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
-             size_bytes: int | None = None, retries: int = 5, timeout_s: float = 60.0,
+             size_bytes: int | None = None, retries: int = RETRIES, timeout_s: float = TIMEOUT_S,
              progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` unless a verified copy is there; resume partial transfers.
+
+    Each failed attempt is said on stderr (what failed, what comes next), progress bar or not:
+    a server that accepts and never answers is not waited on in silence.
 
     Raises:
         DataError: network failure after ``retries`` resumed attempts (the partial file stays,
@@ -94,12 +102,17 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
             if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:  # ENOSPC
                 raise DataError(f"disk full while downloading to {part}; free space and rerun "
                                 f"to resume") from None
+            have = part.stat().st_size if part.exists() else 0
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                reason = f"no answer from the server in {timeout_s:g} s"
             if attempt == retries:
-                have = part.stat().st_size if part.exists() else 0
-                reason = getattr(exc, "reason", exc)
                 kept = f"{have} bytes kept in {part}, rerun to resume" if have else "nothing was written"
                 raise DataError(f"download of {url} failed ({reason}); {kept}") from None
-            time.sleep(min(2.0**attempt * 0.1, 5.0))
+            pause_s = min(2.0**attempt * 0.1, 5.0)
+            tqdm.write(f"download of {url}: attempt {attempt + 1} of {retries + 1} failed ({reason}); "
+                       f"trying again in {pause_s:g} s", file=sys.stderr)
+            time.sleep(pause_s)
     got = part.stat().st_size
     if size_bytes is not None and got != size_bytes:
         part.unlink()

@@ -17,7 +17,7 @@ import pandas as pd
 
 from speechcodec.data.clean import CleanConfig
 from speechcodec.data.demo import ZIP_NAME, build_demo_corpus
-from speechcodec.data.download import DataError, download
+from speechcodec.data.download import RETRIES, TIMEOUT_S, DataError, download
 from speechcodec.data.vctk import extract_vctk, scan_folder, scan_vctk
 
 DATASETS = ("demo", "vctk", "folder")
@@ -30,7 +30,17 @@ def fetch_corpus(config: dict, out_dir: str | os.PathLike, progress: bool = True
     dataset = config.get("dataset")
     if dataset not in DATASETS:
         raise DataError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(config, dataset, out, progress)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):  # a failed fetch leaves no empty corpus
+            out.rmdir()
+        raise
+
+
+def _fetch_into(config: dict, dataset: str, out: Path, progress: bool) -> Path:
     if dataset == "folder":
         folder = Path(config["data"]["folder"]["path"]).expanduser().resolve()
         if not folder.is_dir():
@@ -56,7 +66,8 @@ def fetch_corpus(config: dict, out_dir: str | os.PathLike, progress: bool = True
     else:
         archive = download(vctk["url"], Path(vctk["download_dir"]) / Path(vctk["url"]).name,
                            sha256=vctk.get("sha256"), size_bytes=vctk.get("size_bytes"),
-                           progress=progress)
+                           timeout_s=float(vctk.get("timeout_s", TIMEOUT_S)),
+                           retries=int(vctk.get("retries", RETRIES)), progress=progress)
         remove_if_corrupt = True
     extract_vctk(archive, out / "vctk", remove_if_corrupt=remove_if_corrupt, progress=progress)
     return out

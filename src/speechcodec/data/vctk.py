@@ -116,6 +116,20 @@ def scan_vctk(root: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 
 
+def find_audio(root: str | os.PathLike) -> list[Path]:
+    """Audio files under ``root``, sorted, following symlinked folders (a corpus assembled from
+    links to speaker folders elsewhere), each real folder once (a link back up is no loop)."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder) / n for n in names if Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found)
+
+
 def scan_folder(root: str | os.PathLike) -> pd.DataFrame:
     """Any folder of audio: speaker = first sub-folder (or the folder's name), optional ``.txt``
     transcript beside each file with the same stem."""
@@ -123,7 +137,7 @@ def scan_folder(root: str | os.PathLike) -> pd.DataFrame:
     if not root.is_dir():
         raise DataError(f"audio folder {root} does not exist")
     rows = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+    for path in find_audio(root):
         rel = path.relative_to(root)
         speaker = rel.parts[0] if len(rel.parts) > 1 else root.name
         text = path.with_suffix(".txt")
