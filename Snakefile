@@ -1,5 +1,5 @@
 # speechcodec: download -> clean -> split -> train per bitrate -> encode and score the test set
-# -> Opus at matched bitrates -> PESQ report and listening page.
+# -> Opus at matched bitrates (Codec 2 below Opus's floor) -> PESQ report and listening page.
 #
 #   snakemake --cores all --resources gpu=1                     # config.yaml (the demo)
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml

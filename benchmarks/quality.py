@@ -4,13 +4,17 @@ For every model: real kbps (bytes written), PESQ-WB, PESQ-NB, ViSQOL v3 (speech 
 how many files a ``--baseline`` run of the same model scored better on both PESQ-WB and ViSQOL
 (the paired count; e.g. ``--baseline-postfilter off`` measures the postfilter); then libopus at that
 measured bitrate (its nominal rate corrected until its real rate is within 2 %, 3 runs at
-most; at its lowest rate when the model is below it) and the PESQ-WB difference. Audio: the 51
-utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in training).
+most; at its lowest rate when the model is below it) and the PESQ-WB difference. A model below
+Opus's floor is also set beside Codec 2 (libcodec2, narrowband) at the lowest mode at or above
+its rate, PESQ-WB and PESQ-NB both. Audio: the 51 utterances of ../shared/data/speech (VCTK,
+ARCTIC, LJSpeech, LibriTTS speakers; none in training), or any folder of speech files you give.
 
-    .venv/bin/python benchmarks/quality.py [--model NAME_OR_PATH ...] [--out DIR] [--report DIR] [--csv FILE]
+    .venv/bin/python benchmarks/quality.py [SPEECH_DIR] [--model NAME_OR_PATH ...] [--out DIR]
+                                           [--report DIR] [--csv FILE]
 
-``--report DIR`` also runs Opus on a grid of bitrates and writes the Table 1 files and the
-rate-quality plot there (the README's plot is made this way).
+``--report DIR`` also runs Opus on a grid of bitrates (and Codec 2 in every mode of
+``--codec2-modes``) and writes the Table 1 files and the rate-quality plot there (the README's
+plot is made this way).
 """
 
 from __future__ import annotations
@@ -26,17 +30,23 @@ import soundfile as sf
 import speechcodec
 from speechcodec.baselines.opus import MIN_BITRATE_BPS
 from speechcodec.evaluate import evaluate, evaluate_opus_matched
-from speechcodec.report import build_report
+from speechcodec.report import build_report, codec2_match
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def speech_manifest(folder: Path) -> Path:
-    files = sorted(SPEECH.glob("*.wav"))
+def speech_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def speech_manifest(speech: Path, folder: Path) -> Path:
+    files = speech_files(speech)
     if not files:
-        sys.exit(f"no test speech at {SPEECH}: this benchmark needs the shared developer speech set")
-    rows = [(f.stem.split("_")[0] + "_" + f.stem.split("_")[1], f.stem, "", sf.info(str(f)).duration,
-             str(f), str(f)) for f in files]
+        hint = ": give a folder of speech, or get the shared developer speech set" if speech == SPEECH else ""
+        sys.exit(f"no speech files ({', '.join(AUDIO_SUFFIXES)}) under {speech}{hint}")
+    rows = [("_".join(f.stem.split("_")[:2]), f.stem, "", sf.info(str(f)).duration, str(f), str(f))
+            for f in files]
     path = folder / "test.csv"
     pd.DataFrame(rows, columns=["speaker", "utterance", "transcript", "duration_s", "path", "source"]
                  ).to_csv(path, index=False)
@@ -52,11 +62,15 @@ def paired_count(new: Path, old: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("speech", nargs="?", type=Path, default=SPEECH,
+                        help="a folder of speech files (default: the shared test speech)")
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--out", help="keep the eval folders here (default: a temp folder)")
     parser.add_argument("--report", help="write table1.* and rate_quality.* here, with an Opus grid")
     parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
     parser.add_argument("--opus-grid", nargs="*", type=int, default=[6000, 8000, 12000, 16000, 24000, 32000])
+    parser.add_argument("--codec2-modes", nargs="*", type=int, default=[1200, 1600, 2400, 3200],
+                        help="Codec 2 modes for models below Opus's floor ([] for none)")
     parser.add_argument("--baseline-postfilter", choices=["off"],
                         help="also score each model with its postfilter off, and count files better with it")
     args = parser.parse_args()
@@ -64,8 +78,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        manifest = speech_manifest(root)
-        rows = []
+        manifest = speech_manifest(args.speech, root)
+        rows, codec2, below = [], [], []
         for name in names:
             tag = Path(name).stem
             n = evaluate(name, manifest, root / f"neural-{tag}", progress=False,
@@ -81,24 +95,49 @@ def main() -> int:
             rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["visqol"], n["stoi"], o["kbps"],
                          o["pesq_wb"], o["visqol"], n["pesq_wb"] - o["pesq_wb"], n["visqol"] - o["visqol"],
                          paired, "Opus floor" if o["target_bitrate_bps"] == MIN_BITRATE_BPS else ""))
+            if n["kbps"] * 1000 < MIN_BITRATE_BPS and args.codec2_modes and not codec2:
+                codec2 = [evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
+                                   target_bitrate_bps=m) for m in args.codec2_modes]
+            if codec2_match(n["kbps"], codec2):
+                below.append((n, codec2_match(n["kbps"], codec2)))
         if args.report:
             tags = [Path(n).stem for n in names]
             dirs = [root / f"neural-{t}" for t in tags] + [root / f"opus-{t}" for t in tags]
+            for m in args.codec2_modes:
+                if not (root / f"codec2-{m}" / "summary.json").exists():
+                    evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
+                             target_bitrate_bps=m)
+                dirs.append(root / f"codec2-{m}")
             for bps in args.opus_grid:
                 evaluate(f"opus:{bps}", manifest, root / f"opus-grid-{bps}", progress=False)
                 dirs.append(root / f"opus-grid-{bps}")
             build_report(dirs, args.report)
-    print(f"{len(list(SPEECH.glob('*.wav')))} utterances of {SPEECH}; speakers never used in training")
+    print(f"{len(speech_files(args.speech))} utterances of {args.speech}"
+          + ("; speakers never used in training" if args.speech == SPEECH else ""))
     print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'STOI':>6} "
           f"{'Opus kbps':>10} {'Opus WB':>8} {'Opus ViSQOL':>11} {'delta WB':>9} {'delta ViSQOL':>12} "
           f"{'better':>8}")
     if args.csv:
-        pd.DataFrame(rows, columns=["model", "kbps", "pesq_wb", "pesq_nb", "visqol", "stoi", "opus_kbps",
-                                    "opus_pesq_wb", "opus_visqol", "delta_pesq_wb", "delta_visqol",
-                                    "files_better", "note"]).to_csv(args.csv, index=False)
+        table = pd.DataFrame(rows, columns=["model", "kbps", "pesq_wb", "pesq_nb", "visqol", "stoi",
+                                            "opus_kbps", "opus_pesq_wb", "opus_visqol", "delta_pesq_wb",
+                                            "delta_visqol", "files_better", "note"])
+        beside = {n["codec"]: c for n, c in below}
+        for column in ("codec", "kbps", "pesq_wb", "pesq_nb", "visqol"):
+            name = "codec2" if column == "codec" else f"codec2_{column}"
+            table[name] = [beside.get(m, {}).get(column) for m in table["model"]]
+        table.to_csv(args.csv, index=False)
     for r in rows:
         print(f"{r[0]:<22} {r[1]:>6.2f} {r[2]:>8.3f} {r[3]:>8.3f} {r[4]:>7.3f} {r[5]:>6.3f} {r[6]:>10.2f} "
               f"{r[7]:>8.3f} {r[8]:>11.3f} {r[9]:>+9.3f} {r[10]:>+12.3f} {r[11]:>8} {r[12]}")
+    if below:
+        print("\nBelow Opus's floor, beside Codec 2 (8 kHz) at the lowest mode at or above the model's rate:")
+        print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'Codec 2':>15} "
+              f"{'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'delta WB':>9} {'delta NB':>9}")
+        for n, c in below:
+            print(f"{n['codec']:<22} {n['kbps']:>6.2f} {n['pesq_wb']:>8.3f} {n['pesq_nb']:>8.3f} "
+                  f"{n['visqol']:>7.3f} {c['codec']:>15} {c['kbps']:>6.2f} {c['pesq_wb']:>8.3f} "
+                  f"{c['pesq_nb']:>8.3f} {c['visqol']:>7.3f} {n['pesq_wb'] - c['pesq_wb']:>+9.3f} "
+                  f"{n['pesq_nb'] - c['pesq_nb']:>+9.3f}")
     return 0
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the system libraries speechcodec needs: apt-get on Debian/Ubuntu when root,
 # otherwise say exactly what to install. libsndfile comes inside the soundfile wheel.
-#   scripts/system-deps.sh          libopus0 (Opus baseline), espeak-ng (demo corpus)
+#   scripts/system-deps.sh          libopus0 (Opus baseline), codec2 (the baseline below Opus's
+#                                   floor: libcodec2), espeak-ng (demo corpus)
 #   scripts/system-deps.sh --test   also chromium, for the listening page's browser test
 set -euo pipefail
 needed=()
 have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 have_lib "libopus.so.0" || needed+=(libopus0)
+have_lib "libcodec2.so" || needed+=(codec2)
 command -v espeak-ng >/dev/null 2>&1 || needed+=(espeak-ng)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || needed+=(chromium)
@@ -19,6 +21,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
 else
   echo "speechcodec needs the system packages: ${needed[*]}" >&2
-  echo "install them (Debian/Ubuntu: sudo apt-get install ${needed[*]}; macOS: brew install opus espeak-ng) and rerun" >&2
+  echo "install them (Debian/Ubuntu: sudo apt-get install ${needed[*]}; macOS: brew install opus codec2 espeak-ng) and rerun" >&2
   exit 1
 fi

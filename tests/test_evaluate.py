@@ -1,4 +1,4 @@
-"""Evaluation: the PESQ conformance pair, real Opus, and a report from a tiny run."""
+"""Evaluation: the PESQ conformance pair, real Opus and Codec 2, and a report from a tiny run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from conftest import SHARED, run_cli, synth_speech
-from speechcodec.baselines import OpusCodec
+from speechcodec.baselines import Codec2Codec, OpusCodec
+from speechcodec.errors import BitstreamError, SpeechCodecError
 from speechcodec.evaluate import evaluate, evaluate_opus_matched
 from speechcodec.metrics import pesq_nb, pesq_wb, snr_db, stoi, visqol
 from speechcodec.report import build_report
@@ -58,6 +59,43 @@ def test_opus_round_trip_on_real_speech(speech_file):
     assert 20 < kbps < 40
 
 
+def _envelope_lag(ref: np.ndarray, deg: np.ndarray, most: int) -> int:
+    """Samples ``deg`` lags ``ref`` by, from their smoothed envelopes (a vocoder keeps no waveform)."""
+    def env(x):
+        return np.convolve(np.abs(x), np.ones(40) / 40, "same")
+
+    a, b = env(ref), env(deg)
+    n = len(a) - 2 * most
+    corr = [np.corrcoef(a[most:most + n], b[most + lag:most + lag + n])[0, 1] for lag in range(-most, most)]
+    return int(np.argmax(corr)) - most
+
+
+def test_codec2_round_trip_on_real_speech(speech_file):
+    import soxr
+
+    audio, rate = sf.read(speech_file, dtype="float32")
+    narrow = soxr.resample(audio, rate, 8000)
+    seconds = len(audio) / rate
+    for mode in (3200, 1200):
+        codec = Codec2Codec(mode)
+        data = codec.encode(audio, rate)
+        decoded, out_rate = codec.decode(data)
+        assert out_rate == 8000 and len(decoded) == len(narrow)  # the input's length, at 8 kHz
+        # fixed-size frames: the real rate is the mode's, within one (20 or 40 ms) frame of padding
+        kbps = codec.payload_bytes(data) * 8 / seconds / 1000
+        assert mode / 1000 <= kbps < mode / 1000 * (1 + 0.05 / seconds)
+        assert len(data) - codec.payload_bytes(data) == 20  # the framing's header only
+        assert abs(_envelope_lag(narrow, decoded, 400)) <= 40  # its 20 ms delay (160) compensated
+        wide = soxr.resample(decoded, 8000, 16000)
+        assert pesq_nb(audio, wide) > 2.0 and pesq_wb(audio, wide) > 1.2
+    with pytest.raises(BitstreamError, match="not a Codec 2 stream"):
+        Codec2Codec(3200).decode(b"OPUSRAW1" + bytes(40))
+    with pytest.raises(BitstreamError, match="not a whole Codec 2 3200"):
+        Codec2Codec(3200).decode(data[:-1])  # the 1200 bps stream, cut and read as another mode
+    with pytest.raises(SpeechCodecError, match="no 3000 bps mode; choose one of 1200, 1300"):
+        Codec2Codec(3000)
+
+
 def test_opus_rate_follows_its_target():
     audio = synth_speech(4.0, seed=3)
     rates = [OpusCodec(b).payload_bytes(OpusCodec(b).encode(audio, 16000)) for b in (8000, 24000)]
@@ -102,17 +140,39 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
     assert len(list((tmp_path / "neural" / "decoded").glob("*.flac"))) == 3
     evaluate_opus_matched(neural, manifest, tmp_path / "opus_m", workers=2, progress=False)
     evaluate("opus:16000", manifest, tmp_path / "opus_16k", workers=1, progress=False)
-    table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k")], tmp_path / "report")
+    codec2 = evaluate("codec2:3200", manifest, tmp_path / "codec2", workers=1, progress=False,
+                      target_bitrate_bps=3200)
+    assert codec2["kind"] == "codec2" and codec2["kbps"] == pytest.approx(3.2, rel=0.02)
+    table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k", "codec2")],
+                         tmp_path / "report")
     assert list(table.columns[:4]) == ["model", "target_kbps", "neural_kbps", "neural_pesq_wb"]
     assert table["model"].tolist() == ["tiny-test"]
     row = table.iloc[0]
     assert row["delta_pesq_wb"] == pytest.approx(row["neural_pesq_wb"] - row["opus_pesq_wb"])
+    assert neural["kbps"] < 6  # below Opus's floor, so beside Codec 2 as well, PESQ-NB with PESQ-WB
+    assert row["codec2"] == "codec2-3200bps"
+    assert row["delta_pesq_nb_codec2"] == pytest.approx(row["neural_pesq_nb"] - codec2["pesq_nb"])
+    assert "| tiny-test | " in (tmp_path / "report" / "table1.md").read_text().split("Codec 2 (narrowband")[1]
+    assert "Codec 2 (libcodec2, 8 kHz)" in (tmp_path / "report" / "rate_quality.svg").read_text()
     for name in ("table1.csv", "table1.md", "rate_quality.png", "rate_quality.svg", "metrics.json",
                  "curve.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert (tmp_path / "report" / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert set(metrics) == {"tiny-test"}
+
+
+def test_a_model_below_opus_floor_meets_the_nearest_codec2_mode_at_or_above_its_rate():
+    from speechcodec.report import codec2_match
+
+    runs = [{"kind": "codec2", "codec": f"codec2-{m}bps", "target_bitrate_bps": m} for m in (3200, 1200, 1600)]
+    others = [{"kind": "opus", "codec": "opus-6000bps", "target_bitrate_bps": 6000}]
+    assert codec2_match(1.5, runs + others)["codec"] == "codec2-1600bps"
+    assert codec2_match(1.2, runs)["codec"] == "codec2-1200bps"
+    assert codec2_match(2.9, runs)["codec"] == "codec2-3200bps"
+    assert codec2_match(5.4, runs)["codec"] == "codec2-3200bps"  # above every mode: its ceiling
+    assert codec2_match(6.5, runs) == {}  # Opus reaches it: no Codec 2 row
+    assert codec2_match(2.9, others) == {}  # no Codec 2 mode scored
 
 
 def test_the_papers_network_is_plotted_as_its_own_series(tmp_path):

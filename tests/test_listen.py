@@ -29,7 +29,7 @@ def test_utterances_are_spread_across_speakers():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_model) -> Path:
-    """A miniature pipeline run: split, evals (neural, matched Opus, Opus grid), report."""
+    """A miniature pipeline run: split, evals (neural, matched Opus, Opus grid, Codec 2), report."""
     root = tmp_path_factory.mktemp("run")
     (root / "split").mkdir()
     rows = []
@@ -46,8 +46,10 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
     evaluate_opus_matched(neural, manifest, root / "eval" / "opus-match-4000bps", workers=2, keep_audio=True,
                           progress=False)
     evaluate("opus:12000", manifest, root / "eval" / "opus-12000bps", workers=2, progress=False)
-    build_report([root / "eval" / d for d in ("neural-4000bps", "opus-match-4000bps", "opus-12000bps")],
-                 root / "report")
+    evaluate("codec2:3200", manifest, root / "eval" / "codec2-3200bps", workers=2, keep_audio=True,
+             progress=False, target_bitrate_bps=3200)
+    build_report([root / "eval" / d for d in ("neural-4000bps", "opus-match-4000bps", "opus-12000bps",
+                                              "codec2-3200bps")], root / "report")
     config = {"name": "mini", "bitrates_bps": [4000], "listen": {"count": 3}}
     build_listening_page(config, root, root / "listen")
     return root
@@ -56,7 +58,8 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
 def test_page_is_static_and_self_contained(run_dir):
     html = (run_dir / "listen" / "index.html").read_text()
     assert "<script" not in html and "http://" not in html and "https://" not in html
-    assert html.count("<audio") == 3 * 3  # 3 utterances x (original, neural, Opus)
+    # 3 utterances x (original, neural, Opus, Codec 2: the model is below Opus's floor)
+    assert html.count("<audio") == 3 * 4 and html.count("Codec 2 3200 (8 kHz) - 3.2") == 3
     assert html.count("<figcaption") == html.count("<audio")
     for ref in ("assets/rate_quality.png",):
         assert (run_dir / "listen" / ref).exists()
@@ -96,13 +99,13 @@ def test_page_in_a_real_browser(served, run_dir):
         audio = page.evaluate("""() => [...document.querySelectorAll('audio')].map(a => ({
             src: a.currentSrc, duration: a.duration, error: a.error && a.error.code,
             label: document.getElementById(a.getAttribute('aria-labelledby'))?.textContent || ''}))""")
-        assert len(audio) == 9
+        assert len(audio) == 12
         for a in audio:
             assert a["error"] is None and a["duration"] > 1.0, a
             assert a["label"].strip(), a  # labelled in text
         images = page.evaluate("""() => [...document.querySelectorAll('img')].map(i => ({
             src: i.src, ok: i.complete && i.naturalWidth > 0, alt: i.alt}))""")
-        assert len(images) == 1 + 9 and all(i["ok"] and i["alt"] for i in images), images
+        assert len(images) == 1 + 12 and all(i["ok"] and i["alt"] for i in images), images
         # The numbers shown are the report's.
         cells = page.evaluate("""() => [...document.querySelectorAll('#table1 tbody tr')].map(
             r => [...r.querySelectorAll('td')].map(td => td.textContent))""")

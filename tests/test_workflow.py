@@ -35,6 +35,7 @@ def tiny_config() -> dict:
     config["bitrates_bps"] = [2000, 4000]
     config["overrides"] = {"2000": {}, "4000": {}}
     config["eval"]["opus_grid_bps"] = [6000]
+    config["eval"]["codec2_modes_bps"] = [3200]
     config["listen"]["count"] = 2
     return config
 
@@ -154,7 +155,7 @@ def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
     run(["git", "init", "-q"], tmp_path)
     run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
-    assert len(smk) == 17  # 6 stages with one output each, foreach x 2 or 1, 6 report files
+    assert len(smk) == 18  # 7 stages with one output each, foreach x 2 or 1, 6 report files
     # Snakemake lists each file of a multi-file output; DVC lists the same files.
     assert set(smk) == set(dvc), (sorted(set(smk) - set(dvc)), sorted(set(dvc) - set(smk)))
     for out in smk:

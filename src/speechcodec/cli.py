@@ -358,8 +358,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.opus:
             spec, target = f"opus:{args.opus}", args.opus
+        elif args.codec2:
+            spec, target = f"codec2:{args.codec2}", args.codec2
         if not spec:
-            raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS or --opus-match SUMMARY")
+            raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS, --opus-match SUMMARY "
+                                   "or --codec2 MODE")
         summary = evaluate(spec, args.test_manifest, args.out, target_bitrate_bps=target, **options)
     print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, PESQ-WB {summary['pesq_wb']:.3f}, "
           f"PESQ-NB {summary['pesq_nb']:.3f}, ViSQOL {summary['visqol']:.3f}, STOI {summary['stoi']:.3f} "
@@ -505,15 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     _add_data_parser(sub)
 
-    p = sub.add_parser("eval", help="score a codec on a test manifest (real files, PESQ, STOI)",
+    p = sub.add_parser("eval", help="score a codec on a test manifest (real files, PESQ, ViSQOL, STOI)",
                        description="Encode every test utterance into a real file, decode it and "
-                                   "score it against the 16 kHz reference: PESQ-WB, PESQ-NB, STOI, "
-                                   "SNR; real kbps from the bytes written.")
+                                   "score it against the 16 kHz reference: PESQ-WB, PESQ-NB, ViSQOL, "
+                                   "STOI, SNR; real kbps from the bytes written. The codec is a "
+                                   "speechcodec model, Opus or Codec 2.")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="a speechcodec model")
     p.add_argument("--opus", type=int, metavar="BPS", help="libopus at this target bitrate")
     p.add_argument("--opus-match", metavar="SUMMARY_JSON",
                    help="libopus at the measured bitrate of a neural run (its summary.json): its "
                         "nominal rate is corrected until its real rate matches (3 runs at most)")
+    p.add_argument("--codec2", type=int, metavar="MODE",
+                   help="Codec 2 (libcodec2, narrowband) in this mode: 1200, 1300, 1400, 1600, 2400 or "
+                        "3200 bps; the baseline below Opus's floor")
     p.add_argument("--target-bitrate", type=int, metavar="BPS", help="recorded as the target")
     p.add_argument("--test-manifest", required=True, help="test.csv from 'data split'")
     p.add_argument("--out", required=True, help="folder for scores.csv, summary.json, streams/")

@@ -82,6 +82,7 @@ def eval_names(config: dict) -> list[str]:
     for bps in config["bitrates_bps"]:
         names += [f"neural-{int(bps)}bps", f"opus-match-{int(bps)}bps"]
     names += [f"opus-{int(bps)}bps" for bps in config["eval"]["opus_grid_bps"]]
+    names += [f"codec2-{int(bps)}bps" for bps in config["eval"]["codec2_modes_bps"]]
     return names
 
 

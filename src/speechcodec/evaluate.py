@@ -1,8 +1,8 @@
 """Evaluation: code every test utterance into a real file, decode it, and score it.
 
 Works for any codec with ``encode(audio, rate) -> bytes``, ``decode(bytes) -> (audio, rate)``
-and ``payload_bytes(bytes)``: the neural codec and Opus alike, so nothing here branches on the
-kind of codec. Scoring runs in parallel processes; PESQ is CPU-bound.
+and ``payload_bytes(bytes)``: the neural codec, Opus and Codec 2 alike, so scoring never
+branches on the kind of codec. Scoring runs in parallel processes; PESQ is CPU-bound.
 """
 
 from __future__ import annotations
@@ -27,16 +27,30 @@ SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps",
                  "pesq_nb", "visqol", "stoi", "snr_db"]
 METRICS = ("pesq_wb", "pesq_nb", "visqol", "stoi", "snr_db")
 OPUS_PREFIX = "opus:"
+CODEC2_PREFIX = "codec2:"
 
 _worker: dict = {}
 
 
+def codec_kind(spec: str) -> str:
+    """``"opus"``, ``"codec2"`` or ``"neural"``: what a codec spec names."""
+    for kind, prefix in (("opus", OPUS_PREFIX), ("codec2", CODEC2_PREFIX)):
+        if spec.startswith(prefix):
+            return kind
+    return "neural"
+
+
 def load_codec(spec: str):
-    """``opus:BPS`` for libopus at that target, else a speechcodec model name or file."""
+    """``opus:BPS`` for libopus at that target, ``codec2:BPS`` for that Codec 2 mode, else a
+    speechcodec model name or file."""
     if spec.startswith(OPUS_PREFIX):
         from speechcodec.baselines import OpusCodec
 
         return OpusCodec(int(float(spec[len(OPUS_PREFIX):])))
+    if spec.startswith(CODEC2_PREFIX):
+        from speechcodec.baselines import Codec2Codec
+
+        return Codec2Codec(int(float(spec[len(CODEC2_PREFIX):])))
     import speechcodec
 
     return speechcodec.load(spec)
@@ -97,12 +111,12 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
     scores.to_csv(out / "scores.csv", index=False)
     total_s = float(scores["duration_s"].sum())
     codec_name = scores["codec"].iloc[0]
-    neural = not spec.startswith(OPUS_PREFIX)
+    kind = codec_kind(spec)
     summary = {
         "codec": codec_name,
         "spec": spec,
-        "kind": "neural" if neural else "opus",
-        "arch": load_codec(spec).model_file.config.arch if neural else None,
+        "kind": kind,
+        "arch": load_codec(spec).model_file.config.arch if kind == "neural" else None,
         "target_bitrate_bps": target_bitrate_bps,
         "matched_to": matched_to,
         "kbps": float(scores["bytes"].sum()) * 8 / total_s / 1000,

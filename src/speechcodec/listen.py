@@ -1,4 +1,5 @@
-"""The listening page: original, neural and Opus side by side, with spectrograms and the numbers.
+"""The listening page: original, neural, Opus (and Codec 2 below Opus's floor) side by side, with
+spectrograms and the numbers.
 
 A static, self-contained folder (``index.html`` + ``assets/``): no network, no scripts, no
 external fonts. Built from the evaluation outputs, so it always shows the latest run.
@@ -37,6 +38,11 @@ a:focus, audio:focus { outline: 3px solid #000; outline-offset: 2px; }
 def _text(value) -> str:
     """A CSV cell as text; pandas reads an empty cell as NaN."""
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def _number(value) -> str:
+    """A score as two decimals; empty where there is none."""
+    return "" if value is None or value != value else f"{float(value):.2f}"
 
 
 def pick_utterances(test: pd.DataFrame, count: int) -> list[dict]:
@@ -98,18 +104,27 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
     table = pd.read_csv(results / "report" / "table1.csv")
     shutil.copy(results / "report" / "rate_quality.png", out / "assets" / "rate_quality.png")
     bitrates = [int(b) for b in config["bitrates_bps"]]
+    codec2_of = {str(r.model): r.codec2 for r in table.itertuples() if isinstance(r.codec2, str) and r.codec2}
+
+    def run(kind: str, folder: str) -> tuple:
+        summary = json.loads((results / "eval" / folder / "summary.json").read_text())
+        scores = pd.read_csv(results / "eval" / folder / "scores.csv").set_index("utterance")
+        return folder, kind, summary, scores, results / "eval" / folder / "decoded"
+
     runs = []
     for bps in bitrates:
-        for kind, folder in (("neural", f"neural-{bps}bps"), ("opus", f"opus-match-{bps}bps")):
-            summary = json.loads((results / "eval" / folder / "summary.json").read_text())
-            scores = pd.read_csv(results / "eval" / folder / "scores.csv").set_index("utterance")
-            runs.append((folder, kind, summary, scores, results / "eval" / folder / "decoded"))
+        neural = run("neural", f"neural-{bps}bps")
+        runs += [neural, run("opus", f"opus-match-{bps}bps")]
+        codec2 = codec2_of.get(str(neural[2]["codec"]))  # below Opus's floor: Codec 2 beside them
+        if codec2 and codec2 not in [r[0] for r in runs]:
+            runs.append(run("codec2", codec2))
 
     rows = []
     for r in table.itertuples():
         rows.append(f"<tr><td>{html.escape(str(r.model))}</td><td>{r.neural_kbps:.2f}</td>"
                     f"<td>{r.neural_pesq_wb:.2f}</td><td>{r.opus_kbps:.2f}</td><td>{r.opus_pesq_wb:.2f}</td>"
-                    f"<td>{r.delta_pesq_wb:+.2f}</td><td>{html.escape(_text(r.note))}</td></tr>")
+                    f"<td>{r.delta_pesq_wb:+.2f}</td><td>{html.escape(_text(r.note))}</td>"
+                    f"<td>{html.escape(_text(r.codec2))}</td><td>{_number(r.codec2_pesq_wb)}</td></tr>")
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -122,6 +137,7 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         '<table id="table1"><caption>Mean over the test set</caption><thead><tr><th scope="col">model</th>'
         '<th scope="col">real kbps</th><th scope="col">PESQ-WB</th><th scope="col">Opus kbps</th>'
         '<th scope="col">Opus PESQ-WB</th><th scope="col">difference</th><th scope="col">note</th>'
+        '<th scope="col">Codec 2 (below Opus\'s floor)</th><th scope="col">Codec 2 PESQ-WB</th>'
         "</tr></thead><tbody>", *rows, "</tbody></table>",
         '<img src="assets/rate_quality.png" alt="Rate-quality plot: PESQ-WB against real kbps for '
         'speechcodec and Opus" style="max-width:100%">',
@@ -134,8 +150,9 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
             if utt not in scores.index:
                 continue
             s = scores.loc[utt]
-            label = (f"speechcodec {summary['codec']}" if kind == "neural"
-                     else f"Opus, matched to {summary['matched_to']}")
+            label = {"neural": f"speechcodec {summary['codec']}",
+                     "opus": f"Opus, matched to {summary['matched_to']}",
+                     "codec2": f"Codec 2 {summary['target_bitrate_bps']} (8 kHz)"}[kind]
             detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}"
             figures.append(_clip(out, utt, folder, decoded / f"{utt}.flac", label, detail))
         parts.append(f'<section class="utterance" aria-labelledby="h-{utt}"><h3 id="h-{utt}">'

@@ -13,7 +13,9 @@ from speechcodec.errors import SpeechCodecError
 
 TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
                  "neural_visqol", "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "opus_visqol",
-                 "delta_pesq_wb", "delta_visqol", "note"]
+                 "delta_pesq_wb", "delta_visqol", "note",
+                 "codec2", "codec2_kbps", "codec2_pesq_wb", "codec2_pesq_nb", "codec2_visqol",
+                 "delta_pesq_wb_codec2", "delta_pesq_nb_codec2", "delta_visqol_codec2"]
 
 
 def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
@@ -33,12 +35,27 @@ def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
     return summaries, pd.concat(scores, ignore_index=True)
 
 
+def codec2_match(neural_kbps: float, summaries: list[dict]) -> dict:
+    """The Codec 2 run a model below Opus's floor is compared with: the lowest mode at or above
+    its real rate, else the highest mode there is (Codec 2's ceiling, 3.2 kbps); ``{}`` when the
+    model is not below Opus's floor or no Codec 2 mode was scored."""
+    from speechcodec.baselines.opus import MIN_BITRATE_BPS
+
+    runs = sorted((s for s in summaries if s["kind"] == "codec2"), key=lambda s: s["target_bitrate_bps"])
+    if not runs or neural_kbps * 1000 >= MIN_BITRATE_BPS:
+        return {}
+    above = [s for s in runs if s["target_bitrate_bps"] >= neural_kbps * 1000]
+    return above[0] if above else runs[-1]
+
+
 def build_table(summaries: list[dict]) -> pd.DataFrame:
-    """One row per neural model, beside Opus run at that model's measured bitrate."""
+    """One row per neural model, beside Opus run at that model's measured bitrate and, below
+    Opus's floor, beside Codec 2 (:func:`codec2_match`)."""
     matched = {s["matched_to"]: s for s in summaries if s["kind"] == "opus" and s.get("matched_to")}
     rows = []
     for s in sorted((s for s in summaries if s["kind"] == "neural"), key=lambda s: s["kbps"]):
         o = matched.get(s["codec"], {})
+        c = codec2_match(s["kbps"], summaries)
         target = s.get("target_bitrate_bps")
         rows.append({
             "model": s["codec"],
@@ -50,6 +67,12 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
             "delta_pesq_wb": s["pesq_wb"] - o.get("pesq_wb", math.nan),
             "delta_visqol": s.get("visqol", math.nan) - o.get("visqol", math.nan),
             "note": o.get("note", "") or ("" if o else "no matched Opus run"),
+            "codec2": c.get("codec", ""), "codec2_kbps": c.get("kbps", math.nan),
+            "codec2_pesq_wb": c.get("pesq_wb", math.nan), "codec2_pesq_nb": c.get("pesq_nb", math.nan),
+            "codec2_visqol": c.get("visqol", math.nan),
+            "delta_pesq_wb_codec2": s["pesq_wb"] - c.get("pesq_wb", math.nan),
+            "delta_pesq_nb_codec2": s["pesq_nb"] - c.get("pesq_nb", math.nan),
+            "delta_visqol_codec2": s.get("visqol", math.nan) - c.get("visqol", math.nan),
         })
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -64,6 +87,18 @@ def to_markdown(table: pd.DataFrame) -> str:
                      f"| {r.opus_pesq_wb:.2f} | {r.opus_pesq_nb:.2f} | {r.opus_visqol:.2f} "
                      f"| {r.delta_pesq_wb:+.2f} "
                      f"| {r.delta_visqol:+.2f} | {r.note} |")
+    below = [r for r in table.itertuples() if isinstance(r.codec2, str) and r.codec2]
+    if below:
+        lines += ["", "Below Opus's floor, beside Codec 2 (narrowband: it codes 8 kHz audio) at the lowest "
+                  "mode at or above the model's rate:", "",
+                  "| model | real kbps | PESQ-WB | PESQ-NB | ViSQOL | Codec 2 | Codec 2 kbps | Codec 2 PESQ-WB "
+                  "| Codec 2 PESQ-NB | Codec 2 ViSQOL | delta PESQ-WB | delta PESQ-NB | delta ViSQOL |",
+                  "|" + "---|" * 13]
+        for r in below:
+            lines.append(f"| {r.model} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} | {r.neural_pesq_nb:.2f} "
+                         f"| {r.neural_visqol:.2f} | {r.codec2} | {r.codec2_kbps:.2f} | {r.codec2_pesq_wb:.2f} "
+                         f"| {r.codec2_pesq_nb:.2f} | {r.codec2_visqol:.2f} | {r.delta_pesq_wb_codec2:+.2f} "
+                         f"| {r.delta_pesq_nb_codec2:+.2f} | {r.delta_visqol_codec2:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +114,7 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
         return "paper" if s.get("arch") == "paper" else s["kind"]
 
     styles = {"neural": ("tab:blue", "o", "speechcodec"), "opus": ("tab:orange", "s", "Opus (libopus)"),
+              "codec2": ("tab:red", "^", "Codec 2 (libcodec2, 8 kHz)"),
               "paper": ("tab:green", "D", "the 2018 paper's network")}
     for kind, (color, marker, label) in styles.items():
         group = sorted((s for s in summaries if series(s) == kind), key=lambda s: s["kbps"])
@@ -89,8 +125,8 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
             ax.scatter(per["kbps"], per["pesq_wb"], s=6, color=color, alpha=0.15, linewidths=0)
         ax.errorbar([s["kbps"] for s in group], [s["pesq_wb"] for s in group],
                     yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
-                    label=label, linestyle={"opus": "-", "neural": "--"}.get(kind, ":"))
-        if kind != "opus":
+                    label=label, linestyle={"opus": "-", "codec2": "-", "neural": "--"}.get(kind, ":"))
+        if kind not in ("opus", "codec2"):
             for i, s in enumerate(group):  # alternate above/below so close points stay legible
                 ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
                             xytext=(4, 8 if i % 2 else -12), fontsize=7, color=color)
@@ -130,9 +166,13 @@ def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
                            "visqol": s.get("visqol", math.nan), "stoi": s["stoi"]}
                           for s in summaries]).sort_values(["kind", "kbps"])
     curve.to_csv(out / "curve.csv", index=False)
+    def number(v: float) -> float | None:
+        return None if math.isnan(v) else round(v, 3)
+
     metrics = {r.model: {"kbps": round(r.neural_kbps, 3), "pesq_wb": round(r.neural_pesq_wb, 3),
-                         "opus_pesq_wb": None if math.isnan(r.opus_pesq_wb) else round(r.opus_pesq_wb, 3),
-                         "delta_pesq_wb": None if math.isnan(r.delta_pesq_wb) else round(r.delta_pesq_wb, 3)}
+                         "opus_pesq_wb": number(r.opus_pesq_wb), "delta_pesq_wb": number(r.delta_pesq_wb),
+                         **({"codec2": r.codec2, "codec2_pesq_wb": number(r.codec2_pesq_wb),
+                             "delta_pesq_wb_codec2": number(r.delta_pesq_wb_codec2)} if r.codec2 else {})}
                for r in table.itertuples()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_rate_quality(summaries, scores, out / "rate_quality")

@@ -55,3 +55,4 @@ def settings_of(wildcards):
 wildcard_constraints:
     bps=r"\d+",
     grid=r"\d+",
+    mode=r"\d+",

@@ -49,3 +49,20 @@ rule eval_opus_grid:
     shell:
         "speechcodec --log {log} eval --opus {wildcards.grid}"
         " --test-manifest {input}/test.csv --out {output} -q"
+
+
+rule eval_codec2_grid:
+    input:
+        f"{RESULTS}/split",
+    output:
+        directory(f"{RESULTS}/eval/codec2-{{mode}}bps"),
+    log:
+        f"{RESULTS}/logs/eval_codec2_grid/{{mode}}bps.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval_codec2_grid/{{mode}}bps.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --codec2 {wildcards.mode}"
+        " --test-manifest {input}/test.csv --out {output} --keep-audio -q"

@@ -1,5 +1,6 @@
 """Reference codecs behind the same ``encode(audio, rate) -> bytes`` / ``decode(bytes)`` interface."""
 
+from speechcodec.baselines.codec2 import Codec2Codec
 from speechcodec.baselines.opus import OpusCodec
 
-__all__ = ["OpusCodec"]
+__all__ = ["Codec2Codec", "OpusCodec"]
