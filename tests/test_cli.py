@@ -191,6 +191,16 @@ def test_a_wav_cut_short_is_coded_with_a_one_line_warning(tmp_path, env):
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
 
 
+def test_threads_is_checked_and_taken(tmp_path, wav, env):
+    out = tmp_path / "x.spcd"
+    assert_one_line_error(run_cli("encode", wav, out, "--model", "tiny-test", "--threads", "-1", env=env), out,
+                          "--threads must be 0 (torch's default) or more, got -1")
+    for threads in ("0", "2"):
+        result = run_cli("encode", wav, out, "--model", "tiny-test", "--threads", threads, env=env)
+        assert result.returncode == 0, result.stderr
+        assert run_cli("decode", out, tmp_path / "x.wav", "--threads", threads, env=env).returncode == 0
+
+
 def test_a_directory_is_no_stream(tmp_path, env):
     folder, out = tmp_path / "streams", tmp_path / "out.wav"
     folder.mkdir()

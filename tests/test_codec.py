@@ -100,6 +100,30 @@ def test_decode_wants_bytes(codec):
                 decode(wrong)
 
 
+def test_codecs_code_on_their_own_thread_count_and_give_it_back(tiny_model):
+    """load() codecs use one torch thread (fastest per stream); the caller's setting is restored."""
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one, every = speechcodec.load(tiny_model), speechcodec.load(tiny_model, threads=None)
+        assert one.threads == 1 and every.threads is None and one is not every
+        for codec, expected in ((one, 1), (every, 2)):
+            hooks = [m.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+                     for m in codec.model.modules() if isinstance(m, torch.nn.Conv1d)]
+            try:
+                codec.decode(codec.encode(synth_speech(0.5), 16000))
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            assert set(seen) == {expected} and torch.get_num_threads() == 2
+            seen.clear()
+        with pytest.raises(speechcodec.SpeechCodecError, match="threads must be a whole number"):
+            speechcodec.load(tiny_model, threads=0)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_sample_rate(codec):
     for rate in (0, 16000.5, True, "16000", float("nan")):
         with pytest.raises(speechcodec.AudioInputError, match="sample_rate"):

@@ -31,6 +31,13 @@ def _shown(path: str, dash: str = "stdout") -> str:
     return dash if path == STDIO else path
 
 
+def _threads(args: argparse.Namespace) -> int | None:
+    """--threads N for coding: 1 by default (fastest per stream), 0 for torch's own (every core)."""
+    if args.threads < 0:
+        raise SpeechCodecError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    return args.threads or None
+
+
 def _progress_wanted(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
@@ -45,7 +52,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise SpeechCodecError(f"--bitrate is in kbps and must be in (0, {MAX_BITRATE_KBPS}]: "
                                f"got {args.bitrate:g}{hint}")
     name = args.model or speechcodec.model_for_bitrate(args.bitrate * 1000)
-    codec = speechcodec.load(name)
+    codec = speechcodec.load(name, threads=_threads(args))
     with regular_input(args.input) as src:
         stats = codec.encode_file(src, args.output, progress=_progress_wanted(args))
     if not args.quiet:
@@ -73,7 +80,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     with regular_input(args.input) as src:
         header = _read_header(src)
-        codec = speechcodec.load(args.model or header.model)
+        codec = speechcodec.load(args.model or header.model, threads=_threads(args))
         codec.decode_file(src, args.output, sample_rate_hz=args.sample_rate,
                           progress=_progress_wanted(args), postfilter=_postfilter_spec(args.postfilter))
     if not args.quiet:
@@ -477,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--bitrate", type=float, default=6.0, metavar="KBPS",
                         help="pick the installed model nearest this bitrate (default: 6)")
     choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads to code with (default: 1, the fastest per stream; 0: torch's "
+                        "default, every core)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode, if_stopped="nothing was written")
 
@@ -493,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pitch comb and formant emphasis on the decoded speech: 'stream' (default: the "
                         "strengths the encoder wrote, off in streams of format 1), 'model' (the model's "
                         "chosen strengths), 'off', or COMB,FORMANT from 0 to 1, e.g. 0.3,0.15")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads to code with (default: 1, the fastest per stream; 0: torch's "
+                        "default, every core)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 

@@ -9,6 +9,7 @@ for the decoder) while memory stays bounded by one chunk, however long the input
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -153,10 +154,34 @@ def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: i
     yield from emit()
 
 
-class Codec:
-    """A loaded model ready to code: ``encode(audio, sample_rate) -> bytes`` and ``decode(bytes)``."""
+def _in_its_threads(method):
+    """Run a Codec method with torch set to the codec's ``threads`` (intra-op), restored after."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        before = torch.get_num_threads()
+        if not self.threads or self.threads == before:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(self.threads)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
 
-    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S):
+    return run
+
+
+class Codec:
+    """A loaded model ready to code: ``encode(audio, sample_rate) -> bytes`` and ``decode(bytes)``.
+
+    ``threads``: torch intra-op threads while it codes (``None``: whatever torch is set to). The
+    network is small and runs in short chunks, so one thread is the fastest per stream on most
+    CPUs (``benchmarks/speed.py`` shows one against all); :func:`speechcodec.load` gives 1.
+    """
+
+    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise SpeechCodecError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
+        self.threads = threads
         self.model_file = model_file
         self.name = model_file.name
         self.config = model_file.config
@@ -185,6 +210,7 @@ class Codec:
 
     # ---- the array API -------------------------------------------------------------------
 
+    @_in_its_threads
     def encode(self, audio: np.ndarray, sample_rate: int) -> bytes:
         """Code ``audio`` (float ``[N]``, ``[N, ch]`` or ``[ch, N]``, any rate) into bytes."""
         mono = self._checked_array(audio, sample_rate)
@@ -193,6 +219,7 @@ class Codec:
         self._encode_stream(out, lambda: iter((mono,)), int(sample_rate), channels)
         return out.getvalue()
 
+    @_in_its_threads
     def decode(self, data: bytes, sample_rate_hz: int | None = None,
                postfilter: str | PostfilterSettings | None = None) -> tuple[np.ndarray, int]:
         """Bytes -> ``(float32 [N], rate)``; the rate is the input's unless ``sample_rate_hz``.
@@ -207,6 +234,7 @@ class Codec:
         """Bytes the bitrate is computed from: every byte of the stream, header included."""
         return len(data)
 
+    @_in_its_threads
     def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
         mono = self._checked_array(audio, sample_rate)
@@ -223,6 +251,7 @@ class Codec:
 
     # ---- the file API (streams: bounded memory) ------------------------------------------
 
+    @_in_its_threads
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
                     progress: bool = False) -> EncodeStats:
         """Encode an audio file (wav/flac/ogg/...) into ``dst``; nothing is left at ``dst`` on error."""
@@ -242,6 +271,7 @@ class Codec:
                                             info.channels, on_chunk=bar.update)
         return stats
 
+    @_in_its_threads
     def decode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
                     sample_rate_hz: int | None = None, progress: bool = False,
                     postfilter: str | PostfilterSettings | None = None) -> StreamHeader:

@@ -82,8 +82,8 @@ def model_for_bitrate(bitrate_bps: float) -> str:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Codec:
-    return Codec(load_model_file(path))
+def _load_cached(path: str, mtime_ns: int, size: int, threads: int | None) -> Codec:
+    return Codec(load_model_file(path), threads=threads)
 
 
 def model_path(name_or_path: str | os.PathLike) -> Path:
@@ -96,11 +96,14 @@ def model_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load(name_or_path: str | os.PathLike) -> Codec:
-    """A :class:`Codec` for an installed model name or a model file path."""
+def load(name_or_path: str | os.PathLike, threads: int | None = 1) -> Codec:
+    """A :class:`Codec` for an installed model name or a model file path.
+
+    ``threads``: torch threads it codes with (1, the fastest per stream; ``None`` leaves torch's
+    setting, which is every core by default)."""
     path = model_path(name_or_path)
     stat = path.stat()
-    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
 
 
 def decode(data: bytes, sample_rate_hz: int | None = None):
