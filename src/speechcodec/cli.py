@@ -31,6 +31,12 @@ def _shown(path: str, dash: str = "stdout") -> str:
     return dash if path == STDIO else path
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads to code with (default: 1, the fastest per stream; 0: torch's "
+                        "default, every core)")
+
+
 def _threads(args: argparse.Namespace) -> int | None:
     """--threads N for coding: 1 by default (fastest per stream), 0 for torch's own (every core)."""
     if args.threads < 0:
@@ -284,8 +290,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_data_download(args: argparse.Namespace) -> int:
     from speechcodec.data import download
 
+    given = {k: v for k, v in (("timeout_s", args.timeout), ("retries", args.retries)) if v is not None}
     path = download(args.url, args.out, sha256=args.sha256, size_bytes=args.size_bytes,
-                    timeout_s=args.timeout, retries=args.retries, progress=not args.quiet)
+                    progress=not args.quiet, **given)  # unset: the downloader's own defaults
     print(f"{path}: ready", file=sys.stderr)
     return 0
 
@@ -414,9 +421,9 @@ def _add_data_parser(sub) -> None:
     p.add_argument("--out", required=True, help="file to write (e.g. resources/VCTK-Corpus-0.92.zip)")
     p.add_argument("--sha256", help="expected SHA-256 (hex)")
     p.add_argument("--size-bytes", type=int, help="expected size in bytes")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S",
+    p.add_argument("--timeout", type=float, metavar="S",
                    help="give up on a silent server after S seconds per attempt (default: 20)")
-    p.add_argument("--retries", type=int, default=3, help="resumed attempts after the first (default: 3)")
+    p.add_argument("--retries", type=int, help="resumed attempts after the first (default: 3)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_data_download, if_stopped="rerun the same command to resume the download")
 
@@ -484,9 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--bitrate", type=float, default=6.0, metavar="KBPS",
                         help="pick the installed model nearest this bitrate (default: 6)")
     choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads to code with (default: 1, the fastest per stream; 0: torch's "
-                        "default, every core)")
+    _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode, if_stopped="nothing was written")
 
@@ -503,9 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pitch comb and formant emphasis on the decoded speech: 'stream' (default: the "
                         "strengths the encoder wrote, off in streams of format 1), 'model' (the model's "
                         "chosen strengths), 'off', or COMB,FORMANT from 0 to 1, e.g. 0.3,0.15")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads to code with (default: 1, the fastest per stream; 0: torch's "
-                        "default, every core)")
+    _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 
