@@ -51,16 +51,27 @@ def assert_one_line_error(result, output, match):
     assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
 
 
-def test_a_bitrate_given_in_bps_is_a_clear_error(tmp_path, wav, env):
+@pytest.mark.parametrize("given", ["6", "6.5", "0", "fast", "-6k"])
+def test_a_bitrate_without_its_unit_is_a_clear_error(tmp_path, wav, env, given):
+    """One unit across the CLI: bits per second, or kbps with a k; a bare 6 was meant as 6k."""
     out = tmp_path / "speech.spcd"
-    result = run_cli("encode", wav, out, "--bitrate", "6000", env=env)
-    assert_one_line_error(result, out, "--bitrate is in kbps")
-    assert "write --bitrate 6" in result.stderr
+    result = run_cli("encode", wav, out, f"--bitrate={given}", env=env)
+    said = {"6": "write --bitrate 6k", "6.5": "write --bitrate 6.5k", "0": "must be positive"}
+    assert_one_line_error(result, out, said.get(given, "6000 or 6k"))
+
+
+@pytest.mark.parametrize("given", ["4000", "4k", "4kbps", "4.0k"])
+def test_a_bitrate_is_bps_or_kbps_with_a_k(tmp_path, wav, env, given):
+    from speechcodec.cli import bitrate_bps
+
+    assert bitrate_bps(given) == 4000
+    result = run_cli("encode", wav, tmp_path / "speech.spcd", "--bitrate", given, env=env)
+    assert result.returncode == 0 and "tiny-test" in result.stderr, result.stderr
 
 
 def test_encode_info_decode_end_to_end(tmp_path, wav, env):
     out = tmp_path / "speech.spcd"
-    result = run_cli("encode", wav, out, "--bitrate", "4", env=env)
+    result = run_cli("encode", wav, out, "--bitrate", "4k", env=env)
     assert result.returncode == 0, result.stderr
     assert "kbps" in result.stderr and "tiny-test" in result.stderr
     info = run_cli("info", out, "--json", env=env)
@@ -536,3 +547,37 @@ def test_help_and_the_package_start_without_torch():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         import speechcodec
         speechcodec.nope  # noqa: B018
+
+
+def run_without_extras(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """The CLI as installed by a plain `pip install speechcodec`: every package of the eval and
+    pipeline extras absent (imports of them fail as for a package never installed)."""
+    from speechcodec.errors import OPTIONAL_PACKAGES
+
+    code = ("import sys, importlib.abc\n"
+            f"ABSENT = {sorted(OPTIONAL_PACKAGES)!r}\n"
+            "class Absent(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ABSENT:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Absent())\n"
+            "for name in list(sys.modules):\n"
+            "    assert name.split('.')[0] not in ABSENT, name\n"
+            "from speechcodec.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_the_codec_needs_no_optional_package(tmp_path, wav, env):
+    """encode/decode/info with the eval and pipeline extras absent; what needs them names the extra."""
+    out, back = tmp_path / "speech.spcd", tmp_path / "back.wav"
+    for args in (["encode", wav, out, "--model", "tiny-test"], ["info", out], ["decode", out, back]):
+        result = run_without_extras(*args, env=env)
+        assert result.returncode == 0, result.stderr
+    assert sf.info(str(back)).frames == 48000
+    manifest = tmp_path / "test.csv"
+    manifest.write_text(f"speaker,utterance,path\np1,u1,{wav}\n")
+    result = run_without_extras("eval", "--opus", "8k", "--test-manifest", manifest, "--out", tmp_path / "e",
+                                env=env)
+    assert_one_line_error(result, tmp_path / "e", "pip install 'speechcodec[eval]'")

@@ -412,7 +412,7 @@ def test_a_config_with_a_wrong_key_or_type_is_refused_before_training(tmp_path):
 def test_train_cli_errors_are_one_line(tmp_path, synth_corpus):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: a\ntrain: {lr: fast}\n")
-    for args, match in ((["--bitrate", "6"], "for 6 kbps write --bitrate 6000"),
+    for args, match in ((["--bitrate", "6"], "for 6 kbps write --bitrate 6k"),
                         (["--bitrate", "0"], "must be positive"),
                         (["--bitrate", "6000", "--config", bad], "train.lr must be a number")):
         result = run_cli("train", *args, "--data", synth_corpus[0], "--out", tmp_path / "m.safetensors")

@@ -6,17 +6,18 @@ import argparse
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import warnings
 from pathlib import Path
 
-from speechcodec.errors import SpeechCodecError
+from speechcodec.errors import SpeechCodecError, missing_extra, require
 from speechcodec.files import STDIO
 
 EPILOG = """examples:
   speechcodec encode speech.wav speech.spcd              # default model (about 6 kbps)
-  speechcodec encode speech.flac speech.spcd --bitrate 12
+  speechcodec encode speech.flac speech.spcd --bitrate 12k   # or 12000: bits per second
   speechcodec decode speech.spcd speech_decoded.wav      # back at the input's sample rate
   cat speech.wav | speechcodec encode - - | speechcodec decode - - | aplay   # pipes
   speechcodec info speech.spcd
@@ -24,7 +25,24 @@ EPILOG = """examples:
 """
 
 
-MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a larger --bitrate was meant in bps
+MAX_BITRATE_KBPS = 512  # above any speech codec's rate: a smaller bare number was meant in kbps
+_BITRATE = re.compile(r"(\d+(?:\.\d+)?)\s*(k|kbps|kb/s|kbit/s|bps|b/s)?", re.IGNORECASE)
+
+
+def bitrate_bps(text: str, option: str = "--bitrate") -> int:
+    """A bitrate as every command takes it: bits per second, or kilobits with a k (6000, 6k, 6kbps).
+    A bare number no speech codec would run at (512 or less) is refused as a likely slip for kbps."""
+    match = _BITRATE.fullmatch(str(text).strip())
+    if not match:
+        raise SpeechCodecError(f"{option} {text!r}: a bitrate in bits per second, or kbps with a k: 6000 or 6k")
+    value, unit = float(match[1]), (match[2] or "").lower()
+    value *= 1000 if unit.startswith("k") else 1
+    if round(value) <= 0:
+        raise SpeechCodecError(f"{option} must be positive, got {text}")
+    if not unit and value <= MAX_BITRATE_KBPS:
+        raise SpeechCodecError(f"{option} is in bits per second: got {text}; "
+                               f"for {text} kbps write {option} {text}k")
+    return int(round(value))
 
 
 def _shown(path: str, dash: str = "stdout") -> str:
@@ -52,12 +70,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import speechcodec
     from speechcodec.files import regular_input
 
-    if not args.model and not 0 < args.bitrate <= MAX_BITRATE_KBPS:
-        hint = f"; for {args.bitrate / 1000:g} kbps write --bitrate {args.bitrate / 1000:g}" \
-            if args.bitrate > MAX_BITRATE_KBPS else ""
-        raise SpeechCodecError(f"--bitrate is in kbps and must be in (0, {MAX_BITRATE_KBPS}]: "
-                               f"got {args.bitrate:g}{hint}")
-    name = args.model or speechcodec.model_for_bitrate(args.bitrate * 1000)
+    name = args.model or speechcodec.model_for_bitrate(bitrate_bps(args.bitrate))
     codec = speechcodec.load(name, threads=_threads(args))
     with regular_input(args.input) as src:
         stats = codec.encode_file(src, args.output, progress=_progress_wanted(args))
@@ -161,10 +174,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no models installed", file=sys.stderr)
         return 0
-    print(f"{'name':<20} {'kbps':>6} {'rate Hz':>8} {'arch':<7} description")
+    print(f"{'name':<20} {'nominal kbps':>12} {'rate Hz':>8} {'arch':<7} description")
     for m in models:
-        kbps = f"{m['bitrate_bps'] / 1000:.1f}" if m["bitrate_bps"] else "-"
-        print(f"{m['name']:<20} {kbps:>6} {m['sample_rate_hz']:>8} {m['arch']:<7} {m['description']}")
+        kbps = f"{m['bitrate_bps'] / 1000:g}" if m["bitrate_bps"] else "-"
+        print(f"{m['name']:<20} {kbps:>12} {m['sample_rate_hz']:>8} {m['arch']:<7} {m['description']}")
     return 0
 
 
@@ -228,11 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     work = work_folder(args.out, args.work_dir)
     args.if_stopped = lambda: resume_note(work)
 
-    if args.bitrate <= 0:
-        raise SpeechCodecError(f"--bitrate must be positive (bits per second), got {args.bitrate}")
-    if args.bitrate <= MAX_BITRATE_KBPS:  # encode's --bitrate is in kbps: an easy slip here
-        raise SpeechCodecError(f"--bitrate is in bits per second here: got {args.bitrate}; "
-                               f"for {args.bitrate} kbps write --bitrate {args.bitrate * 1000}")
+    args.bitrate = bitrate_bps(args.bitrate)
     if Path(args.out).suffix != ".safetensors":  # hours of training, then a file no one finds
         raise SpeechCodecError(f"--out {args.out}: a model file is named *.safetensors "
                                "(what `speechcodec models` and --model look for)")
@@ -364,6 +373,10 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from speechcodec.evaluate import evaluate, evaluate_opus_matched
 
+    require("pesq", "pystoi", "visqol", *(["opuslib"] if args.opus or args.opus_match else []))
+    for option in ("opus", "codec2", "target_bitrate"):
+        if getattr(args, option) is not None:
+            setattr(args, option, bitrate_bps(getattr(args, option), "--" + option.replace("_", "-")))
     spec, target = args.model, args.target_bitrate
     options = {"workers": args.workers or None, "keep_audio": args.keep_audio, "progress": not args.quiet}
     if args.opus_match:
@@ -388,6 +401,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from speechcodec.report import build_report, to_markdown
 
+    require("matplotlib")
     evals = list(args.evals)
     if args.config:
         from speechcodec.config import eval_dirs, load_config
@@ -404,6 +418,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from speechcodec.config import load_config
     from speechcodec.listen import build_listening_page
 
+    require("matplotlib")
     page = build_listening_page(load_config(args.config), args.results, args.out)
     print(f"{page}: open it in a browser", file=sys.stderr)
     return 0
@@ -488,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="audio file readable by libsndfile (wav, flac, ogg, ...); - for stdin")
     p.add_argument("output", help="stream file to write (written atomically); - for stdout")
     choice = p.add_mutually_exclusive_group()
-    choice.add_argument("--bitrate", type=float, default=6.0, metavar="KBPS",
-                        help="pick the installed model nearest this bitrate (default: 6)")
+    choice.add_argument("--bitrate", default="6k", metavar="BPS",
+                        help="pick the installed model nearest this bitrate, in bits per second or "
+                             "kbps with a k: 6000 or 6k (default: 6k)")
     choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
     _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -530,14 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "STOI, SNR; real kbps from the bytes written. The codec is a "
                                    "speechcodec model, Opus or Codec 2.")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="a speechcodec model")
-    p.add_argument("--opus", type=int, metavar="BPS", help="libopus at this target bitrate")
+    p.add_argument("--opus", metavar="BPS", help="libopus at this target bitrate (6000 or 6k)")
     p.add_argument("--opus-match", metavar="SUMMARY_JSON",
                    help="libopus at the measured bitrate of a neural run (its summary.json): its "
                         "nominal rate is corrected until its real rate matches (3 runs at most)")
-    p.add_argument("--codec2", type=int, metavar="MODE",
+    p.add_argument("--codec2", metavar="MODE",
                    help="Codec 2 (libcodec2, narrowband) in this mode: 1200, 1300, 1400, 1600, 2400 or "
                         "3200 bps; the baseline below Opus's floor")
-    p.add_argument("--target-bitrate", type=int, metavar="BPS", help="recorded as the target")
+    p.add_argument("--target-bitrate", metavar="BPS", help="recorded as the target")
     p.add_argument("--test-manifest", required=True, help="test.csv from 'data split'")
     p.add_argument("--out", required=True, help="folder for scores.csv, summary.json, streams/")
     p.add_argument("--keep-audio", action="store_true", help="also write decoded/*.flac")
@@ -567,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder of speech. Rerunning the same command resumes from the "
                                    "last checkpoint in --work-dir. Uses CUDA when present.")
     p.add_argument("--config", metavar="YAML", help="pipeline config (model, train, overrides)")
-    p.add_argument("--bitrate", type=int, required=True, metavar="BPS",
-                   help="target bitrate in bits per second, e.g. 6000")
+    p.add_argument("--bitrate", required=True, metavar="BPS",
+                   help="target bitrate in bits per second, or kbps with a k: 6000 or 6k")
     p.add_argument("--out", required=True, metavar="PATH", help="model file to write (.safetensors)")
     p.add_argument("--train-manifest", metavar="CSV", help="train.csv from 'data split'")
     p.add_argument("--val-manifest", metavar="CSV",
@@ -648,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpeechCodecError as exc:
         print(f"speechcodec: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # an optional package (the eval or pipeline extra) is absent
+        error = missing_extra(exc)
+        if error is None:
+            raise
+        print(f"speechcodec: error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's flush quiet

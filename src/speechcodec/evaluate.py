@@ -19,8 +19,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechcodec.audio import read_audio
-from speechcodec.data.download import DataError
 from speechcodec.data.split import read_manifest
+from speechcodec.errors import DataError
 from speechcodec.metrics import PESQ_RATE_HZ, all_metrics, to_pesq_rate
 
 SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps", "pesq_wb",

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import soxr
 
+from speechcodec.errors import optional_import
+
 PESQ_RATE_HZ = 16000
 
 
@@ -17,7 +19,7 @@ def _align(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pesq_wb(ref: np.ndarray, deg: np.ndarray) -> float:
     """Wide-band PESQ (P.862.2) of 16 kHz signals; NaN where PESQ finds no speech."""
-    from pesq import pesq
+    pesq = optional_import("pesq").pesq
 
     ref, deg = _align(ref, deg)
     try:
@@ -29,7 +31,7 @@ def pesq_wb(ref: np.ndarray, deg: np.ndarray) -> float:
 def pesq_nb(ref: np.ndarray, deg: np.ndarray) -> float:
     """Narrow-band PESQ (P.862) of 16 kHz signals (the model filters to the telephone band);
     the same call as the pesq package's conformance check."""
-    from pesq import pesq
+    pesq = optional_import("pesq").pesq
 
     ref, deg = _align(ref, deg)
     try:
@@ -52,7 +54,7 @@ def visqol(ref: np.ndarray, deg: np.ndarray) -> float:
     if "api" not in _visqol:
         import logging
 
-        from visqol import VisqolApi
+        VisqolApi = optional_import("visqol").VisqolApi
 
         logging.getLogger("visqol").setLevel(logging.WARNING)
         api = VisqolApi()
@@ -66,7 +68,7 @@ def visqol(ref: np.ndarray, deg: np.ndarray) -> float:
 
 
 def stoi(ref: np.ndarray, deg: np.ndarray, rate_hz: int = PESQ_RATE_HZ) -> float:
-    from pystoi import stoi as _stoi
+    _stoi = optional_import("pystoi").stoi
 
     ref, deg = _align(ref, deg)
     return float(_stoi(ref, deg, rate_hz, extended=False))

@@ -61,6 +61,17 @@ class ModelFile:
         return model
 
 
+def nominal_bitrate_bps(info: dict) -> int | None:
+    """A model's one nominal bitrate (``speechcodec models``, its card, ``encode --bitrate``): the
+    rate its training steered the real rate to. A decoder-only run keeps the codes of the run it
+    continued, so it is that run's rate, whatever the decoder-only run was given. (The name
+    rounds it; a measured rate is always labelled as measured.)"""
+    history = info.get("history") or []
+    if (info.get("train_config") or {}).get("decoder_only") and history and history[-1].get("bitrate_bps"):
+        return int(history[-1]["bitrate_bps"])
+    return int(info["bitrate_bps"]) if info.get("bitrate_bps") else None
+
+
 def fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor], pmf: np.ndarray) -> str:
     """16 hex digits of SHA-256 over the config, every weight's name, shape and bytes, and the tables."""
     h = hashlib.sha256()

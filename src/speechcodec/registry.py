@@ -12,7 +12,7 @@ from speechcodec.bitstream.container import read_header, stream_bytes
 from speechcodec.codec import Codec
 from speechcodec.errors import ModelError, UnknownModelError
 from speechcodec.model.config import ModelConfig
-from speechcodec.modelfile import load_model_file, read_metadata
+from speechcodec.modelfile import load_model_file, nominal_bitrate_bps, read_metadata
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MODEL_PATH_ENV = "SPEECHCODEC_MODEL_PATH"
@@ -53,7 +53,7 @@ def scan_models() -> tuple[list[dict], list[str]]:
                 continue
             seen[name] = {
                 "name": name,
-                "bitrate_bps": info.get("bitrate_bps"),
+                "bitrate_bps": nominal_bitrate_bps(info),
                 "sample_rate_hz": config.sample_rate_hz,
                 "arch": config.arch,
                 "frame_rate_hz": config.frame_rate_hz,

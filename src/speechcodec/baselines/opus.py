@@ -15,7 +15,7 @@ import numpy as np
 import soxr
 
 from speechcodec.audio import as_mono, check_finite
-from speechcodec.errors import BitstreamError, SpeechCodecError
+from speechcodec.errors import BitstreamError, SpeechCodecError, missing_extra
 
 MIN_BITRATE_BPS = 6000  # below this Opus (SILK) does not go any lower in practice
 MAX_BITRATE_BPS = 510000  # libopus clamps above this
@@ -26,6 +26,8 @@ _MAGIC = b"OPUSRAW1"
 def _opuslib():
     try:
         import opuslib
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc) or exc from None
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
         raise SpeechCodecError(f"Opus is unavailable ({exc}); `make setup` installs libopus0") from None
     return opuslib

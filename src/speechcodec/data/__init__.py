@@ -4,9 +4,10 @@ Every function takes the paths it reads and writes; nothing here hard-codes a lo
 """
 
 from speechcodec.data.clean import DROP_REASONS, clean_corpus
-from speechcodec.data.download import DataError, download
+from speechcodec.data.download import download
 from speechcodec.data.split import split_speakers
 from speechcodec.data.vctk import extract_vctk, find_vctk_root, scan_folder, scan_vctk
+from speechcodec.errors import DataError
 
 __all__ = [
     "DROP_REASONS",

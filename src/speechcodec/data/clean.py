@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from speechcodec.data.download import DataError
+from speechcodec.errors import DataError
 
 DROP_REASONS = ("no_transcript", "missing_audio", "unreadable_audio", "too_short", "silence",
                 "duplicate")

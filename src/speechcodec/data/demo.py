@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechcodec.data.download import DataError
+from speechcodec.errors import DataError
 
 # Harvard sentences (IEEE 1969 recommended practice for speech quality measurements).
 SENTENCES = [

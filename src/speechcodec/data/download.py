@@ -17,13 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from speechcodec.errors import SpeechCodecError
+from speechcodec.errors import DataError
 
 BLOCK_BYTES = 1 << 20
-
-
-class DataError(SpeechCodecError, ValueError):
-    """A data stage cannot go on: failed download, bad archive, unusable corpus."""
 
 
 def sha256_of(path: Path, progress: bool = False) -> str:

@@ -17,8 +17,9 @@ import pandas as pd
 
 from speechcodec.data.clean import CleanConfig
 from speechcodec.data.demo import ZIP_NAME, build_demo_corpus
-from speechcodec.data.download import RETRIES, TIMEOUT_S, DataError, download
+from speechcodec.data.download import RETRIES, TIMEOUT_S, download
 from speechcodec.data.vctk import extract_vctk, scan_folder, scan_vctk
+from speechcodec.errors import DataError
 
 DATASETS = ("demo", "vctk", "folder")
 SOURCE_FILE = "source.json"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from speechcodec.data.clean import _write_csv_atomic
-from speechcodec.data.download import DataError
+from speechcodec.errors import DataError
 
 PAPER_RATIO = (14, 80)
 

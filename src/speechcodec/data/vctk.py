@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 from tqdm import tqdm
 
-from speechcodec.data.download import DataError
+from speechcodec.errors import DataError
 
 AUDIO_092 = "wav48_silence_trimmed"
 AUDIO_080 = "wav48"
