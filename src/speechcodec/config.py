@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from speechcodec.errors import SpeechCodecError
-from speechcodec.model import ModelConfig
-from speechcodec.train import TrainConfig
+from speechcodec.model.config import ModelConfig
+from speechcodec.training.config import TrainConfig
 
 # The top-level sections (workflow/schemas/config.schema.yaml validates each in full for the
 # pipeline; a test keeps the two lists equal).
@@ -83,7 +83,14 @@ def eval_names(config: dict) -> list[str]:
         names += [f"neural-{int(bps)}bps", f"opus-match-{int(bps)}bps"]
     names += [f"opus-{int(bps)}bps" for bps in config["eval"]["opus_grid_bps"]]
     names += [f"codec2-{int(bps)}bps" for bps in config["eval"]["codec2_modes_bps"]]
+    for model in shipped_models(config):
+        names += [f"shipped-{model}", f"opus-match-shipped-{model}"]
     return names
+
+
+def shipped_models(config: dict) -> list[str]:
+    """The installed models a config also scores on its test speakers (``eval.shipped_models``)."""
+    return [str(m) for m in (config.get("eval") or {}).get("shipped_models") or []]
 
 
 def eval_dirs(config: dict, parent: str | os.PathLike) -> list[Path]:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAGNITUDE_LEVELS = 4  # |previous symbol| clipped to 0..3
-ACTIVITY_SIXTEENTHS = (1, 4, 8)  # thresholds on the share of non-zero channels, in 1/16
-NUM_CONTEXTS = MAGNITUDE_LEVELS * (len(ACTIVITY_SIXTEENTHS) + 1)
+from speechcodec.contexts import ACTIVITY_SIXTEENTHS, MAGNITUDE_LEVELS, NUM_CONTEXTS  # noqa: F401 - also this module's
 
 
 def contexts_after(previous: np.ndarray) -> np.ndarray:

@@ -21,13 +21,8 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from speechcodec.bitstream.context import (
-    MAGNITUDE_LEVELS,
-    NUM_CONTEXTS,
-    activity_term,
-    frame_contexts,
-    magnitude_term,
-)
+from speechcodec.bitstream.context import activity_term, frame_contexts, magnitude_term
+from speechcodec.contexts import MAGNITUDE_LEVELS, NUM_CONTEXTS
 from speechcodec.errors import BitstreamError
 
 CORE_MAX = 7  # context coding: symbols beyond +-CORE_MAX are escaped to a second pass

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from speechcodec.bitstream.context import ACTIVITY_SIXTEENTHS, MAGNITUDE_LEVELS, NUM_CONTEXTS
+from speechcodec.contexts import ACTIVITY_SIXTEENTHS, MAGNITUDE_LEVELS, NUM_CONTEXTS
 
 LIKELIHOOD_FLOOR = 1e-9
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from speechcodec.bitstream.context import NUM_CONTEXTS
+from speechcodec.contexts import NUM_CONTEXTS
 
 ARCHES = ("folded", "paper")
 
