@@ -5,7 +5,9 @@
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml
 #   snakemake --cores 1 --report results/demo/report.zip       # browsable HTML report (zipped)
 #
-# dvc.yaml describes the same stages with the same commands (tests/test_workflow.py checks).
+# dvc.yaml describes the same stages with the same commands (tests/test_workflow.py checks), and
+# the two agree on what is current: a successful run is recorded in dvc.lock, and a run plans
+# nothing that `dvc repro` or `dvc pull` has made current (src/speechcodec/dvc_sync.py).
 
 
 from snakemake.utils import min_version
@@ -27,3 +29,7 @@ rule all:
     input:
         REPORT_FILES,
         f"{RESULTS}/listen",
+
+
+onsuccess:
+    record_run_in_dvc()

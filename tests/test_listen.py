@@ -61,6 +61,9 @@ def test_page_is_static_and_self_contained(run_dir):
     # 3 utterances x (original, neural, Opus, Codec 2: the model is below Opus's floor)
     assert html.count("<audio") == 3 * 4 and html.count("Codec 2 3200 (8 kHz) - 3.2") == 3
     assert html.count("<figcaption") == html.count("<audio")
+    # A second metric beside PESQ: in the table and under every coded clip (not the originals).
+    assert '<th scope="col">ViSQOL</th>' in html and '<th scope="col">Opus ViSQOL</th>' in html
+    assert html.count(", ViSQOL ") == 3 * 3
     for ref in ("assets/rate_quality.png",):
         assert (run_dir / "listen" / ref).exists()
     speakers = {line.split("(speaker ")[1].split(")")[0] for line in html.splitlines() if "(speaker " in line}
@@ -114,7 +117,9 @@ def test_page_in_a_real_browser(served, run_dir):
         for shown, row in zip(cells, table.itertuples(), strict=True):
             assert shown[0] == row.model
             assert shown[1] == f"{row.neural_kbps:.2f}" and shown[2] == f"{row.neural_pesq_wb:.2f}"
-            assert shown[3] == f"{row.opus_kbps:.2f}" and shown[4] == f"{row.opus_pesq_wb:.2f}"
+            assert shown[3] == f"{row.neural_visqol:.2f}"
+            assert shown[4] == f"{row.opus_kbps:.2f}" and shown[5] == f"{row.opus_pesq_wb:.2f}"
+            assert shown[6] == f"{row.opus_visqol:.2f}"
         # Keyboard: Tab reaches the players.
         reached = set()
         for _ in range(40):

@@ -3,6 +3,7 @@ incremental runs of a tiny config with both tools (in temporary copies of the pr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ def tiny_config() -> dict:
     config["overrides"] = {"2000": {}, "4000": {}}
     config["eval"]["opus_grid_bps"] = [6000]
     config["eval"]["codec2_modes_bps"] = [3200]
+    config["eval"]["shipped_models"] = []
     config["listen"]["count"] = 2
     return config
 
@@ -67,12 +69,22 @@ def snakemake_jobs(cwd: Path) -> dict[str, dict]:
 def dvc_stages(cwd: Path) -> dict[str, dict]:
     """Output path -> stage name (foreach suffix dropped) and command, as DVC resolves dvc.yaml."""
     code = ("import json, dvc.repo\nr = dvc.repo.Repo('.')\n"
-            "print(json.dumps([[s.name, s.cmd, [str(o.def_path) for o in s.outs if not o.persist]]"
+            "print(json.dumps([[s.name, s.cmd, [str(o.def_path) for o in s.outs if not o.persist],"
+            " sorted(k for d in s.deps if hasattr(d, 'params') for k in d.params)]"
             " for s in r.index.stages]))")
-    import json
-
     stages = json.loads(run([sys.executable, "-c", code], cwd).stdout)
-    return {out: {"rule": name.split("@")[0], "cmd": cmd} for name, cmd, outs in stages for out in outs}
+    return {out: {"rule": name.split("@")[0], "stage": name, "cmd": cmd, "params": params}
+            for name, cmd, outs, params in stages for out in outs}
+
+
+def assert_dvc_current(cwd: Path) -> None:
+    status = run([str(BIN / "dvc"), "status"], cwd).stdout
+    assert "Data and pipelines are up to date" in status, status
+
+
+def assert_snakemake_current(cwd: Path) -> None:
+    plan = run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd)
+    assert "Nothing to be done" in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-3000:]
 
 
 def ran_rules(stdout: str) -> list[str]:
@@ -127,6 +139,17 @@ def test_the_schema_knows_every_model_and_training_setting():
     assert set(schema["train"]["properties"]) - {"gpus"} == train_settings
 
 
+def test_reading_a_config_needs_no_torch():
+    """Snakemake parses the Snakefile (every `snakemake -n`) through speechcodec.config: no torch."""
+    code = ("import sys\nsys.modules['torch'] = None  # any import of torch now fails\n"
+            "from speechcodec.config import eval_names, load_config, training_configs\n"
+            "import speechcodec.dvc_sync\n"
+            "config = load_config('config.yaml')\n"
+            "print(eval_names(config)[0], training_configs(config, config['bitrates_bps'][0])[1].bitrate_bps)")
+    result = run([sys.executable, "-c", code], REPO)
+    assert result.stdout.split() == ["neural-3000bps", "3000"], result.stdout
+
+
 def test_config_schema_rejects_a_bad_value(tmp_path):
     config = tiny_config()
     config["model"]["arch"] = "transformer"
@@ -151,27 +174,40 @@ def test_a_failed_rule_shows_its_log(tmp_path):
 
 
 def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
-    make_project(tmp_path, tiny_config())
+    config = tiny_config()
+    config["eval"]["shipped_models"] = ["sc-3k"]
+    make_project(tmp_path, config)
     run(["git", "init", "-q"], tmp_path)
     run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
-    assert len(smk) == 18  # 7 stages with one output each, foreach x 2 or 1, 6 report files
+    assert len(smk) == 20  # 9 stages with one output each, foreach x 2 or 1, 6 report files
     # Snakemake lists each file of a multi-file output; DVC lists the same files.
     assert set(smk) == set(dvc), (sorted(set(smk) - set(dvc)), sorted(set(dvc) - set(smk)))
     for out in smk:
         assert smk[out]["rule"] == dvc[out]["rule"], out
         assert smk[out]["cmd"].strip() == dvc[out]["cmd"].strip(), out
+    # The settings each stage reads: DVC's params, Snakemake's settings files (written as it plans).
+    for stage in dvc.values():
+        settings = tmp_path / "results/tiny/settings" / f"{stage['stage']}.json"
+        keys = sorted(json.loads(settings.read_text())) if settings.exists() else []
+        assert keys == stage["params"], (stage["stage"], keys, stage["params"])
 
 
 @needs_espeak
 def test_snakemake_reruns_only_what_changed(tmp_path):
+    """Snakemake alone reruns what an edit concerns, and leaves DVC nothing to do after each run."""
     config = tiny_config()
+    config["eval"]["shipped_models"] = ["sc-3k"]  # scored beside the models trained here
     make_project(tmp_path, config)
+    run(["git", "init", "-q"], tmp_path)
+    run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     snakemake = [str(BIN / "snakemake"), "--cores", "2", "--resources", "gpu=1"]
     first = run(snakemake, tmp_path)
     assert ran_rules(first.stderr + first.stdout).count("train_codec") == 2
+    assert_dvc_current(tmp_path)
     assert (tmp_path / "results/tiny/report/table1.csv").exists()
-    assert (tmp_path / "results/tiny/listen/index.html").exists()
+    assert "| sc-3k (shipped) |" in (tmp_path / "results/tiny/report/table1.md").read_text()
+    assert "speechcodec sc-3k (shipped)" in (tmp_path / "results/tiny/listen/index.html").read_text()
     run([str(BIN / "snakemake"), "--cores", "1", "--report", "report.zip"], tmp_path)
     import zipfile
 
@@ -188,11 +224,14 @@ def test_snakemake_reruns_only_what_changed(tmp_path):
     assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "make_listening_page", "make_report",
                               "train_codec"], ran_rules(log)
     assert "wildcards: bps=4000" in log and "bps=2000" not in log
+    assert_dvc_current(tmp_path)
 
     source = tmp_path / "src/speechcodec/model/layers.py"
     source.write_text(source.read_text() + "\n# a change to the model code\n")
     retrained = run(snakemake, tmp_path)
     assert ran_rules(retrained.stdout + retrained.stderr).count("train_codec") == 2
+    assert_dvc_current(tmp_path)
+    assert "Running stage" not in run([str(BIN / "dvc"), "repro"], tmp_path).stdout
 
 
 @needs_espeak
@@ -207,6 +246,7 @@ def test_dvc_repro_push_pull(tmp_path):
     dvc = str(BIN / "dvc")
     first = run([dvc, "repro"], project)
     assert first.stdout.count("Running stage 'train_codec@") == 2
+    assert_snakemake_current(project)
     again = run([dvc, "repro"], project)
     assert "Running stage" not in again.stdout
 
@@ -217,11 +257,23 @@ def test_dvc_repro_push_pull(tmp_path):
                     if line.startswith("Running stage"))
     assert stages == ["eval_neural@2000", "eval_opus_matched@2000", "make_listening_page", "make_report",
                       "train_codec@2000"], stages
+    assert_snakemake_current(project)
+
+    # The other door after DVC's run: Snakemake reruns only the chain of the bitrate edited.
+    config["overrides"]["4000"] = {"train": {"lr": 0.002}}
+    (project / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    by_snakemake = run([str(BIN / "snakemake"), "--cores", "2", "--resources", "gpu=1"], project)
+    log = by_snakemake.stdout + by_snakemake.stderr
+    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "make_listening_page", "make_report",
+                              "train_codec"], ran_rules(log)
+    assert "wildcards: bps=4000" in log and "bps=2000" not in log
+    assert_dvc_current(project)
 
     source = project / "src/speechcodec/entropy/quantizer.py"
     source.write_text(source.read_text() + "\n# a change to the entropy code\n")
     retrained = run([dvc, "repro"], project)
     assert retrained.stdout.count("Running stage 'train_codec@") == 2
+    assert_snakemake_current(project)
 
     run([dvc, "push"], project)
     run(git + ["add", "-A"], project)
@@ -233,5 +285,8 @@ def test_dvc_repro_push_pull(tmp_path):
     for rel in ("results/tiny/models/2000bps.safetensors", "results/tiny/models/4000bps.safetensors",
                 "results/tiny/report/table1.csv", "results/tiny/split/test.csv"):
         assert (clone / rel).read_bytes() == (project / rel).read_bytes(), rel
-    status = run([dvc, "status", "make_report"], clone)
-    assert "changed" not in status.stdout
+    # Both accept what was pulled as current. The raw corpus is re-fetchable and not versioned
+    # (cache: false), so DVC alone lists its stage as missing its output.
+    status = run([dvc, "status"], clone).stdout
+    assert not any(name in status for name in ("split_speakers", "train_codec", "make_report")), status
+    assert_snakemake_current(clone)

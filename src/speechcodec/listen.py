@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from speechcodec.config import shipped_models
 from speechcodec.data.split import read_manifest
+from speechcodec.errors import optional_import
+from speechcodec.report import SHIPPED_NOTE, SHIPPED_PREFIX, model_label
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
@@ -59,8 +62,7 @@ def pick_utterances(test: pd.DataFrame, count: int) -> list[dict]:
 
 
 def spectrogram_png(audio: np.ndarray, rate: int, path: Path, title: str) -> None:
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -112,17 +114,20 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         return folder, kind, summary, scores, results / "eval" / folder / "decoded"
 
     runs = []
-    for bps in bitrates:
-        neural = run("neural", f"neural-{bps}bps")
-        runs += [neural, run("opus", f"opus-match-{bps}bps")]
+    folders = [(f"neural-{bps}bps", f"opus-match-{bps}bps") for bps in bitrates]
+    folders += [(f"{SHIPPED_PREFIX}{m}", f"opus-match-{SHIPPED_PREFIX}{m}") for m in shipped_models(config)]
+    for neural_folder, opus_folder in folders:
+        neural = run("neural", neural_folder)
+        runs += [neural, run("opus", opus_folder)]
         codec2 = codec2_of.get(str(neural[2]["codec"]))  # below Opus's floor: Codec 2 beside them
         if codec2 and codec2 not in [r[0] for r in runs]:
             runs.append(run("codec2", codec2))
 
     rows = []
     for r in table.itertuples():
-        rows.append(f"<tr><td>{html.escape(str(r.model))}</td><td>{r.neural_kbps:.2f}</td>"
-                    f"<td>{r.neural_pesq_wb:.2f}</td><td>{r.opus_kbps:.2f}</td><td>{r.opus_pesq_wb:.2f}</td>"
+        rows.append(f"<tr><td>{html.escape(model_label(r))}</td><td>{r.neural_kbps:.2f}</td>"
+                    f"<td>{r.neural_pesq_wb:.2f}</td><td>{_number(r.neural_visqol)}</td><td>{r.opus_kbps:.2f}</td>"
+                    f"<td>{r.opus_pesq_wb:.2f}</td><td>{_number(r.opus_visqol)}</td>"
                     f"<td>{r.delta_pesq_wb:+.2f}</td><td>{html.escape(_text(r.note))}</td>"
                     f"<td>{html.escape(_text(r.codec2))}</td><td>{_number(r.codec2_pesq_wb)}</td></tr>")
     parts = [
@@ -133,10 +138,12 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         f"<h1>speechcodec listening page: {html.escape(config['name'])}</h1>",
         "<p>Test speakers were never used in training. Each clip was really encoded to a file and "
         "decoded; kbps are measured from the bytes written, PESQ-WB against the original.</p>",
+        *([f"<p>{html.escape(SHIPPED_NOTE)}</p>"] if shipped_models(config) else []),
         '<h2 id="table">Results (the paper\'s Table 1, measured)</h2>',
         '<table id="table1"><caption>Mean over the test set</caption><thead><tr><th scope="col">model</th>'
-        '<th scope="col">real kbps</th><th scope="col">PESQ-WB</th><th scope="col">Opus kbps</th>'
-        '<th scope="col">Opus PESQ-WB</th><th scope="col">difference</th><th scope="col">note</th>'
+        '<th scope="col">real kbps</th><th scope="col">PESQ-WB</th><th scope="col">ViSQOL</th>'
+        '<th scope="col">Opus kbps</th><th scope="col">Opus PESQ-WB</th><th scope="col">Opus ViSQOL</th>'
+        '<th scope="col">difference (PESQ-WB)</th><th scope="col">note</th>'
         '<th scope="col">Codec 2 (below Opus\'s floor)</th><th scope="col">Codec 2 PESQ-WB</th>'
         "</tr></thead><tbody>", *rows, "</tbody></table>",
         '<img src="assets/rate_quality.png" alt="Rate-quality plot: PESQ-WB against real kbps for '
@@ -150,10 +157,11 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
             if utt not in scores.index:
                 continue
             s = scores.loc[utt]
-            label = {"neural": f"speechcodec {summary['codec']}",
+            shipped = " (shipped)" if folder.startswith(SHIPPED_PREFIX) else ""
+            label = {"neural": f"speechcodec {summary['codec']}{shipped}",
                      "opus": f"Opus, matched to {summary['matched_to']}",
                      "codec2": f"Codec 2 {summary['target_bitrate_bps']} (8 kHz)"}[kind]
-            detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}"
+            detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}, ViSQOL {_number(s.get('visqol'))}"
             figures.append(_clip(out, utt, folder, decoded / f"{utt}.flac", label, detail))
         parts.append(f'<section class="utterance" aria-labelledby="h-{utt}"><h3 id="h-{utt}">'
                      f"{html.escape(utt)} (speaker {html.escape(str(item['speaker']))})</h3>"

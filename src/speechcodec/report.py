@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from speechcodec.errors import SpeechCodecError
+from speechcodec.errors import SpeechCodecError, optional_import
 
 TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
                  "neural_visqol", "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "opus_visqol",
                  "delta_pesq_wb", "delta_visqol", "note",
                  "codec2", "codec2_kbps", "codec2_pesq_wb", "codec2_pesq_nb", "codec2_visqol",
-                 "delta_pesq_wb_codec2", "delta_pesq_nb_codec2", "delta_visqol_codec2"]
+                 "delta_pesq_wb_codec2", "delta_pesq_nb_codec2", "delta_visqol_codec2",
+                 "trained"]  # "here" (by the run reported) or "shipped" (installed with the package)
+
+
+SHIPPED_PREFIX = "shipped-"
+SHIPPED_NOTE = ("(shipped): a model installed with the package, trained on real read speech "
+                "(LibriSpeech, LibriTTS); the others were trained by this run.")
 
 
 def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
@@ -30,6 +36,9 @@ def _load(dirs: list[str | os.PathLike]) -> tuple[list[dict], pd.DataFrame]:
             what = f"has no {' or '.join(missing)}" if missing else "has unreadable results"
             raise SpeechCodecError(f"{d} is not a finished eval folder: it {what}; "
                                    f"run `speechcodec eval --out {d}` (again)") from None
+        # A shipped model (eval folder shipped-NAME) was trained on real speech and installed with
+        # the package; the others were trained by the run being reported.
+        summary["trained"] = "shipped" if d.name.startswith(SHIPPED_PREFIX) else "here"
         summaries.append(summary)
         scores.append(score)
     return summaries, pd.concat(scores, ignore_index=True)
@@ -53,12 +62,13 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
     Opus's floor, beside Codec 2 (:func:`codec2_match`)."""
     matched = {s["matched_to"]: s for s in summaries if s["kind"] == "opus" and s.get("matched_to")}
     rows = []
-    for s in sorted((s for s in summaries if s["kind"] == "neural"), key=lambda s: s["kbps"]):
+    neural = (s for s in summaries if s["kind"] == "neural")
+    for s in sorted(neural, key=lambda s: (s.get("trained") == "shipped", s["kbps"])):
         o = matched.get(s["codec"], {})
         c = codec2_match(s["kbps"], summaries)
         target = s.get("target_bitrate_bps")
         rows.append({
-            "model": s["codec"],
+            "model": s["codec"], "trained": s.get("trained", "here"),
             "target_kbps": target / 1000 if target else math.nan,
             "neural_kbps": s["kbps"], "neural_pesq_wb": s["pesq_wb"], "neural_pesq_nb": s["pesq_nb"],
             "neural_visqol": s.get("visqol", math.nan), "neural_stoi": s["stoi"],
@@ -77,16 +87,23 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def model_label(r) -> str:
+    return f"{r.model} (shipped)" if getattr(r, "trained", "") == "shipped" else str(r.model)
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     head = ("| model | real kbps | PESQ-WB | PESQ-NB | ViSQOL | STOI | Opus kbps | Opus PESQ-WB | Opus PESQ-NB "
             "| Opus ViSQOL | delta PESQ-WB | delta ViSQOL | note |")
     lines = [head, "|" + "---|" * 13]
     for r in table.itertuples():
-        lines.append(f"| {r.model} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} | {r.neural_pesq_nb:.2f} "
-                     f"| {r.neural_visqol:.2f} | {r.neural_stoi:.3f} | {r.opus_kbps:.2f} "
+        lines.append(f"| {model_label(r)} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} "
+                     f"| {r.neural_pesq_nb:.2f} | {r.neural_visqol:.2f} | {r.neural_stoi:.3f} "
+                     f"| {r.opus_kbps:.2f} "
                      f"| {r.opus_pesq_wb:.2f} | {r.opus_pesq_nb:.2f} | {r.opus_visqol:.2f} "
                      f"| {r.delta_pesq_wb:+.2f} "
                      f"| {r.delta_visqol:+.2f} | {r.note} |")
+    if (table["trained"] == "shipped").any():
+        lines += ["", SHIPPED_NOTE]
     below = [r for r in table.itertuples() if isinstance(r.codec2, str) and r.codec2]
     if below:
         lines += ["", "Below Opus's floor, beside Codec 2 (narrowband: it codes 8 kHz audio) at the lowest "
@@ -95,8 +112,9 @@ def to_markdown(table: pd.DataFrame) -> str:
                   "| Codec 2 PESQ-NB | Codec 2 ViSQOL | delta PESQ-WB | delta PESQ-NB | delta ViSQOL |",
                   "|" + "---|" * 13]
         for r in below:
-            lines.append(f"| {r.model} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} | {r.neural_pesq_nb:.2f} "
-                         f"| {r.neural_visqol:.2f} | {r.codec2} | {r.codec2_kbps:.2f} | {r.codec2_pesq_wb:.2f} "
+            lines.append(f"| {model_label(r)} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} "
+                         f"| {r.neural_pesq_nb:.2f} | {r.neural_visqol:.2f} | {r.codec2} "
+                         f"| {r.codec2_kbps:.2f} | {r.codec2_pesq_wb:.2f} "
                          f"| {r.codec2_pesq_nb:.2f} | {r.codec2_visqol:.2f} | {r.delta_pesq_wb_codec2:+.2f} "
                          f"| {r.delta_pesq_nb_codec2:+.2f} | {r.delta_visqol_codec2:+.2f} |")
     return "\n".join(lines) + "\n"
@@ -104,16 +122,20 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Path) -> list[Path]:
     """PESQ-WB against real kbps: both codecs' means, with every utterance as a faint dot."""
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     def series(s: dict) -> str:  # the paper's network is its own row, not a point on our curve
-        return "paper" if s.get("arch") == "paper" else s["kind"]
+        if s.get("arch") == "paper":
+            return "paper"
+        return "shipped" if s["kind"] == "neural" and s.get("trained") == "shipped" else s["kind"]
 
-    styles = {"neural": ("tab:blue", "o", "speechcodec"), "opus": ("tab:orange", "s", "Opus (libopus)"),
+    here = "speechcodec, trained here" if any(series(s) == "shipped" for s in summaries) else "speechcodec"
+    styles = {"neural": ("tab:blue", "o", here),
+              "shipped": ("tab:purple", "v", "speechcodec, shipped (trained on real speech)"),
+              "opus": ("tab:orange", "s", "Opus (libopus)"),
               "codec2": ("tab:red", "^", "Codec 2 (libcodec2, 8 kHz)"),
               "paper": ("tab:green", "D", "the 2018 paper's network")}
     for kind, (color, marker, label) in styles.items():
@@ -125,7 +147,7 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
             ax.scatter(per["kbps"], per["pesq_wb"], s=6, color=color, alpha=0.15, linewidths=0)
         ax.errorbar([s["kbps"] for s in group], [s["pesq_wb"] for s in group],
                     yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
-                    label=label, linestyle={"opus": "-", "codec2": "-", "neural": "--"}.get(kind, ":"))
+                    label=label, linestyle={"opus": "-", "codec2": "-", "paper": ":"}.get(kind, "--"))
         if kind not in ("opus", "codec2"):
             for i, s in enumerate(group):  # alternate above/below so close points stay legible
                 ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
@@ -169,7 +191,8 @@ def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     def number(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 3)
 
-    metrics = {r.model: {"kbps": round(r.neural_kbps, 3), "pesq_wb": round(r.neural_pesq_wb, 3),
+    metrics = {r.model: {"trained": r.trained, "kbps": round(r.neural_kbps, 3),
+                         "pesq_wb": round(r.neural_pesq_wb, 3),
                          "opus_pesq_wb": number(r.opus_pesq_wb), "delta_pesq_wb": number(r.delta_pesq_wb),
                          **({"codec2": r.codec2, "codec2_pesq_wb": number(r.codec2_pesq_wb),
                              "delta_pesq_wb_codec2": number(r.delta_pesq_wb_codec2)} if r.codec2 else {})}

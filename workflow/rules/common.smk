@@ -1,12 +1,13 @@
 # Shared settings and helpers; no rules here.
-import json
 import os
 from pathlib import Path
 import shutil
+import sys
 
 from snakemake.utils import validate
 
-from speechcodec.config import bitrate_settings, eval_names, load_config
+from speechcodec.config import eval_names, load_config, shipped_models
+from speechcodec.dvc_sync import follow_dvc, record_in_dvc, write_params
 
 
 # The config file the commands read: the last one given with --configfile, else config.yaml.
@@ -22,6 +23,8 @@ NAME = config["name"]
 RESULTS = f"results/{NAME}"
 BITRATES = [int(b) for b in config["bitrates_bps"]]
 OPUS_GRID = [int(b) for b in config["eval"]["opus_grid_bps"]]
+CODEC2_MODES = [int(b) for b in config["eval"]["codec2_modes_bps"]]
+SHIPPED = shipped_models(config)
 EVAL_RUNS = eval_names(config)
 REPORT_FILES = [
     f"{RESULTS}/report/{f}"
@@ -31,8 +34,9 @@ REPORT_FILES = [
 MODEL_SOURCES = sorted(
     str(p)
     for p in Path("src/speechcodec").glob("*/*.py")
-    if p.parent.name in ("model", "entropy")
-) + ["src/speechcodec/bitstream/context.py", "src/speechcodec/train.py", "src/speechcodec/losses.py"]
+    if p.parent.name in ("model", "entropy", "training")
+) + ["src/speechcodec/contexts.py", "src/speechcodec/bitstream/context.py", "src/speechcodec/train.py",
+   "src/speechcodec/losses.py"]
 
 
 def training_uses_gpu():
@@ -47,12 +51,85 @@ def beside(model_path, folder, bps):
     return os.path.join(os.path.dirname(os.path.dirname(model_path)), folder, f"{bps}bps")
 
 
-def settings_of(wildcards):
-    """This bitrate's model/train settings: a params value, so editing them reruns this chain only."""
-    return json.dumps(bitrate_settings(config, int(wildcards.bps)), sort_keys=True)
+# The settings each stage reads, as dvc.yaml's `params:` name them (tests/test_workflow.py checks
+# they agree). Snakemake sees them as one small JSON file per stage, rewritten only when they
+# change: an edit then reruns the stages it concerns, and a rerun by DVC is not undone.
+STAGE_SETTINGS = {
+    "fetch_corpus": ["dataset", "data.vctk", "data.folder"],
+    "clean_corpus": ["data.clean"],
+    "split_speakers": ["data.split"],
+    "train_codec": ["model", "train", "overrides.{bps}"],
+    "make_report": ["bitrates_bps", "eval"],
+    "make_listening_page": ["listen"],
+}
+
+
+def setting(key):
+    """config's value at a dotted key (None when absent); bitrate keys match as text or number."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part, value.get(int(part)) if part.isdigit() else None)
+    return value
+
+
+def settings_file(stage, bps=None):
+    """The settings file of one stage (of one bitrate's, for foreach stages), as DVC names it."""
+    name = stage if bps is None else f"{stage}@{bps}"
+    return f"{RESULTS}/settings/{name}.json"
+
+
+SETTINGS_FILES = {}  # DVC stage name -> [its settings file]
+for _stage, _keys in STAGE_SETTINGS.items():
+    for _bps in (BITRATES if any("{bps}" in k for k in _keys) else [None]):
+        _path = settings_file(_stage, _bps)
+        write_params(_path, {k.format(bps=_bps): setting(k.format(bps=_bps)) for k in _keys})
+        SETTINGS_FILES[_stage if _bps is None else f"{_stage}@{_bps}"] = [_path]
+
+def benchmark_file(rule, item):
+    """Where Snakemake keeps a job's time and memory (`item`: what the DVC stage's foreach goes
+    over, a bitrate or a model name, or the wildcard that stands for it)."""
+    return f"{RESULTS}/benchmarks/{rule}/{item}.tsv"
+
+
+BENCHMARK_FILES = {  # DVC stage name -> [its Snakemake benchmark record]
+    f"{rule}@{item}": [benchmark_file(rule, f"{item}{unit}")]
+    for rule, items, unit in [("train_codec", BITRATES, "bps"), ("eval_neural", BITRATES, "bps"),
+                              ("eval_opus_matched", BITRATES, "bps"), ("eval_opus_grid", OPUS_GRID, "bps"),
+                              ("eval_codec2_grid", CODEC2_MODES, "bps"), ("eval_shipped", SHIPPED, ""),
+                              ("eval_opus_matched_shipped", SHIPPED, "")]
+    for item in items
+}
+
+# After `dvc repro` or `dvc pull`, what DVC holds as current must not look stale here.
+if workflow.is_main_process:
+    try:
+        _dated = follow_dvc(".", SETTINGS_FILES, BENCHMARK_FILES)
+    except Exception as error:  # DVC busy (its lock) or broken: plan by dates alone, and say so
+        print(f"speechcodec: not following DVC's record ({type(error).__name__}: {error})", file=sys.stderr)
+    else:
+        if os.environ.get("SC_DEBUG"): print(_dated, file=sys.stderr)
+        if _dated:
+            print(f"speechcodec: {len(_dated)} outputs DVC holds as current dated after their inputs",
+                  file=sys.stderr)
 
 
 wildcard_constraints:
     bps=r"\d+",
     grid=r"\d+",
     mode=r"\d+",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def record_run_in_dvc():
+    """After a successful run: what Snakemake made current goes into dvc.lock (dvc commit)."""
+    outputs = [str(f) for job in workflow.dag.jobs for f in job.output]
+    try:
+        recorded = record_in_dvc(".", outputs)
+    except Exception as error:
+        print(f"speechcodec: could not record this run in dvc.lock ({type(error).__name__}: {error});"
+              " `dvc commit` does it by hand", file=sys.stderr)
+    else:
+        if recorded:
+            print(f"speechcodec: recorded {len(recorded)} stages in dvc.lock", file=sys.stderr)

@@ -1,6 +1,7 @@
 rule make_report:
     input:
-        expand(f"{RESULTS}/eval/{{run}}", run=EVAL_RUNS),
+        evals=expand(f"{RESULTS}/eval/{{run}}", run=EVAL_RUNS),
+        settings=settings_file("make_report"),
     output:
         table=report(f"{RESULTS}/report/table1.csv", caption="../report/table1.rst", category="Result"),
         markdown=f"{RESULTS}/report/table1.md",
@@ -12,7 +13,7 @@ rule make_report:
         f"{RESULTS}/logs/make_report.log",
     params:
         config=CONFIG,
-        evals=lambda w, input: os.path.dirname(input[0]),
+        evals=lambda w, input: os.path.dirname(input.evals[0]),
         out=lambda w, output: os.path.dirname(output.table),
     conda:
         "../envs/speechcodec.yaml"
@@ -24,6 +25,7 @@ rule make_listening_page:
     input:
         REPORT_FILES,
         expand(f"{RESULTS}/eval/{{run}}", run=EVAL_RUNS),
+        settings=settings_file("make_listening_page"),
     output:
         report(
             directory(f"{RESULTS}/listen"),

@@ -2,15 +2,15 @@ rule train_codec:
     input:
         split=f"{RESULTS}/split",
         sources=MODEL_SOURCES,
+        settings=lambda w: settings_file("train_codec", w.bps),
     output:
         f"{RESULTS}/models/{{bps}}bps.safetensors",
     log:
         f"{RESULTS}/logs/train_codec/{{bps}}bps.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_codec/{{bps}}bps.tsv"
+        benchmark_file("train_codec", "{bps}bps")
     params:
         config=CONFIG,
-        settings=settings_of,
         work=lambda w, output: beside(output[0], "train", w.bps),
         metrics=lambda w, output: beside(output[0], "train_metrics", w.bps),
     threads: workflow.cores
