@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from speechcodec.modelfile import load_model_file
+from speechcodec.modelfile import load_model_file, nominal_bitrate_bps
 from speechcodec.train import TrainConfig
 
 ATTRIBUTION = """## Data attribution
@@ -34,12 +34,33 @@ The exact files and their upstream sources are listed in `shared/data/train/SOUR
 """
 
 
-def nominal_rate_row(bps: int, tolerance: float, tc: dict, history: list[dict]) -> str:
-    if tc.get("decoder_only") and history and history[-1].get("bitrate_bps"):
-        return (f"| nominal bitrate | {history[-1]['bitrate_bps'] / 1000:g} kbps: the rate of the run it "
+def nominal_rate_row(info: dict, tolerance: float, tc: dict) -> str:
+    """The model's one nominal rate, the value `speechcodec models` shows (nominal_bitrate_bps)."""
+    bps = nominal_bitrate_bps(info) or 0
+    if tc.get("decoder_only") and info.get("history"):
+        return (f"| nominal bitrate | {bps / 1000:g} kbps: the rate of the run it "
                 "continues (its last run trained the decoder alone: every code and byte is that run's) |")
     return (f"| nominal bitrate | {bps / 1000:g} kbps: its last run steered the validation files' real rate "
             f"toward it, and only checkpoints within {tolerance:.0%} of it could be selected |")
+
+
+def postfilter_row(info: dict) -> str:
+    """The decoder postfilter the model file carries (its streams name the strengths)."""
+    pf = info.get("postfilter") or {}
+    strengths = pf.get("strengths")
+    if not strengths:
+        return "| postfilter | none in the file: its streams decode without one |"
+    chosen = f", chosen on {pf['chosen_on']}" if pf.get("chosen_on") else ""
+    better = pf.get("validation_files_better")
+    files = f" ({better[0]} of {better[1]} validation files better)" if better else ""
+    return (f"| postfilter | comb {strengths.get('comb', 0):g}, formant {strengths.get('formant', 0):g}"
+            f"{chosen}{files}; no bits: written into each stream, `--postfilter off` decodes without it |")
+
+
+def _score(row: pd.Series, column: str, sign: str = "") -> str:
+    """A score from a benchmark CSV; older CSVs lack ViSQOL, shown as "-"."""
+    value = row.get(column)
+    return "-" if value is None or pd.isna(value) else f"{value:{sign}.2f}"
 
 
 def loss_terms(tc: dict) -> str:
@@ -128,14 +149,14 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     tc = info.get("train_config", {})
     tolerance = tc.get("rate_tolerance", TrainConfig.rate_tolerance)  # runs before the setting: its default
     params = sum(t.numel() for t in mf.state_dict.values())
-    bps = int(info.get("bitrate_bps") or 0)
     hours = info.get("train_seconds", info.get("train_seconds_last_run", 0)) / 3600
     history = info.get("history", [])
     start = (f", continued from `{history[-1]['name']}` (`{history[-1]['fingerprint']}`)" if history
              else f", continued from `{tc['init_from']}`" if tc.get("init_from") else "")
     on_gpu = str(info.get("device", "")).startswith("cuda")
     amp = "bfloat16 autocast" if tc.get("amp") == "on" or (tc.get("amp") == "auto" and on_gpu) else "float32"
-    opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f} at {quality.opus_kbps:.2f} kbps"
+    opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f}, ViSQOL {_score(quality, 'opus_visqol')} "
+            f"at {quality.opus_kbps:.2f} kbps"
             + (" (its lowest rate)" if isinstance(quality.note, str) and quality.note else ""))
     decay = (f"after {tc['lr_decay_from']:.0%} of the steps" if tc.get("lr_decay_from")
              else "from the first step")
@@ -156,7 +177,8 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
         f"| entropy model | {entropy_model(cfg)}, frozen to 16-bit integer "
         f"tables over -{cfg.max_symbol}..{cfg.max_symbol} |",
-        nominal_rate_row(bps, tolerance, tc, history),
+        nominal_rate_row(info, tolerance, tc),
+        postfilter_row(info),
         f"| training | `{config}`: {info.get('steps', 0):,} steps{start}, batch {tc.get('batch_size')} x "
         f"{tc.get('crop_s')} s, Adam {tc.get('lr')} decaying linearly "
         f"{decay}, {clip}, {loss_terms(tc)}; seed {tc.get('seed')}; selected "
@@ -177,13 +199,14 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread{machine}, "
         "range coding included):",
         "",
-        "| real kbps | PESQ-WB | PESQ-NB | STOI | Opus 1.3.1 at about that rate "
+        "| real kbps | PESQ-WB | PESQ-NB | ViSQOL | STOI | Opus 1.3.1 at about that rate "
         "| encode / decode x real time |",
-        "|---|---|---|---|---|---|",
-        f"| {quality.kbps:.2f} | {quality.pesq_wb:.2f} | {quality.pesq_nb:.2f} | {quality.stoi:.3f} | {opus} | "
-        f"{speed.encode_x_realtime:.0f} / {speed.decode_x_realtime:.0f} |",
+        "|---|---|---|---|---|---|---|",
+        f"| {quality.kbps:.2f} | {quality.pesq_wb:.2f} | {quality.pesq_nb:.2f} | {_score(quality, 'visqol')} "
+        f"| {quality.stoi:.3f} | {opus} | {speed.encode_x_realtime:.0f} / {speed.decode_x_realtime:.0f} |",
         "",
-        f"**Against Opus**: {quality.delta_pesq_wb:+.2f} PESQ-WB ({verdict}).",
+        f"**Against Opus**: {quality.delta_pesq_wb:+.2f} PESQ-WB, "
+        f"{_score(quality, 'delta_visqol', '+')} ViSQOL ({verdict}).",
         "",
         f"Retrain from the data: `scripts/retrain.py {mf.name}` runs these in order (resumable: rerun it, "
         "or the same command, after an interruption):",

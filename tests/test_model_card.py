@@ -20,9 +20,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "model_card.py"
 
 def _benchmarks(folder: Path, name: str) -> tuple[Path, Path]:
     quality, speed = folder / "quality.csv", folder / "speed.csv"
-    pd.DataFrame([{"model": name, "kbps": 4.21, "pesq_wb": 1.234, "pesq_nb": 1.5, "stoi": 0.7,
-                   "opus_kbps": 5.68, "opus_pesq_wb": 2.28, "delta_pesq_wb": 1.234 - 2.28,
-                   "note": "Opus floor"}]).to_csv(quality, index=False)
+    pd.DataFrame([{"model": name, "kbps": 4.21, "pesq_wb": 1.234, "pesq_nb": 1.5, "visqol": 1.61, "stoi": 0.7,
+                   "opus_kbps": 5.68, "opus_pesq_wb": 2.28, "opus_visqol": 2.18, "delta_pesq_wb": 1.234 - 2.28,
+                   "delta_visqol": 1.61 - 2.18, "note": "Opus floor"}]).to_csv(quality, index=False)
     pd.DataFrame([{"model": name, "kbps": 4.2, "encode_x_realtime": 151.0,
                    "decode_x_realtime": 149.0, "machine": "Some CPU (AVX2)"}]).to_csv(speed, index=False)
     return quality, speed
@@ -41,13 +41,15 @@ def test_card_of_a_model_trained_in_one_run(tmp_path, tiny_model):
     card = _card(model, *_benchmarks(tmp_path, "tiny-test"))
     fingerprint = load_model_file(model).fingerprint
     assert f"`tiny-test` (fingerprint `{fingerprint}`)" in card
-    assert "| 4.21 | 1.23 | 1.50 | 0.700 | PESQ-WB 2.28 at 5.68 kbps (its lowest rate) | 151 / 149 |" in card
+    assert ("| 4.21 | 1.23 | 1.50 | 1.61 | 0.700 | PESQ-WB 2.28, ViSQOL 2.18 at 5.68 kbps (its lowest rate) "
+            "| 151 / 149 |") in card
     assert "speed on one thread of Some CPU (AVX2), range coding included" in card
-    assert "**Against Opus**: -1.05 PESQ-WB (below Opus; 25.9% fewer bits than Opus)." in card
+    assert "**Against Opus**: -1.05 PESQ-WB, -0.57 ViSQOL (below Opus; 25.9% fewer bits than Opus)." in card
+    assert "| postfilter | none in the file" in card
     quality = pd.read_csv(tmp_path / "quality.csv").assign(kbps=5.9, pesq_wb=2.3, delta_pesq_wb=0.02)
     quality.to_csv(tmp_path / "quality.csv", index=False)  # higher PESQ, but 3.9 % more bits
     card = _card(model, tmp_path / "quality.csv", tmp_path / "speed.csv")
-    assert "+0.02 PESQ-WB (beats Opus in PESQ, but with more bits than Opus spent; 3.9% more" in card
+    assert "+0.02 PESQ-WB, -0.57 ViSQOL (beats Opus in PESQ, but with more bits than Opus spent; 3.9%" in card
     assert "earlier runs" not in card and "--init-from" not in card.split("```bash")[1].split("```")[0]
     assert "30 steps" in card and "LibriSpeech" in card
     assert "only checkpoints within 10% of it could be selected" in card
@@ -142,3 +144,18 @@ def test_retrain_script_redoes_every_run_in_order(tmp_path, synth_corpus):
     assert [(h["steps"], h["batch_size"], h["bitrate_bps"]) for h in redone.info["history"]] == [(3, 2, 4000)]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # finished runs are skipped
     assert again.stdout.count(": done") == 2
+
+
+def test_each_shipped_model_has_one_nominal_bitrate():
+    """`speechcodec models`, the model card and the README's table name the same nominal rate."""
+    from speechcodec.registry import list_models
+
+    pretrained = SCRIPT.parents[1] / "src" / "speechcodec" / "pretrained"
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    shipped = [m for m in list_models() if Path(m["path"]).parent == pretrained]
+    assert len(shipped) == 4
+    for m in shipped:
+        kbps = f"{m['bitrate_bps'] / 1000:g}"
+        card = Path(m["path"]).with_suffix(".md").read_text()
+        assert f"| nominal bitrate | {kbps} kbps" in card, (m["name"], kbps)
+        assert f"| {m['name']} | {kbps} |" in readme, (m["name"], kbps)
