@@ -164,8 +164,11 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
             else "no gradient clipping")
     more_bits = quality.kbps / quality.opus_kbps - 1
     machine = f" of {speed.machine}" if isinstance(speed.get("machine"), str) else ""  # older CSVs lack it
-    verdict = ("below Opus" if quality.delta_pesq_wb < 0 else "matches or beats Opus"
-               if more_bits <= 0.02 else "beats Opus in PESQ, but with more bits than Opus spent")
+    visqol_below = not pd.isna(quality.get("delta_visqol")) and quality.get("delta_visqol") < 0
+    verdict = ("below Opus" if quality.delta_pesq_wb < 0
+               else "beats Opus in PESQ, but with more bits than Opus spent" if more_bits > 0.02
+               else "beats Opus on PESQ-WB but not on ViSQOL: not a clear win" if visqol_below
+               else "matches or beats Opus")
     verdict += f"; {abs(more_bits):.1%} {'more' if more_bits > 0 else 'fewer'} bits than Opus"
     lines = [
         f"# Model card: {mf.name}",
