@@ -21,11 +21,11 @@ from tqdm import tqdm
 from speechcodec.audio import read_audio
 from speechcodec.data.split import read_manifest
 from speechcodec.errors import DataError
+from speechcodec.metrics import METRICS as _METRICS
 from speechcodec.metrics import PESQ_RATE_HZ, all_metrics, to_pesq_rate
 
-SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps", "pesq_wb",
-                 "pesq_nb", "visqol", "stoi", "snr_db"]
-METRICS = ("pesq_wb", "pesq_nb", "visqol", "stoi", "snr_db")
+METRICS = tuple(m.name for m in _METRICS)  # speechcodec.metrics.METRICS: the one list
+SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps", *METRICS]
 OPUS_PREFIX = "opus:"
 CODEC2_PREFIX = "codec2:"
 

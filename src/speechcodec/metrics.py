@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import soxr
@@ -86,7 +88,25 @@ def to_pesq_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
     return soxr.resample(audio, rate_hz, PESQ_RATE_HZ).astype(np.float32)
 
 
+class Metric(NamedTuple):
+    """One quality score of a decoded file against its 16 kHz reference."""
+
+    name: str  # its column in scores.csv and its key in summary.json
+    function: Callable[[np.ndarray, np.ndarray], float]
+    label: str  # how tables and plots name it
+    higher_is_better: bool = True
+
+
+# Every score `speechcodec eval` computes, in its columns' order: add one here and it is
+# computed, written per file and averaged (with its spread) in each run's summary.
+METRICS = (
+    Metric("pesq_wb", pesq_wb, "PESQ-WB"),
+    Metric("pesq_nb", pesq_nb, "PESQ-NB"),
+    Metric("visqol", visqol, "ViSQOL"),
+    Metric("stoi", stoi, "STOI"),
+    Metric("snr_db", snr_db, "SNR dB"),
+)
+
+
 def all_metrics(ref_16k: np.ndarray, deg_16k: np.ndarray) -> dict[str, float]:
-    return {"pesq_wb": pesq_wb(ref_16k, deg_16k), "pesq_nb": pesq_nb(ref_16k, deg_16k),
-            "visqol": visqol(ref_16k, deg_16k), "stoi": stoi(ref_16k, deg_16k),
-            "snr_db": snr_db(ref_16k, deg_16k)}
+    return {m.name: m.function(ref_16k, deg_16k) for m in METRICS}
