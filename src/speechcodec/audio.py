@@ -3,6 +3,7 @@ out, atomic writes and pipes, are in files.py)."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -158,3 +159,35 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     info = probe(path)
     blocks = list(read_mono_blocks(path))
     return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), info.sample_rate_hz
+
+
+ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
+
+
+def active_rms(blocks: Iterable[np.ndarray], sample_rate_hz: int) -> tuple[float, int]:
+    """RMS over the 20 ms frames within 40 dB of the loudest, and the sample count.
+
+    Checks every sample is finite. Returns RMS 0.0 for digital silence.
+    """
+    frame = max(1, sample_rate_hz // 50)
+    powers: list[np.ndarray] = []
+    carry = np.zeros(0, np.float32)
+    total = 0
+    for block in blocks:
+        check_finite(block)
+        total += len(block)
+        data = np.concatenate([carry, block])
+        usable = len(data) // frame * frame
+        if usable:
+            powers.append(np.mean(data[:usable].reshape(-1, frame).astype(np.float64) ** 2, axis=1))
+        carry = data[usable:]
+    if len(carry):
+        powers.append(np.array([np.mean(carry.astype(np.float64) ** 2)]))
+    if not powers:
+        return 0.0, total
+    p = np.concatenate(powers)
+    loudest = float(p.max())
+    if loudest < 1e-14:
+        return 0.0, total
+    active = p[p >= loudest * 10 ** (ACTIVE_FLOOR_DB / 10)]
+    return math.sqrt(float(active.mean())), total

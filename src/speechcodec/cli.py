@@ -199,7 +199,7 @@ def _audio_files(sources: list[str]) -> list[Path]:
 
 
 def _manifest_paths(path: str) -> list[str]:
-    from speechcodec.data.split import read_manifest
+    from speechcodec.data.manifest import read_manifest
 
     return read_manifest(path, columns=("path",))["path"].tolist()
 

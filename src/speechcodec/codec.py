@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from speechcodec.audio import (
+    active_rms,
     as_mono,
     check_finite,
     expected_length,
@@ -56,7 +56,6 @@ DEFAULT_CHUNK_S = 10.0
 # 0.007), and it saves a tenth of the decoder's work on a 4-second utterance.
 DECODER_EDGE_S = 0.24
 GAIN_RANGE = (0.01, 1000.0)
-ACTIVE_FLOOR_DB = -40.0  # frames this far below the loudest count as pauses, not speech
 RATES = f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz"
 # audio formats a stream must not be named as (players would choke on it; the user meant decode)
 AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".m4a")
@@ -87,35 +86,6 @@ class EncodeStats:
     @property
     def bitrate_bps(self) -> float:
         return self.num_bytes * 8 / self.duration_s
-
-
-def active_rms(blocks: Iterable[np.ndarray], sample_rate_hz: int) -> tuple[float, int]:
-    """RMS over the 20 ms frames within 40 dB of the loudest, and the sample count.
-
-    Checks every sample is finite. Returns RMS 0.0 for digital silence.
-    """
-    frame = max(1, sample_rate_hz // 50)
-    powers: list[np.ndarray] = []
-    carry = np.zeros(0, np.float32)
-    total = 0
-    for block in blocks:
-        check_finite(block)
-        total += len(block)
-        data = np.concatenate([carry, block])
-        usable = len(data) // frame * frame
-        if usable:
-            powers.append(np.mean(data[:usable].reshape(-1, frame).astype(np.float64) ** 2, axis=1))
-        carry = data[usable:]
-    if len(carry):
-        powers.append(np.array([np.mean(carry.astype(np.float64) ** 2)]))
-    if not powers:
-        return 0.0, total
-    p = np.concatenate(powers)
-    loudest = float(p.max())
-    if loudest < 1e-14:
-        return 0.0, total
-    active = p[p >= loudest * 10 ** (ACTIVE_FLOOR_DB / 10)]
-    return math.sqrt(float(active.mean())), total
 
 
 def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: int, step: int,

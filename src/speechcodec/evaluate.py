@@ -19,7 +19,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechcodec.audio import read_audio
-from speechcodec.data.split import read_manifest
+from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import DataError
 from speechcodec.metrics import METRICS as _METRICS
 from speechcodec.metrics import PESQ_RATE_HZ, all_metrics, to_pesq_rate

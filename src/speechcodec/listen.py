@@ -18,7 +18,7 @@ import pandas as pd
 import soundfile as sf
 
 from speechcodec.config import shipped_models
-from speechcodec.data.split import read_manifest
+from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import optional_import
 from speechcodec.report import SHIPPED_NOTE, SHIPPED_PREFIX, model_label
 

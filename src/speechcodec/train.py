@@ -38,8 +38,8 @@ from speechcodec.adversarial import (
     feature_matching_loss,
     generator_loss,
 )
-from speechcodec.audio import read_audio
-from speechcodec.codec import Codec, active_rms
+from speechcodec.audio import active_rms, read_audio
+from speechcodec.codec import Codec
 from speechcodec.errors import ModelMismatchError, TrainingError
 from speechcodec.files import AtomicWriter
 from speechcodec.losses import normalized_mse, stft_loss
