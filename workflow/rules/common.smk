@@ -74,18 +74,23 @@ def setting(key):
     return value
 
 
+def dvc_stage(stage, item=None):
+    """DVC's name for a stage, or for one item of a foreach stage (train_codec@6000)."""
+    return stage if item is None else f"{stage}@{item}"
+
+
 def settings_file(stage, bps=None):
-    """The settings file of one stage (of one bitrate's, for foreach stages), as DVC names it."""
-    name = stage if bps is None else f"{stage}@{bps}"
-    return f"{RESULTS}/settings/{name}.json"
+    """The settings file of one stage (of one bitrate's, for foreach stages)."""
+    return f"{RESULTS}/settings/{dvc_stage(stage, bps)}.json"
 
 
 SETTINGS_FILES = {}  # DVC stage name -> [its settings file]
 for _stage, _keys in STAGE_SETTINGS.items():
     for _bps in (BITRATES if any("{bps}" in k for k in _keys) else [None]):
-        _path = settings_file(_stage, _bps)
-        write_params(_path, {k.format(bps=_bps): setting(k.format(bps=_bps)) for k in _keys})
-        SETTINGS_FILES[_stage if _bps is None else f"{_stage}@{_bps}"] = [_path]
+        _named = [k.format(bps=_bps) for k in _keys]
+        write_params(settings_file(_stage, _bps), {k: setting(k) for k in _named})
+        SETTINGS_FILES[dvc_stage(_stage, _bps)] = [settings_file(_stage, _bps)]
+
 
 def benchmark_file(rule, item):
     """Where Snakemake keeps a job's time and memory (`item`: what the DVC stage's foreach goes
@@ -94,7 +99,7 @@ def benchmark_file(rule, item):
 
 
 BENCHMARK_FILES = {  # DVC stage name -> [its Snakemake benchmark record]
-    f"{rule}@{item}": [benchmark_file(rule, f"{item}{unit}")]
+    dvc_stage(rule, item): [benchmark_file(rule, f"{item}{unit}")]
     for rule, items, unit in [("train_codec", BITRATES, "bps"), ("eval_neural", BITRATES, "bps"),
                               ("eval_opus_matched", BITRATES, "bps"), ("eval_opus_grid", OPUS_GRID, "bps"),
                               ("eval_codec2_grid", CODEC2_MODES, "bps"), ("eval_shipped", SHIPPED, ""),
@@ -109,7 +114,6 @@ if workflow.is_main_process:
     except Exception as error:  # DVC busy (its lock) or broken: plan by dates alone, and say so
         print(f"speechcodec: not following DVC's record ({type(error).__name__}: {error})", file=sys.stderr)
     else:
-        if os.environ.get("SC_DEBUG"): print(_dated, file=sys.stderr)
         if _dated:
             print(f"speechcodec: {len(_dated)} outputs DVC holds as current dated after their inputs",
                   file=sys.stderr)
