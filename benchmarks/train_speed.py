@@ -16,8 +16,8 @@ import time
 import torch
 
 from speechcodec.config import load_config, training_configs
-from speechcodec.losses import normalized_mse, stft_loss
 from speechcodec.model import CodecModel
+from speechcodec.training.losses import normalized_mse, stft_loss
 
 
 def steps_per_s(model: CodecModel, device: torch.device, batch: int, amp: bool, steps: int) -> float:

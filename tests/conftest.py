@@ -54,7 +54,7 @@ def tiny_model(tmp_path_factory, synth_corpus) -> Path:
     import torch
 
     from speechcodec.model import ModelConfig
-    from speechcodec.train import TrainConfig, train
+    from speechcodec.training import TrainConfig, train
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("models")

@@ -348,7 +348,7 @@ def test_symlinked_speaker_folders_are_found(tmp_path):
     (tmp_path / "store" / "alice" / "up").symlink_to(tmp_path / "corpus", target_is_directory=True)
     items = scan_folder(tmp_path / "corpus")
     assert items["speaker"].tolist() == ["alice", "bob"]
-    from speechcodec.cli import _audio_files
+    from speechcodec.training.launch import audio_files as _audio_files
 
     assert [p.parent.name for p in _audio_files([str(tmp_path / "corpus")])] == ["alice", "bob"]
 

@@ -13,7 +13,7 @@ import yaml
 from conftest import TINY_MODEL_CONFIG
 from speechcodec.model import ModelConfig
 from speechcodec.modelfile import load_model_file
-from speechcodec.train import TrainConfig, train
+from speechcodec.training import TrainConfig, train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "model_card.py"
 

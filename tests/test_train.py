@@ -20,7 +20,7 @@ from speechcodec.config import training_configs
 from speechcodec.errors import TrainingError
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.modelfile import load_model_file, save_model
-from speechcodec.train import Batches, TrainConfig, train
+from speechcodec.training import Batches, TrainConfig, train
 
 TINY = ModelConfig(**TINY_MODEL_CONFIG)
 
@@ -120,11 +120,11 @@ def test_a_diverged_run_rolls_back_to_its_best_weights(tmp_path, synth_corpus):
 
 
 def test_metrics_written_before_a_new_column_are_padded_not_broken(tmp_path):
-    from speechcodec.train import VAL_FIELDS, _append_csv
+    from speechcodec.training.logs import VAL_FIELDS, append_csv
 
     path = tmp_path / "val_metrics.csv"
     path.write_text(",".join(VAL_FIELDS[:-1]) + "\n500,6.1,6.0,1.9,6.5,1\n")  # before "rolled_back"
-    _append_csv(path, VAL_FIELDS, [[1000, 5.9, 5.8, 1.8, 6.4, 1, 0]])
+    append_csv(path, VAL_FIELDS, [[1000, 5.9, 5.8, 1.8, 6.4, 1, 0]])
     val = pd.read_csv(path)
     assert list(val.columns) == VAL_FIELDS and list(val["step"]) == [500, 1000]
     assert val["rolled_back"].isna().tolist() == [True, False] and val["distortion"].tolist() == [1.9, 1.8]
@@ -311,7 +311,7 @@ KILL_SCRIPT = f"""
 import sys, torch
 torch.set_num_threads(1)
 from speechcodec.model import CodecModel, ModelConfig
-from speechcodec.train import Batches, TrainConfig, train
+from speechcodec.training import Batches, TrainConfig, train
 cfg = TrainConfig(bitrate_bps=4000, steps=400, batch_size=2, crop_s=0.5, checkpoint_every=5)
 train(ModelConfig(**{TINY_MODEL_CONFIG!r}), cfg, sys.argv[2:], sys.argv[1], "k", progress=False)
 """
@@ -500,7 +500,7 @@ def test_a_model_records_its_config_relative_to_its_project(tmp_path, synth_corp
 
 
 def test_bfloat16_instructions_are_read_from_cpuinfo():
-    from speechcodec.train import cpu_has_bfloat16
+    from speechcodec.training.distributed import cpu_has_bfloat16
 
     assert cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n") is False
     assert cpu_has_bfloat16("flags\t\t: fpu avx2 avx512f avx512_bf16\n") is True
@@ -510,7 +510,7 @@ def test_bfloat16_instructions_are_read_from_cpuinfo():
 
 
 def test_bfloat16_autocast_on_a_cpu_without_it_says_it_is_slow(tmp_path, synth_corpus, monkeypatch, capsys):
-    import speechcodec.train as training
+    import speechcodec.training.loop as training
 
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
     train(TINY, _cfg(steps=2, amp="on"), synth_corpus, tmp_path / "a.safetensors", "m", progress=False)
@@ -558,7 +558,7 @@ def test_the_adversarial_terms_train_the_decoder(tmp_path, synth_corpus, tiny_mo
 
 
 def test_adversarial_losses_are_hinges_and_relative_feature_distances():
-    from speechcodec.adversarial import (
+    from speechcodec.training.adversarial import (
         MultiResolutionDiscriminator,
         discriminator_loss,
         feature_matching_loss,

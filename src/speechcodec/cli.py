@@ -181,118 +181,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audio_files(sources: list[str]) -> list[Path]:
-    from speechcodec.data.vctk import find_audio
-
-    files: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            files += find_audio(p)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise SpeechCodecError(f"training data {p} does not exist")
-    if not files:
-        raise SpeechCodecError(f"no .wav/.flac/.ogg files under {', '.join(sources)}")
-    return files
-
-
-def _manifest_paths(path: str) -> list[str]:
-    from speechcodec.data.manifest import read_manifest
-
-    return read_manifest(path, columns=("path",))["path"].tolist()
-
-
-def _relaunch_with_torchrun(nproc: int) -> int:
-    """Run this same command under torchrun with ``nproc`` processes (DDP)."""
-    import subprocess
-
-    argv = [a for a in sys.argv[1:]]
-    if "--nproc" in argv:
-        i = argv.index("--nproc")
-        del argv[i:i + 2]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "speechcodec.cli", *argv]
-    return subprocess.call(command)
-
-
-PROJECT_MARKERS = (".git", "pyproject.toml", "Snakefile", "dvc.yaml")
-
-
-def project_relative(path: str) -> str:
-    """A config file's path as a model records it: relative to its project (the nearest folder above
-    it holding .git, pyproject.toml, a Snakefile or dvc.yaml), so that ``scripts/retrain.py`` finds it
-    from the project root wherever training ran; outside any project, the path as given."""
-    full = Path(path).resolve()
-    for folder in full.parents:
-        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
-            return full.relative_to(folder).as_posix()
-    return path
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    from speechcodec.training.checkpoint import resume_note, work_folder
+    from speechcodec.training.launch import TrainRequest, plan, relaunch_with_torchrun
 
-    from speechcodec.config import load_config, model_name, training_configs
-    from speechcodec.model import ModelConfig
-    from speechcodec.train import TrainConfig, resume_note, train, work_folder
-
-    work = work_folder(args.out, args.work_dir)
-    args.if_stopped = lambda: resume_note(work)
-
-    args.bitrate = bitrate_bps(args.bitrate)
-    if Path(args.out).suffix != ".safetensors":  # hours of training, then a file no one finds
-        raise SpeechCodecError(f"--out {args.out}: a model file is named *.safetensors "
-                               "(what `speechcodec models` and --model look for)")
-    if args.config:
-        config = load_config(args.config)
-        overrides = {str(k) for k in (config.get("overrides") or {})}
-        if overrides and str(args.bitrate) not in overrides:
-            known = ", ".join(sorted(overrides, key=lambda k: (len(k), k)))
-            print(f"note: {args.config} has per-bitrate settings for {known} bps, none for {args.bitrate}: "
-                  f"training with its base model and train settings", file=sys.stderr)
-        model_cfg, train_cfg, gpus = training_configs(config, args.bitrate)
-        name = args.name or model_name(config, args.bitrate)
-    else:
-        try:
-            model_cfg = ModelConfig.from_dict(json.loads(args.model_config)) if args.model_config \
-                else ModelConfig()
-            train_cfg = TrainConfig(bitrate_bps=args.bitrate)
-        except (ValueError, TypeError) as exc:
-            raise SpeechCodecError(f"bad configuration: {exc}") from None
-        gpus, name = 1, args.name or Path(args.out).stem
-    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
-                                 ("seed", args.seed), ("device", args.device),
-                                 ("init_from", args.init_from),
-                                 ("decoder_only", args.decoder_only or None)) if v is not None}
-    try:
-        train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **changes})
-    except ValueError as exc:
-        raise SpeechCodecError(f"bad configuration: {exc}") from None
-    nproc = args.nproc or gpus
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch_with_torchrun(nproc)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.train_manifest:
-        audio = _manifest_paths(args.train_manifest)
-    elif args.data:
-        audio = [str(p) for p in _audio_files(args.data)]
-    else:
-        raise SpeechCodecError("name the training audio: --train-manifest CSV or --data DIR")
-    val = _manifest_paths(args.val_manifest) if args.val_manifest else []
-    if args.val_files and not val:  # evenly spread files of the training audio (they stay in it)
-        step = max(1, len(audio) // args.val_files)
-        val = audio[::step][: args.val_files]
-    path = train(model_cfg, train_cfg, audio, args.out, name, val_paths=val, work_dir=args.work_dir,
-                 progress=not args.quiet, metrics_dir=args.metrics_dir,
-                 restart_on_change=args.restart_on_change,
-                 info={k: v for k, v in (("description", args.description),
-                                         ("config_file", args.config and project_relative(args.config))) if v}
-                 or None)
+    args.if_stopped = lambda: resume_note(work_folder(args.out, args.work_dir))
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
+             "init_from": args.init_from, "decoder_only": args.decoder_only or None}
+    request = TrainRequest(
+        out=args.out, bitrate_bps=bitrate_bps(args.bitrate), config=args.config,
+        model_config_json=args.model_config, name=args.name, description=args.description,
+        train_manifest=args.train_manifest, val_manifest=args.val_manifest, data=args.data or [],
+        val_files=args.val_files, changes={k: v for k, v in flags.items() if v is not None},
+        nproc=args.nproc or 0, threads=args.threads or 0, work_dir=args.work_dir,
+        metrics_dir=args.metrics_dir, restart_on_change=args.restart_on_change, quiet=args.quiet)
+    training = plan(request)
+    if training.needs_torchrun:
+        return relaunch_with_torchrun(training.nproc, sys.argv[1:])
+    path = training.run()
     if path:
-        print(f"{path}: model {name!r} for {args.bitrate} bps", file=sys.stderr)
+        print(f"{path}: model {training.name!r} for {request.bitrate_bps} bps", file=sys.stderr)
     return 0
 
 
@@ -391,10 +299,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS, --opus-match SUMMARY "
                                    "or --codec2 MODE")
         summary = evaluate(spec, args.test_manifest, args.out, target_bitrate_bps=target, **options)
-    print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, PESQ-WB {summary['pesq_wb']:.3f}, "
-          f"PESQ-NB {summary['pesq_nb']:.3f}, ViSQOL {summary['visqol']:.3f}, STOI {summary['stoi']:.3f} "
-          f"on {summary['items']} "
-          f"utterances", file=sys.stderr)
+    from speechcodec.metrics import SHOWN
+
+    scores = ", ".join(f"{m.label} {summary[m.name]:.3f}" for m in SHOWN)
+    print(f"{summary['codec']}: {summary['kbps']:.2f} kbps, {scores} on {summary['items']} utterances",
+          file=sys.stderr)
     return 0
 
 

@@ -45,7 +45,7 @@ class TrainConfig:
     decoder_only: bool = False  # train the decoder alone: the encoder and the entropy tables, hence
     # every code and every byte written, stay those of the model started from (init_from)
     adversarial_weight: float = 0.0  # weight of the generator's hinge loss against a multi-resolution
-    # STFT discriminator (speechcodec.adversarial); 0 with feature_matching_weight 0: no discriminator
+    # STFT discriminator (speechcodec.training.adversarial); 0 with feature_matching_weight 0: no discriminator
     feature_matching_weight: float = 0.0  # weight of matching the discriminator's features on real speech
     adversarial_from_step: int = 0  # the codec feels those two terms from this step on; the
     # discriminator trains from the first (a run from trained weights gives it a head start)

@@ -3,13 +3,10 @@
 A multi-resolution STFT discriminator, after EnCodec's MS-STFTD: for each FFT size it judges the
 complex spectrogram (real and imaginary parts). EnCodec runs 2-D convolutions over (time,
 frequency); here the frequency bins are the channels of 1-D convolutions over time (dilated 1,
-2, 4), which a CPU can afford. Measured on a 2-core AMD EPYC (AVX2): the discriminator's update
-plus the codec's passes through it took 1.5 s for a batch of 64 x 1 s (2 threads), where the 2-D
-design, even at 16 channels, took 50 s; a decoder-only fine-tune step of sc-6k (32 x 1 s, one
-thread, validations included) took 2.3 s with it against 1.4 s without. The codec is pushed by
-a hinge loss on the logits and by matching the discriminator's intermediate features on real
-speech (an L1 relative to the real features' mean magnitude), which keeps adversarial training
-close to the input.
+2, 4), which a CPU can afford (the 2-D design was many times slower there: docs/history.md has
+the timings). The codec is pushed by a hinge loss on the logits and by matching the
+discriminator's intermediate features on real speech (an L1 relative to the real features' mean
+magnitude), which keeps adversarial training close to the input.
 
 Nothing here is shipped: a model file holds the codec alone, the discriminator lives in the
 training checkpoint.
