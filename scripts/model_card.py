@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechcodec.metrics import METRICS, PAPER_METRIC, SHOWN, VERSUS_OPUS, Metric, score_text
 from speechcodec.modelfile import load_model_file, nominal_bitrate_bps
-from speechcodec.train import TrainConfig
+from speechcodec.training import TrainConfig
 
 ATTRIBUTION = """## Data attribution
 
@@ -57,10 +58,10 @@ def postfilter_row(info: dict) -> str:
             f"{chosen}{files}; no bits: written into each stream, `--postfilter off` decodes without it |")
 
 
-def _score(row: pd.Series, column: str, sign: str = "") -> str:
+def _score(row: pd.Series, column: str, metric: Metric, sign: bool = False) -> str:
     """A score from a benchmark CSV; older CSVs lack ViSQOL, shown as "-"."""
     value = row.get(column)
-    return "-" if value is None or pd.isna(value) else f"{value:{sign}.2f}"
+    return score_text(None if value is None or pd.isna(value) else float(value), metric, sign)
 
 
 def loss_terms(tc: dict) -> str:
@@ -76,14 +77,9 @@ def loss_terms(tc: dict) -> str:
 
 
 def family(cfg) -> str:
-    if cfg.arch == "paper":
-        return (f"`paper` (the 2018 paper's network): {cfg.width} channels at the sample rate, "
-                f"{cfg.res_blocks} residual blocks, sub-pixel decoder, {cfg.code_channels} code channels")
-    head = "Vocos-style iSTFT decoder" if cfg.decoder_head == "istft" else "sub-pixel decoder"
-    fold_hz = cfg.sample_rate_hz / cfg.fold
-    return (f"`folded` + {head}: {cfg.fold}-sample folding, {cfg.fold_width} channels at {fold_hz:.0f} Hz, "
-            f"{cfg.width} at {fold_hz / cfg.downsample:.0f} Hz, {cfg.res_blocks} residual blocks per stage, "
-            f"{cfg.code_channels} code channels at {fold_hz / cfg.downsample:.0f} Hz")
+    from speechcodec.model.family import family_of
+
+    return family_of(cfg).describe(cfg)
 
 
 def entropy_model(cfg) -> str:
@@ -155,8 +151,8 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
              else f", continued from `{tc['init_from']}`" if tc.get("init_from") else "")
     on_gpu = str(info.get("device", "")).startswith("cuda")
     amp = "bfloat16 autocast" if tc.get("amp") == "on" or (tc.get("amp") == "auto" and on_gpu) else "float32"
-    opus = (f"PESQ-WB {quality.opus_pesq_wb:.2f}, ViSQOL {_score(quality, 'opus_visqol')} "
-            f"at {quality.opus_kbps:.2f} kbps"
+    opus = (", ".join(f"{m.label} {_score(quality, f'opus_{m.name}', m)}" for m in VERSUS_OPUS)
+            + f" at {quality.opus_kbps:.2f} kbps"
             + (" (its lowest rate)" if isinstance(quality.note, str) and quality.note else ""))
     decay = (f"after {tc['lr_decay_from']:.0%} of the steps" if tc.get("lr_decay_from")
              else "from the first step")
@@ -164,11 +160,14 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
             else "no gradient clipping")
     more_bits = quality.kbps / quality.opus_kbps - 1
     machine = f" of {speed.machine}" if isinstance(speed.get("machine"), str) else ""  # older CSVs lack it
-    visqol_below = not pd.isna(quality.get("delta_visqol")) and quality.get("delta_visqol") < 0
-    verdict = ("below Opus" if quality.delta_pesq_wb < 0
+    # The paper's metric decides; every other metric compared with Opus must agree for a win.
+    others_below = [m.label for m in VERSUS_OPUS if m.name != PAPER_METRIC
+                    and not pd.isna(quality.get(f"delta_{m.name}")) and quality.get(f"delta_{m.name}") < 0]
+    paper = next(m for m in METRICS if m.name == PAPER_METRIC)
+    verdict = ("below Opus" if quality[f"delta_{PAPER_METRIC}"] < 0
                else "beats Opus in PESQ, but with more bits than Opus spent" if more_bits > 0.02
-               else "beats Opus on PESQ-WB but not on ViSQOL: not a clear win" if visqol_below
-               else "matches or beats Opus")
+               else f"beats Opus on {paper.label} but not on {', '.join(others_below)}: not a clear win"
+               if others_below else "matches or beats Opus")
     verdict += f"; {abs(more_bits):.1%} {'more' if more_bits > 0 else 'fewer'} bits than Opus"
     lines = [
         f"# Model card: {mf.name}",
@@ -202,14 +201,14 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
         f"(`benchmarks/quality.py`, `benchmarks/speed.py`; speed on one thread{machine}, "
         "range coding included):",
         "",
-        "| real kbps | PESQ-WB | PESQ-NB | ViSQOL | STOI | Opus 1.3.1 at about that rate "
+        "| real kbps | " + " | ".join(m.label for m in SHOWN) + " | Opus 1.3.1 at about that rate "
         "| encode / decode x real time |",
-        "|---|---|---|---|---|---|---|",
-        f"| {quality.kbps:.2f} | {quality.pesq_wb:.2f} | {quality.pesq_nb:.2f} | {_score(quality, 'visqol')} "
-        f"| {quality.stoi:.3f} | {opus} | {speed.encode_x_realtime:.0f} / {speed.decode_x_realtime:.0f} |",
+        "|---|" + "---|" * len(SHOWN) + "---|---|",
+        f"| {quality.kbps:.2f} | " + " | ".join(_score(quality, m.name, m) for m in SHOWN)
+        + f" | {opus} | {speed.encode_x_realtime:.0f} / {speed.decode_x_realtime:.0f} |",
         "",
-        f"**Against Opus**: {quality.delta_pesq_wb:+.2f} PESQ-WB, "
-        f"{_score(quality, 'delta_visqol', '+')} ViSQOL ({verdict}).",
+        "**Against Opus**: " + ", ".join(f"{_score(quality, f'delta_{m.name}', m, sign=True)} {m.label}"
+                                         for m in VERSUS_OPUS) + f" ({verdict}).",
         "",
         f"Retrain from the data: `scripts/retrain.py {mf.name}` runs these in order (resumable: rerun it, "
         "or the same command, after an interruption):",
@@ -226,8 +225,33 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     return "\n".join(lines)
 
 
+def results_table(quality: pd.DataFrame, models: list[Path]) -> str:
+    """The README's results table: one row per model file, from benchmarks/quality.py's CSV."""
+    head = (["model", "nominal kbps", "real kbps (measured)"] + [m.label for m in SHOWN] + ["Opus kbps"]
+            + [f"Opus {m.label}" for m in VERSUS_OPUS] + [f"delta {m.label}" for m in VERSUS_OPUS])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in models:
+        model = load_model_file(path)
+        row = quality.loc[model.name]
+        opus = f"{row.opus_kbps:.2f}" + (" (its floor)" if str(row.get("note", "")) == "Opus floor" else "")
+        cells = ([model.name, f"{(nominal_bitrate_bps(model.info) or 0) / 1000:g}", f"{row.kbps:.2f}"]
+                 + [_score(row, m.name, m) for m in SHOWN] + [opus]
+                 + [_score(row, f"opus_{m.name}", m) for m in VERSUS_OPUS]
+                 + [_score(row, f"delta_{m.name}", m, sign=True) for m in VERSUS_OPUS])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if sys.argv[1:2] == ["--results-table"]:  # model_card.py --results-table QUALITY_CSV MODEL...
+        if len(sys.argv) < 4:
+            sys.exit("usage: model_card.py --results-table QUALITY_CSV MODEL.safetensors ...")
+        print(results_table(pd.read_csv(sys.argv[2]).set_index("model"), [Path(m) for m in sys.argv[3:]]),
+              end="")
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="model_card.py --results-table QUALITY_CSV MODEL... prints the "
+                                            "README's results table instead")
     parser.add_argument("model", type=Path, help="the .safetensors model file")
     parser.add_argument("--quality", required=True, help="CSV from benchmarks/quality.py --csv")
     parser.add_argument("--speed", required=True, help="CSV from benchmarks/speed.py --csv")

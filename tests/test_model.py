@@ -149,3 +149,51 @@ def test_a_setting_added_later_keeps_older_model_files_and_fingerprints():
     assert ctx.to_dict()["prior_context"] == "previous" and ModelConfig.from_dict(ctx.to_dict()) == ctx
     with pytest.raises(ValueError, match="prior_context"):
         ModelConfig(prior_context="hyper")
+
+
+class _StridedAutoencoder(torch.nn.Module):
+    """A family in a dozen lines: one strided convolution each way (the contract, nothing more)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        spf = cfg.samples_per_frame
+        self.encoder = torch.nn.Conv1d(1, cfg.code_channels, spf, stride=spf)
+        self.decoder = torch.nn.ConvTranspose1d(cfg.code_channels, 1, spf, stride=spf)
+        self.encoder_context_frames = self.decoder_context_frames = 1
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.decoder(y_hat)
+
+
+def test_a_new_model_family_is_one_class_and_one_registration(monkeypatch, tmp_path):
+    from speechcodec.model.family import FAMILIES, Family
+
+    with pytest.raises(ValueError, match="arch must be one of \\('folded', 'paper'\\), got 'strided'"):
+        ModelConfig(arch="strided")
+    family = Family(name="strided", network=_StridedAutoencoder, samples_per_frame=lambda c: c.downsample,
+                    describe=lambda c: f"`strided`: {c.downsample}-sample frames", settings=("downsample",))
+    monkeypatch.setitem(FAMILIES, "strided", family)
+    cfg = ModelConfig(arch="strided", downsample=160, code_channels=4, max_symbol=16)
+    model = CodecModel(cfg).eval()
+    path = save_model(tmp_path / "s.safetensors", model, model.prior.freeze(cfg.max_symbol), "strided-test", {})
+    codec = Codec(load_model_file(path))
+    audio = synth_speech(1.5, seed=3)
+    decoded, rate = codec.decode(codec.encode(audio, 16000))
+    assert rate == 16000 and len(decoded) == len(audio)
+
+    class NoDecoder(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.encoder_context_frames = self.decoder_context_frames = 1
+
+        def encode(self, x):
+            return x
+
+    monkeypatch.setitem(FAMILIES, "strided", Family(name="strided", network=NoDecoder,
+                                                    samples_per_frame=lambda c: c.downsample,
+                                                    describe=lambda c: "", settings=()))
+    with pytest.raises(TypeError, match="lacks part of the Autoencoder contract"):
+        CodecModel(cfg)

@@ -2,6 +2,8 @@
 
 ``ModelConfig`` needs no torch; the network (``CodecModel``, ``build_autoencoder``, in
 ``speechcodec.model.network``) is imported on first use, so reading a config never loads torch.
+The families a config can name (``arch``), and the contract a new one keeps, are in
+``speechcodec.model.family``.
 """
 
 from __future__ import annotations

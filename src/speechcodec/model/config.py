@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from speechcodec.contexts import NUM_CONTEXTS
-
-ARCHES = ("folded", "paper")
-
+from speechcodec.model.family import FAMILIES
 
 _KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
           "str | None": "text or null"}
@@ -49,11 +47,11 @@ LATER_FIELDS = {"prior_context": "none"}
 class ModelConfig:
     """Architecture and coding parameters. Units are in the names; counts are plain ints.
 
-    ``folded`` (default): the waveform is folded into frames of ``fold`` samples first
-    (space-to-depth), so nearly every convolution runs at the code's frame rate.
-    ``paper``: the 2018 paper's autoencoder: two convolutions widening 1 -> ``width`` channels
-    (the second strided by ``downsample``), residual blocks, a convolution to the code; the
-    decoder mirrors it with sub-pixel (convolution + depth-to-space) upsampling.
+    ``arch`` names a model family (``speechcodec.model.family``): ``folded`` (default), the
+    waveform folded into frames of ``fold`` samples first (space-to-depth), so nearly every
+    convolution runs at the code's frame rate; ``paper``, the 2018 paper's autoencoder. The record
+    is flat, because model files store it as it is (and their fingerprints hash it): each family
+    says which of the fields below it reads (``Family.settings``).
     """
 
     arch: str = "folded"
@@ -72,14 +70,13 @@ class ModelConfig:
     prior_context: str = "none"  # "previous": tables chosen by the previous code frame
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHES:
-            raise ValueError(f"arch must be one of {ARCHES}, got {self.arch!r}")
+        if self.arch not in FAMILIES:
+            raise ValueError(f"arch must be one of {tuple(FAMILIES)}, got {self.arch!r}")
         if self.decoder_head not in DECODER_HEADS:
             raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
         if self.prior_context not in PRIOR_CONTEXTS:
             raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {self.prior_context!r}")
-        if self.arch == "paper" and self.decoder_head != "subpixel":
-            raise ValueError("arch 'paper' uses the sub-pixel decoder")
+        FAMILIES[self.arch].check(self)
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd so convolutions stay centred")
         for name in ("code_channels", "width", "fold_width", "fold", "downsample", "max_symbol",
@@ -90,7 +87,7 @@ class ModelConfig:
     @property
     def samples_per_frame(self) -> int:
         """Samples at ``sample_rate_hz`` per code frame."""
-        return self.fold * self.downsample if self.arch == "folded" else self.downsample
+        return FAMILIES[self.arch].samples_per_frame(self)
 
     @property
     def frame_rate_hz(self) -> float:

@@ -7,12 +7,16 @@ from torch import nn
 
 from speechcodec.entropy import FactorizedPrior, quantize
 from speechcodec.model.config import ModelConfig
-from speechcodec.model.folded import FoldedAutoencoder
-from speechcodec.model.paper import PaperAutoencoder
+from speechcodec.model.family import Autoencoder, family_of
 
 
 def build_autoencoder(cfg: ModelConfig) -> nn.Module:
-    return {"folded": FoldedAutoencoder, "paper": PaperAutoencoder}[cfg.arch](cfg)
+    """The network of ``cfg``'s family (``speechcodec.model.family``)."""
+    network = family_of(cfg).network_class()(cfg)
+    if not isinstance(network, Autoencoder):
+        raise TypeError(f"model family {cfg.arch!r}: {type(network).__name__} lacks part of the "
+                        "Autoencoder contract (encode, decode, encoder/decoder_context_frames)")
+    return network
 
 
 class CodecModel(nn.Module):

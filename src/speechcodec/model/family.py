@@ -1,0 +1,114 @@
+"""Model families: the networks a ``ModelConfig`` can name in ``arch``, each registered here once.
+
+A family is an autoencoder class that keeps the :class:`Autoencoder` contract (below) plus one
+:class:`Family` record: its name, where its class lives (imported on first use, so this module
+needs no torch), its samples per code frame, its own checks, which ``ModelConfig`` fields it
+reads and how a model card describes it. To add one, write the class and call :func:`register`
+here; the config checker, ``speechcodec models``, the codec and the cards follow.
+
+The contract the codec relies on (``speechcodec.codec``; a ``typing.Protocol`` here, checked
+when a network is built)::
+
+    encode(x: [B, 1, T]) -> [B, code_channels, T / samples_per_frame]   (float latent)
+    decode(y: [B, code_channels, F]) -> [B, 1, F * samples_per_frame]    (waveform)
+    encoder_context_frames: int   # code frames a chunk must see beyond its edges for the
+    decoder_context_frames: int   # same codes / samples as coding the whole signal at once
+
+``T`` is a multiple of ``samples_per_frame``. Quantisation and the prior are not the family's:
+``CodecModel`` puts every family behind the same rounding and entropy model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from speechcodec.model.config import ModelConfig
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """What the codec needs of a family's network (a torch ``nn.Module``)."""
+
+    encoder_context_frames: int
+    decoder_context_frames: int
+
+    def encode(self, x: Any) -> Any: ...
+
+    def decode(self, y_hat: Any) -> Any: ...
+
+
+def _no_check(cfg: ModelConfig) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    network: str | type  # the class, or "module:Class" to import it when a model is first built
+    samples_per_frame: Callable[[ModelConfig], int]
+    describe: Callable[[ModelConfig], str]  # one Markdown line for a model card
+    settings: tuple[str, ...]  # the ModelConfig fields it reads beyond the shared ones
+    check: Callable[[ModelConfig], None] = _no_check  # raise ValueError for a config it cannot build
+    summary: str = ""
+
+    def network_class(self) -> type:
+        import importlib
+
+        if not isinstance(self.network, str):
+            return self.network
+        module, _, cls = self.network.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    if family.name in FAMILIES:
+        raise ValueError(f"model family {family.name!r} is registered twice")
+    FAMILIES[family.name] = family
+    return family
+
+
+def family_of(cfg: ModelConfig) -> Family:
+    return FAMILIES[cfg.arch]
+
+
+def _describe_folded(cfg: ModelConfig) -> str:
+    head = "Vocos-style iSTFT decoder" if cfg.decoder_head == "istft" else "sub-pixel decoder"
+    fold_hz = cfg.sample_rate_hz / cfg.fold
+    return (f"`folded` + {head}: {cfg.fold}-sample folding, {cfg.fold_width} channels at {fold_hz:.0f} Hz, "
+            f"{cfg.width} at {fold_hz / cfg.downsample:.0f} Hz, {cfg.res_blocks} residual blocks per stage, "
+            f"{cfg.code_channels} code channels at {fold_hz / cfg.downsample:.0f} Hz")
+
+
+def _describe_paper(cfg: ModelConfig) -> str:
+    return (f"`paper` (the 2018 paper's network): {cfg.width} channels at the sample rate, "
+            f"{cfg.res_blocks} residual blocks, sub-pixel decoder, {cfg.code_channels} code channels")
+
+
+def _check_paper(cfg: ModelConfig) -> None:
+    if cfg.decoder_head != "subpixel":
+        raise ValueError("arch 'paper' uses the sub-pixel decoder")
+
+
+register(Family(
+    name="folded",
+    network="speechcodec.model.folded:FoldedAutoencoder",
+    samples_per_frame=lambda cfg: cfg.fold * cfg.downsample,
+    describe=_describe_folded,
+    settings=("fold", "fold_width", "downsample", "decoder_head"),
+    summary="ours (default): the waveform folded into frames first, so convolutions run at frame rate",
+))
+register(Family(
+    name="paper",
+    network="speechcodec.model.paper:PaperAutoencoder",
+    samples_per_frame=lambda cfg: cfg.downsample,
+    describe=_describe_paper,
+    settings=("downsample",),
+    check=_check_paper,
+    summary="the 2018 paper's network, at the sample rate (slow: the paper's reference row)",
+))
