@@ -4,6 +4,9 @@
 #   snakemake --cores all --resources gpu=1                     # config.yaml (the demo)
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml
 #   snakemake --cores 1 --report results/demo/report.zip       # browsable HTML report (zipped)
+#   snakemake --cores all --resources gpu=1 --configfile config/ship.yaml ship   # the shipped models
+#
+# Every path comes from src/speechcodec/layout.py (results/NAME/...).
 #
 # dvc.yaml describes the same stages with the same commands (tests/test_workflow.py checks), and
 # the two agree on what is current: a successful run is recorded in dvc.lock, and a run plans
@@ -23,12 +26,13 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ship.smk"
 
 
 rule all:
     input:
         REPORT_FILES,
-        f"{RESULTS}/listen",
+        RUN.listen,
 
 
 onsuccess:

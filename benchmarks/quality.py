@@ -30,6 +30,7 @@ import soundfile as sf
 import speechcodec
 from speechcodec.baselines.opus import MIN_BITRATE_BPS
 from speechcodec.evaluate import evaluate, evaluate_opus_matched
+from speechcodec.metrics import BESIDE_BASELINES, METRICS, SHOWN, VERSUS_CODEC2, VERSUS_OPUS
 from speechcodec.report import build_report, codec2_match
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
@@ -54,10 +55,39 @@ def speech_manifest(speech: Path, folder: Path) -> Path:
 
 
 def paired_count(new: Path, old: Path) -> str:
-    """'PESQ n/N, ViSQOL m/N': files the ``new`` eval scored higher than the ``old`` one."""
+    """'PESQ-WB n/N, ViSQOL m/N': files the ``new`` eval scored better than the ``old`` one, on each
+    metric compared with Opus."""
     a, b = (pd.read_csv(d / "scores.csv").set_index("utterance") for d in (new, old))
-    return (f"PESQ {(a['pesq_wb'] > b['pesq_wb']).sum()}/{len(a)}, "
-            f"ViSQOL {(a['visqol'] > b['visqol']).sum()}/{len(a)}")
+    better = {m.label: ((a[m.name] > b[m.name]) if m.higher_is_better else (a[m.name] < b[m.name])).sum()
+              for m in VERSUS_OPUS}
+    return ", ".join(f"{label} {count}/{len(a)}" for label, count in better.items())
+
+
+def quality_row(n: dict, o: dict, paired: str) -> dict:
+    """A model's row of the CSV (read by scripts/model_card.py): its scores, Opus's at its rate."""
+    return {"model": n["codec"], "kbps": n["kbps"], **{m.name: n[m.name] for m in SHOWN},
+            "opus_kbps": o["kbps"], **{f"opus_{m.name}": o[m.name] for m in VERSUS_OPUS},
+            **{f"delta_{m.name}": n[m.name] - o[m.name] for m in VERSUS_OPUS}, "files_better": paired,
+            "note": "Opus floor" if o["target_bitrate_bps"] == MIN_BITRATE_BPS else ""}
+
+
+def codec2_row(n: dict, c: dict) -> dict:
+    return {"model": n["codec"], "kbps": n["kbps"], **{m.name: n[m.name] for m in BESIDE_BASELINES},
+            "codec2": c["codec"], "codec2_kbps": c["kbps"],
+            **{f"codec2_{m.name}": c[m.name] for m in BESIDE_BASELINES},
+            **{f"delta_{m.name}": n[m.name] - c[m.name] for m in VERSUS_CODEC2}}
+
+
+def show(rows: list[dict]) -> None:
+    """Print rows as a table: kbps with two decimals, scores with three, differences signed."""
+    def fmt(column: str):
+        if column.endswith("kbps"):
+            return lambda v: f"{v:.2f}"
+        if column.startswith("delta_"):
+            return lambda v: f"{v:+.3f}"
+        return (lambda v: f"{v:.3f}") if any(column.endswith(m.name) for m in METRICS) else str
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, formatters={c: fmt(c) for c in table.columns}))
 
 
 def main() -> int:
@@ -89,12 +119,10 @@ def main() -> int:
             if args.baseline_postfilter:
                 b = evaluate(name, manifest, root / f"neural-{tag}-postfilter-off", progress=False,
                              postfilter="off")
-                print(f"{n['codec']} with its postfilter off: PESQ-WB {b['pesq_wb']:.3f}, "
-                      f"ViSQOL {b['visqol']:.3f}", file=sys.stderr)
+                print(f"{n['codec']} with its postfilter off: "
+                      + ", ".join(f"{m.label} {b[m.name]:.3f}" for m in VERSUS_OPUS), file=sys.stderr)
                 paired = paired_count(root / f"neural-{tag}", root / f"neural-{tag}-postfilter-off")
-            rows.append((n["codec"], n["kbps"], n["pesq_wb"], n["pesq_nb"], n["visqol"], n["stoi"], o["kbps"],
-                         o["pesq_wb"], o["visqol"], n["pesq_wb"] - o["pesq_wb"], n["visqol"] - o["visqol"],
-                         paired, "Opus floor" if o["target_bitrate_bps"] == MIN_BITRATE_BPS else ""))
+            rows.append(quality_row(n, o, paired))
             if n["kbps"] * 1000 < MIN_BITRATE_BPS and args.codec2_modes and not codec2:
                 codec2 = [evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
                                    target_bitrate_bps=m) for m in args.codec2_modes]
@@ -114,30 +142,17 @@ def main() -> int:
             build_report(dirs, args.report)
     print(f"{len(speech_files(args.speech))} utterances of {args.speech}"
           + ("; speakers never used in training" if args.speech == SPEECH else ""))
-    print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'STOI':>6} "
-          f"{'Opus kbps':>10} {'Opus WB':>8} {'Opus ViSQOL':>11} {'delta WB':>9} {'delta ViSQOL':>12} "
-          f"{'better':>8}")
+    show(rows)
     if args.csv:
-        table = pd.DataFrame(rows, columns=["model", "kbps", "pesq_wb", "pesq_nb", "visqol", "stoi",
-                                            "opus_kbps", "opus_pesq_wb", "opus_visqol", "delta_pesq_wb",
-                                            "delta_visqol", "files_better", "note"])
         beside = {n["codec"]: c for n, c in below}
-        for column in ("codec", "kbps", "pesq_wb", "pesq_nb", "visqol"):
-            name = "codec2" if column == "codec" else f"codec2_{column}"
-            table[name] = [beside.get(m, {}).get(column) for m in table["model"]]
+        table = pd.DataFrame(rows)
+        table["codec2"] = [beside.get(m, {}).get("codec") for m in table["model"]]
+        for column in ["kbps"] + [m.name for m in BESIDE_BASELINES]:
+            table[f"codec2_{column}"] = [beside.get(m, {}).get(column) for m in table["model"]]
         table.to_csv(args.csv, index=False)
-    for r in rows:
-        print(f"{r[0]:<22} {r[1]:>6.2f} {r[2]:>8.3f} {r[3]:>8.3f} {r[4]:>7.3f} {r[5]:>6.3f} {r[6]:>10.2f} "
-              f"{r[7]:>8.3f} {r[8]:>11.3f} {r[9]:>+9.3f} {r[10]:>+12.3f} {r[11]:>8} {r[12]}")
     if below:
         print("\nBelow Opus's floor, beside Codec 2 (8 kHz) at the lowest mode at or above the model's rate:")
-        print(f"{'model':<22} {'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'Codec 2':>15} "
-              f"{'kbps':>6} {'PESQ-WB':>8} {'PESQ-NB':>8} {'ViSQOL':>7} {'delta WB':>9} {'delta NB':>9}")
-        for n, c in below:
-            print(f"{n['codec']:<22} {n['kbps']:>6.2f} {n['pesq_wb']:>8.3f} {n['pesq_nb']:>8.3f} "
-                  f"{n['visqol']:>7.3f} {c['codec']:>15} {c['kbps']:>6.2f} {c['pesq_wb']:>8.3f} "
-                  f"{c['pesq_nb']:>8.3f} {c['visqol']:>7.3f} {n['pesq_wb'] - c['pesq_wb']:>+9.3f} "
-                  f"{n['pesq_nb'] - c['pesq_nb']:>+9.3f}")
+        show([codec2_row(n, c) for n, c in below])
     return 0
 
 

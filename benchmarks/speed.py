@@ -32,10 +32,10 @@ from speechcodec.audio import read_audio
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
 
 
-def test_audio() -> tuple[list[tuple[np.ndarray, int]], str]:
-    files = sorted(SPEECH.glob("*.wav"))
+def test_audio(folder: Path = SPEECH) -> tuple[list[tuple[np.ndarray, int]], str]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
     if files:
-        return [read_audio(f) for f in files], f"{len(files)} files of {SPEECH}"
+        return [read_audio(f) for f in files], f"{len(files)} files of {folder}"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import synth_speech
 
@@ -85,7 +85,8 @@ def measure_cli(name: str, clips, seconds: float = 60.0) -> dict:
         wav, stream, back = Path(tmp) / "in.wav", Path(tmp) / "in.spcd", Path(tmp) / "back.wav"
         sf.write(wav, audio, 16000, subtype="PCM_16")
         times = {}
-        runs = (("encode", ["encode", wav, stream, "--model", name]), ("decode", ["decode", stream, back]))
+        runs = (("encode", ["encode", wav, stream, "--model", name]),
+                ("decode", ["decode", stream, back, "--model", name]))
         for what, args in runs:
             t0 = time.perf_counter()
             subprocess.run([*cli, *map(str, args), "-q"], check=True)
@@ -95,13 +96,16 @@ def measure_cli(name: str, clips, seconds: float = 60.0) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("speech", nargs="?", type=Path, default=SPEECH,
+                        help="folder of speech (default: ../shared/data/speech/audio; none there: "
+                             "60 s of synthetic speech)")
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N passes (default: 3)")
     parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    clips, what = test_audio()
+    clips, what = test_audio(args.speech)
     names = args.model or [m["name"] for m in speechcodec.list_models()]
     cpu = machine()
     cores = os.cpu_count() or 1

@@ -130,7 +130,7 @@ def test_the_schema_knows_every_model_and_training_setting():
     from dataclasses import fields
 
     from speechcodec.model import ModelConfig
-    from speechcodec.train import TrainConfig
+    from speechcodec.training import TrainConfig
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
     assert set(schema["model"]["properties"]) == {f.name for f in fields(ModelConfig)}
@@ -290,3 +290,39 @@ def test_dvc_repro_push_pull(tmp_path):
     status = run([dvc, "status"], clone).stdout
     assert not any(name in status for name in ("split_speakers", "train_codec", "make_report")), status
     assert_snakemake_current(clone)
+
+
+def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
+    """`snakemake ship`: the shipped models from a folder of speech, measured on another, with
+    their cards and the README's table; a rerun plans nothing."""
+    import soundfile as sf
+
+    from conftest import synth_speech
+
+    for folder, seeds in (("train", range(4)), ("test", range(10, 12))):
+        for i in seeds:
+            path = tmp_path / "speech" / folder / f"spk{i}" / f"utt{i}.wav"
+            path.parent.mkdir(parents=True)
+            sf.write(path, synth_speech(3.0, seed=i), 16000)
+    config = tiny_config()
+    config["ship"] = {"data": str(tmp_path / "speech/train"), "test_speech": str(tmp_path / "speech/test"),
+                      "val_files": 1, "models": {"tiny-2k": 2000, "tiny-4k": 4000},
+                      "continue_installed": False, "steps": 4}
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project", config)
+    for folder in ("benchmarks", "scripts"):
+        shutil.copytree(REPO / folder, project / folder)
+    snakemake = [str(BIN / "snakemake"), "--cores", "2", "ship"]
+    plan = run([*snakemake, "-n"], project)
+    assert ran_rules(plan.stdout) == ["ship", "ship_card", "ship_card", "ship_quality", "ship_results_table",
+                                      "ship_speed", "ship_train", "ship_train"], plan.stdout[-2000:]
+    run(snakemake, project, timeout=1200)
+    shipped = project / "results/tiny/shipped"
+    for name in ("tiny-2k", "tiny-4k"):
+        card = (shipped / f"{name}.md").read_text()
+        assert name in card and "PESQ-WB" in card
+    rows = (shipped / "results.md").read_text().splitlines()
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["tiny-2k", "tiny-4k"]
+    assert (shipped / "report/table1.md").exists() and (shipped / "report/rate_quality.png").exists()
+    again = run([*snakemake, "-n"], project)
+    assert "Nothing to be done" in again.stdout + again.stderr

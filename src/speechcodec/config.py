@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 from speechcodec.errors import SpeechCodecError
+from speechcodec.layout import codec2_run, neural_run, opus_matched_run, opus_run, shipped_run
 from speechcodec.model.config import ModelConfig
 from speechcodec.training.config import TrainConfig
 
 # The top-level sections (workflow/schemas/config.schema.yaml validates each in full for the
 # pipeline; a test keeps the two lists equal).
-SECTIONS = ("name", "dataset", "data", "model", "train", "bitrates_bps", "overrides", "eval", "listen")
+SECTIONS = ("name", "dataset", "data", "model", "train", "bitrates_bps", "overrides", "eval", "listen", "ship")
 
 
 def load_config(path: str | os.PathLike, seen: set[Path] | None = None) -> dict:
@@ -80,11 +81,11 @@ def eval_names(config: dict) -> list[str]:
     """Names of the eval runs a config asks for, as the pipeline lays them out."""
     names = []
     for bps in config["bitrates_bps"]:
-        names += [f"neural-{int(bps)}bps", f"opus-match-{int(bps)}bps"]
-    names += [f"opus-{int(bps)}bps" for bps in config["eval"]["opus_grid_bps"]]
-    names += [f"codec2-{int(bps)}bps" for bps in config["eval"]["codec2_modes_bps"]]
+        names += [neural_run(int(bps)), opus_matched_run(neural_run(int(bps)))]
+    names += [opus_run(int(bps)) for bps in config["eval"]["opus_grid_bps"]]
+    names += [codec2_run(int(bps)) for bps in config["eval"]["codec2_modes_bps"]]
     for model in shipped_models(config):
-        names += [f"shipped-{model}", f"opus-match-shipped-{model}"]
+        names += [shipped_run(model), opus_matched_run(shipped_run(model))]
     return names
 
 

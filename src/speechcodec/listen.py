@@ -20,7 +20,9 @@ import soundfile as sf
 from speechcodec.config import shipped_models
 from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import optional_import
-from speechcodec.report import SHIPPED_NOTE, SHIPPED_PREFIX, model_label
+from speechcodec.layout import SHIPPED_PREFIX, neural_run, opus_matched_run, shipped_run
+from speechcodec.metrics import VERSUS_OPUS, score_text
+from speechcodec.report import SHIPPED_NOTE, model_label
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
@@ -43,9 +45,20 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
-def _number(value) -> str:
-    """A score as two decimals; empty where there is none."""
-    return "" if value is None or value != value else f"{float(value):.2f}"
+# The page's table: the metrics compared with every baseline (speechcodec.metrics.VERSUS_OPUS).
+TABLE_HEAD = (["model", "real kbps"] + [m.label for m in VERSUS_OPUS] + ["Opus kbps"]
+              + [f"Opus {m.label}" for m in VERSUS_OPUS] + [f"difference ({m.label})" for m in VERSUS_OPUS]
+              + ["note", "Codec 2 (below Opus's floor)"] + [f"Codec 2 {m.label}" for m in VERSUS_OPUS])
+
+
+def _table_row(r: dict) -> str:
+    cells = ([model_label(r), f"{r['neural_kbps']:.2f}"]
+             + [score_text(r[f"neural_{m.name}"], m) for m in VERSUS_OPUS]
+             + [f"{r['opus_kbps']:.2f}"] + [score_text(r[f"opus_{m.name}"], m) for m in VERSUS_OPUS]
+             + [score_text(r[f"delta_{m.name}"], m, sign=True) for m in VERSUS_OPUS]
+             + [_text(r["note"]), _text(r["codec2"])]
+             + [score_text(r[f"codec2_{m.name}"], m) if _text(r["codec2"]) else "" for m in VERSUS_OPUS])
+    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 
 def pick_utterances(test: pd.DataFrame, count: int) -> list[dict]:
@@ -114,8 +127,8 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         return folder, kind, summary, scores, results / "eval" / folder / "decoded"
 
     runs = []
-    folders = [(f"neural-{bps}bps", f"opus-match-{bps}bps") for bps in bitrates]
-    folders += [(f"{SHIPPED_PREFIX}{m}", f"opus-match-{SHIPPED_PREFIX}{m}") for m in shipped_models(config)]
+    coded = [neural_run(bps) for bps in bitrates] + [shipped_run(m) for m in shipped_models(config)]
+    folders = [(name, opus_matched_run(name)) for name in coded]
     for neural_folder, opus_folder in folders:
         neural = run("neural", neural_folder)
         runs += [neural, run("opus", opus_folder)]
@@ -123,13 +136,7 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         if codec2 and codec2 not in [r[0] for r in runs]:
             runs.append(run("codec2", codec2))
 
-    rows = []
-    for r in table.itertuples():
-        rows.append(f"<tr><td>{html.escape(model_label(r))}</td><td>{r.neural_kbps:.2f}</td>"
-                    f"<td>{r.neural_pesq_wb:.2f}</td><td>{_number(r.neural_visqol)}</td><td>{r.opus_kbps:.2f}</td>"
-                    f"<td>{r.opus_pesq_wb:.2f}</td><td>{_number(r.opus_visqol)}</td>"
-                    f"<td>{r.delta_pesq_wb:+.2f}</td><td>{html.escape(_text(r.note))}</td>"
-                    f"<td>{html.escape(_text(r.codec2))}</td><td>{_number(r.codec2_pesq_wb)}</td></tr>")
+    rows = [_table_row(r) for r in table.to_dict("records")]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -140,12 +147,9 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         "decoded; kbps are measured from the bytes written, PESQ-WB against the original.</p>",
         *([f"<p>{html.escape(SHIPPED_NOTE)}</p>"] if shipped_models(config) else []),
         '<h2 id="table">Results (the paper\'s Table 1, measured)</h2>',
-        '<table id="table1"><caption>Mean over the test set</caption><thead><tr><th scope="col">model</th>'
-        '<th scope="col">real kbps</th><th scope="col">PESQ-WB</th><th scope="col">ViSQOL</th>'
-        '<th scope="col">Opus kbps</th><th scope="col">Opus PESQ-WB</th><th scope="col">Opus ViSQOL</th>'
-        '<th scope="col">difference (PESQ-WB)</th><th scope="col">note</th>'
-        '<th scope="col">Codec 2 (below Opus\'s floor)</th><th scope="col">Codec 2 PESQ-WB</th>'
-        "</tr></thead><tbody>", *rows, "</tbody></table>",
+        '<table id="table1"><caption>Mean over the test set</caption><thead><tr>',
+        *(f'<th scope="col">{html.escape(h)}</th>' for h in TABLE_HEAD), "</tr></thead><tbody>", *rows,
+        "</tbody></table>",
         '<img src="assets/rate_quality.png" alt="Rate-quality plot: PESQ-WB against real kbps for '
         'speechcodec and Opus" style="max-width:100%">',
         '<h2 id="clips">Clips</h2>',
@@ -161,7 +165,8 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
             label = {"neural": f"speechcodec {summary['codec']}{shipped}",
                      "opus": f"Opus, matched to {summary['matched_to']}",
                      "codec2": f"Codec 2 {summary['target_bitrate_bps']} (8 kHz)"}[kind]
-            detail = f"{s['kbps']:.2f} kbps, PESQ-WB {s['pesq_wb']:.2f}, ViSQOL {_number(s.get('visqol'))}"
+            detail = ", ".join([f"{s['kbps']:.2f} kbps"] + [f"{m.label} {score_text(s.get(m.name), m)}"
+                                                             for m in VERSUS_OPUS])
             figures.append(_clip(out, utt, folder, decoded / f"{utt}.flac", label, detail))
         parts.append(f'<section class="utterance" aria-labelledby="h-{utt}"><h3 id="h-{utt}">'
                      f"{html.escape(utt)} (speaker {html.escape(str(item['speaker']))})</h3>"

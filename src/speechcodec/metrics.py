@@ -89,23 +89,43 @@ def to_pesq_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
 
 
 class Metric(NamedTuple):
-    """One quality score of a decoded file against its 16 kHz reference."""
+    """One quality score of a decoded file against its 16 kHz reference, and where reports show it."""
 
     name: str  # its column in scores.csv and its key in summary.json
     function: Callable[[np.ndarray, np.ndarray], float]
     label: str  # how tables and plots name it
     higher_is_better: bool = True
+    decimals: int = 2  # in tables
+    shown: bool = True  # in Table 1, the model cards and the README's table
+    beside_baselines: bool = False  # the baselines' (Opus, Codec 2) scores are shown beside ours
+    difference: str = ""  # "all": our score minus every baseline's; "codec2": minus Codec 2's only
 
 
 # Every score `speechcodec eval` computes, in its columns' order: add one here and it is
-# computed, written per file and averaged (with its spread) in each run's summary.
+# computed, written per file and averaged (with its spread) in each run's summary, and Table 1,
+# the listening page, benchmarks/quality.py and the model cards show it as its fields say.
+# PESQ-WB is the paper's (the plot's axis); ViSQOL the independent check a gain must pass too;
+# PESQ-NB is compared with Codec 2, which codes narrowband audio.
 METRICS = (
-    Metric("pesq_wb", pesq_wb, "PESQ-WB"),
-    Metric("pesq_nb", pesq_nb, "PESQ-NB"),
-    Metric("visqol", visqol, "ViSQOL"),
-    Metric("stoi", stoi, "STOI"),
-    Metric("snr_db", snr_db, "SNR dB"),
+    Metric("pesq_wb", pesq_wb, "PESQ-WB", beside_baselines=True, difference="all"),
+    Metric("pesq_nb", pesq_nb, "PESQ-NB", beside_baselines=True, difference="codec2"),
+    Metric("visqol", visqol, "ViSQOL", beside_baselines=True, difference="all"),
+    Metric("stoi", stoi, "STOI", decimals=3),
+    Metric("snr_db", snr_db, "SNR dB", shown=False),
 )
+PAPER_METRIC = "pesq_wb"  # the seed paper's Table 1 metric: the rate-quality plot's axis
+
+SHOWN = tuple(m for m in METRICS if m.shown)
+BESIDE_BASELINES = tuple(m for m in METRICS if m.beside_baselines)
+VERSUS_OPUS = tuple(m for m in METRICS if m.difference == "all")
+VERSUS_CODEC2 = tuple(m for m in METRICS if m.difference in ("all", "codec2"))
+
+
+def score_text(value: float | None, metric: Metric, sign: bool = False) -> str:
+    """A score as tables show it ("-" when not measured)."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:{'+' if sign else ''}.{metric.decimals}f}"
 
 
 def all_metrics(ref_16k: np.ndarray, deg_16k: np.ndarray) -> dict[str, float]:

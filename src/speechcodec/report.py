@@ -10,16 +10,17 @@ from pathlib import Path
 import pandas as pd
 
 from speechcodec.errors import SpeechCodecError, optional_import
+from speechcodec.layout import SHIPPED_PREFIX
+from speechcodec.metrics import BESIDE_BASELINES, SHOWN, VERSUS_CODEC2, VERSUS_OPUS, score_text
 
-TABLE_COLUMNS = ["model", "target_kbps", "neural_kbps", "neural_pesq_wb", "neural_pesq_nb",
-                 "neural_visqol", "neural_stoi", "opus_kbps", "opus_pesq_wb", "opus_pesq_nb", "opus_visqol",
-                 "delta_pesq_wb", "delta_visqol", "note",
-                 "codec2", "codec2_kbps", "codec2_pesq_wb", "codec2_pesq_nb", "codec2_visqol",
-                 "delta_pesq_wb_codec2", "delta_pesq_nb_codec2", "delta_visqol_codec2",
-                 "trained"]  # "here" (by the run reported) or "shipped" (installed with the package)
+TABLE_COLUMNS = (["model", "target_kbps", "neural_kbps"] + [f"neural_{m.name}" for m in SHOWN]
+                 + ["opus_kbps"] + [f"opus_{m.name}" for m in BESIDE_BASELINES]
+                 + [f"delta_{m.name}" for m in VERSUS_OPUS] + ["note", "codec2", "codec2_kbps"]
+                 + [f"codec2_{m.name}" for m in BESIDE_BASELINES]
+                 + [f"delta_{m.name}_codec2" for m in VERSUS_CODEC2]
+                 + ["trained"])  # "here" (by the run reported) or "shipped" (installed with the package)
 
 
-SHIPPED_PREFIX = "shipped-"
 SHIPPED_NOTE = ("(shipped): a model installed with the package, trained on real read speech "
                 "(LibriSpeech, LibriTTS); the others were trained by this run.")
 
@@ -67,56 +68,57 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
         o = matched.get(s["codec"], {})
         c = codec2_match(s["kbps"], summaries)
         target = s.get("target_bitrate_bps")
-        rows.append({
-            "model": s["codec"], "trained": s.get("trained", "here"),
-            "target_kbps": target / 1000 if target else math.nan,
-            "neural_kbps": s["kbps"], "neural_pesq_wb": s["pesq_wb"], "neural_pesq_nb": s["pesq_nb"],
-            "neural_visqol": s.get("visqol", math.nan), "neural_stoi": s["stoi"],
-            "opus_kbps": o.get("kbps", math.nan), "opus_pesq_wb": o.get("pesq_wb", math.nan),
-            "opus_pesq_nb": o.get("pesq_nb", math.nan), "opus_visqol": o.get("visqol", math.nan),
-            "delta_pesq_wb": s["pesq_wb"] - o.get("pesq_wb", math.nan),
-            "delta_visqol": s.get("visqol", math.nan) - o.get("visqol", math.nan),
-            "note": o.get("note", "") or ("" if o else "no matched Opus run"),
-            "codec2": c.get("codec", ""), "codec2_kbps": c.get("kbps", math.nan),
-            "codec2_pesq_wb": c.get("pesq_wb", math.nan), "codec2_pesq_nb": c.get("pesq_nb", math.nan),
-            "codec2_visqol": c.get("visqol", math.nan),
-            "delta_pesq_wb_codec2": s["pesq_wb"] - c.get("pesq_wb", math.nan),
-            "delta_pesq_nb_codec2": s["pesq_nb"] - c.get("pesq_nb", math.nan),
-            "delta_visqol_codec2": s.get("visqol", math.nan) - c.get("visqol", math.nan),
-        })
+        row = {"model": s["codec"], "trained": s.get("trained", "here"),
+               "target_kbps": target / 1000 if target else math.nan, "neural_kbps": s["kbps"],
+               "opus_kbps": o.get("kbps", math.nan),
+               "note": o.get("note", "") or ("" if o else "no matched Opus run"),
+               "codec2": c.get("codec", ""), "codec2_kbps": c.get("kbps", math.nan)}
+        for m in SHOWN:  # a summary from before a metric existed lacks it: NaN, shown as "-"
+            row[f"neural_{m.name}"] = s.get(m.name, math.nan)
+        for m in BESIDE_BASELINES:
+            row[f"opus_{m.name}"], row[f"codec2_{m.name}"] = o.get(m.name, math.nan), c.get(m.name, math.nan)
+        for m in VERSUS_OPUS:
+            row[f"delta_{m.name}"] = s.get(m.name, math.nan) - o.get(m.name, math.nan)
+        for m in VERSUS_CODEC2:
+            row[f"delta_{m.name}_codec2"] = s.get(m.name, math.nan) - c.get(m.name, math.nan)
+        rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def model_label(r) -> str:
-    return f"{r.model} (shipped)" if getattr(r, "trained", "") == "shipped" else str(r.model)
+def model_label(row: dict) -> str:
+    return f"{row['model']} (shipped)" if row.get("trained") == "shipped" else str(row["model"])
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    head = ("| model | real kbps | PESQ-WB | PESQ-NB | ViSQOL | STOI | Opus kbps | Opus PESQ-WB | Opus PESQ-NB "
-            "| Opus ViSQOL | delta PESQ-WB | delta ViSQOL | note |")
-    lines = [head, "|" + "---|" * 13]
-    for r in table.itertuples():
-        lines.append(f"| {model_label(r)} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} "
-                     f"| {r.neural_pesq_nb:.2f} | {r.neural_visqol:.2f} | {r.neural_stoi:.3f} "
-                     f"| {r.opus_kbps:.2f} "
-                     f"| {r.opus_pesq_wb:.2f} | {r.opus_pesq_nb:.2f} | {r.opus_visqol:.2f} "
-                     f"| {r.delta_pesq_wb:+.2f} "
-                     f"| {r.delta_visqol:+.2f} | {r.note} |")
+    head = (["model", "real kbps"] + [m.label for m in SHOWN] + ["Opus kbps"]
+            + [f"Opus {m.label}" for m in BESIDE_BASELINES] + [f"delta {m.label}" for m in VERSUS_OPUS]
+            + ["note"])
+    lines = [_row(head), "|" + "---|" * len(head)]
+    for r in table.to_dict("records"):
+        lines.append(_row([model_label(r), f"{r['neural_kbps']:.2f}"]
+                          + [score_text(r[f"neural_{m.name}"], m) for m in SHOWN] + [f"{r['opus_kbps']:.2f}"]
+                          + [score_text(r[f"opus_{m.name}"], m) for m in BESIDE_BASELINES]
+                          + [score_text(r[f"delta_{m.name}"], m, sign=True) for m in VERSUS_OPUS]
+                          + [str(r["note"])]))
     if (table["trained"] == "shipped").any():
         lines += ["", SHIPPED_NOTE]
-    below = [r for r in table.itertuples() if isinstance(r.codec2, str) and r.codec2]
+    below = [r for r in table.to_dict("records") if isinstance(r["codec2"], str) and r["codec2"]]
     if below:
+        head = (["model", "real kbps"] + [m.label for m in BESIDE_BASELINES] + ["Codec 2", "Codec 2 kbps"]
+                + [f"Codec 2 {m.label}" for m in BESIDE_BASELINES]
+                + [f"delta {m.label}" for m in VERSUS_CODEC2])
         lines += ["", "Below Opus's floor, beside Codec 2 (narrowband: it codes 8 kHz audio) at the lowest "
-                  "mode at or above the model's rate:", "",
-                  "| model | real kbps | PESQ-WB | PESQ-NB | ViSQOL | Codec 2 | Codec 2 kbps | Codec 2 PESQ-WB "
-                  "| Codec 2 PESQ-NB | Codec 2 ViSQOL | delta PESQ-WB | delta PESQ-NB | delta ViSQOL |",
-                  "|" + "---|" * 13]
+                  "mode at or above the model's rate:", "", _row(head), "|" + "---|" * len(head)]
         for r in below:
-            lines.append(f"| {model_label(r)} | {r.neural_kbps:.2f} | {r.neural_pesq_wb:.2f} "
-                         f"| {r.neural_pesq_nb:.2f} | {r.neural_visqol:.2f} | {r.codec2} "
-                         f"| {r.codec2_kbps:.2f} | {r.codec2_pesq_wb:.2f} "
-                         f"| {r.codec2_pesq_nb:.2f} | {r.codec2_visqol:.2f} | {r.delta_pesq_wb_codec2:+.2f} "
-                         f"| {r.delta_pesq_nb_codec2:+.2f} | {r.delta_visqol_codec2:+.2f} |")
+            lines.append(_row([model_label(r), f"{r['neural_kbps']:.2f}"]
+                              + [score_text(r[f"neural_{m.name}"], m) for m in BESIDE_BASELINES]
+                              + [r["codec2"], f"{r['codec2_kbps']:.2f}"]
+                              + [score_text(r[f"codec2_{m.name}"], m) for m in BESIDE_BASELINES]
+                              + [score_text(r[f"delta_{m.name}_codec2"], m, sign=True) for m in VERSUS_CODEC2]))
     return "\n".join(lines) + "\n"
 
 
@@ -184,8 +186,7 @@ def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     table.to_csv(out / "table1.csv", index=False)
     (out / "table1.md").write_text(to_markdown(table))
     curve = pd.DataFrame([{"codec": s["codec"], "kind": s["kind"], "kbps": s["kbps"],
-                           "pesq_wb": s["pesq_wb"], "pesq_nb": s["pesq_nb"],
-                           "visqol": s.get("visqol", math.nan), "stoi": s["stoi"]}
+                           **{m.name: s.get(m.name, math.nan) for m in SHOWN}}
                           for s in summaries]).sort_values(["kind", "kbps"])
     curve.to_csv(out / "curve.csv", index=False)
     def number(v: float) -> float | None:

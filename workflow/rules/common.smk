@@ -6,7 +6,8 @@ import sys
 
 from snakemake.utils import validate
 
-from speechcodec.config import eval_names, load_config, shipped_models
+from speechcodec.config import eval_names, load_config, shipped_models, training_configs
+from speechcodec.layout import RunLayout, codec2_run, neural_run, opus_matched_run, opus_run, shipped_run
 from speechcodec.dvc_sync import follow_dvc, record_in_dvc, write_params
 
 
@@ -20,35 +21,27 @@ if "base" in config:  # a variant file: its settings over its base's, exactly as
     config.update(resolved)
 validate(config, "../schemas/config.schema.yaml")
 NAME = config["name"]
-RESULTS = f"results/{NAME}"
+RUN = RunLayout(NAME)  # every path of this run (speechcodec.layout)
 BITRATES = [int(b) for b in config["bitrates_bps"]]
+for _bps in BITRATES:  # each bitrate's model and train settings, checked before any job runs
+    training_configs(config, _bps)
 OPUS_GRID = [int(b) for b in config["eval"]["opus_grid_bps"]]
 CODEC2_MODES = [int(b) for b in config["eval"]["codec2_modes_bps"]]
 SHIPPED = shipped_models(config)
 EVAL_RUNS = eval_names(config)
-REPORT_FILES = [
-    f"{RESULTS}/report/{f}"
-    for f in ("table1.csv", "table1.md", "rate_quality.png", "rate_quality.svg", "metrics.json", "curve.csv")
-]
+REPORT_FILES = RUN.report_files
 # Sources whose change must retrain the models (as dvc.yaml's train_codec deps).
 MODEL_SOURCES = sorted(
     str(p)
     for p in Path("src/speechcodec").glob("*/*.py")
     if p.parent.name in ("model", "entropy", "training")
-) + ["src/speechcodec/contexts.py", "src/speechcodec/bitstream/context.py", "src/speechcodec/train.py",
-   "src/speechcodec/losses.py"]
+) + ["src/speechcodec/contexts.py", "src/speechcodec/bitstream/context.py"]
 
 
 def training_uses_gpu():
     """1 when training will run on a GPU (so --resources gpu=1 serialises it), else 0."""
     device = config["train"]["device"]
     return int(device.startswith("cuda") or (device == "auto" and shutil.which("nvidia-smi") is not None))
-
-
-def beside(model_path, folder, bps):
-    """results/NAME/models/Xbps.safetensors -> results/NAME/<folder>/Xbps: the training run's
-    undeclared folders (checkpoints must survive a rerun, so they are not outputs)."""
-    return os.path.join(os.path.dirname(os.path.dirname(model_path)), folder, f"{bps}bps")
 
 
 # The settings each stage reads, as dvc.yaml's `params:` name them (tests/test_workflow.py checks
@@ -81,7 +74,7 @@ def dvc_stage(stage, item=None):
 
 def settings_file(stage, bps=None):
     """The settings file of one stage (of one bitrate's, for foreach stages)."""
-    return f"{RESULTS}/settings/{dvc_stage(stage, bps)}.json"
+    return RUN.settings(dvc_stage(stage, bps))
 
 
 SETTINGS_FILES = {}  # DVC stage name -> [its settings file]
@@ -95,7 +88,7 @@ for _stage, _keys in STAGE_SETTINGS.items():
 def benchmark_file(rule, item):
     """Where Snakemake keeps a job's time and memory (`item`: what the DVC stage's foreach goes
     over, a bitrate or a model name, or the wildcard that stands for it)."""
-    return f"{RESULTS}/benchmarks/{rule}/{item}.tsv"
+    return RUN.benchmark(rule, item)
 
 
 BENCHMARK_FILES = {  # DVC stage name -> [its Snakemake benchmark record]
@@ -137,3 +130,28 @@ def record_run_in_dvc():
     else:
         if recorded:
             print(f"speechcodec: recorded {len(recorded)} stages in dvc.lock", file=sys.stderr)
+
+
+# The shipped models (`snakemake ship`, workflow/rules/ship.smk): the config's `ship` section.
+SHIP = config.get("ship") or {}
+SHIP_MODELS = {str(k): int(v) for k, v in (SHIP.get("models") or {}).items()}
+SHIP_FILES = [RUN.shipped_model(m) for m in SHIP_MODELS]
+for _model, _bps in SHIP_MODELS.items():  # what each shipped model's training reads, as a file
+    write_params(RUN.settings(f"ship_train@{_model}"),
+                 {k: setting(k) for k in ("model", "train", f"overrides.{_bps}", "ship")})
+
+
+def ship_setting(key):
+    if not SHIP:
+        raise ValueError(f"{CONFIG} has no `ship` section: run `snakemake ship --configfile config/ship.yaml`")
+    return SHIP[key]
+
+
+def ship_train_flags(wildcards):
+    """What a shipped model's training adds to its config's settings."""
+    flags = []
+    if ship_setting("continue_installed"):
+        flags += ["--init-from", wildcards.model]  # the installed model of that name
+    if SHIP.get("steps"):
+        flags += ["--steps", str(SHIP["steps"])]
+    return " ".join(flags)

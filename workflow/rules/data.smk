@@ -2,9 +2,9 @@ rule fetch_corpus:
     input:
         settings=settings_file("fetch_corpus"),
     output:
-        directory(f"resources/{NAME}/corpus"),
+        directory(RUN.corpus),
     log:
-        f"{RESULTS}/logs/fetch_corpus.log",
+        RUN.log("fetch_corpus"),
     params:
         config=CONFIG,
     conda:
@@ -15,12 +15,12 @@ rule fetch_corpus:
 
 rule clean_corpus:
     input:
-        corpus=f"resources/{NAME}/corpus",
+        corpus=RUN.corpus,
         settings=settings_file("clean_corpus"),
     output:
-        directory(f"{RESULTS}/clean"),
+        directory(RUN.clean),
     log:
-        f"{RESULTS}/logs/clean_corpus.log",
+        RUN.log("clean_corpus"),
     params:
         config=CONFIG,
     threads: workflow.cores
@@ -32,12 +32,12 @@ rule clean_corpus:
 
 rule split_speakers:
     input:
-        clean=f"{RESULTS}/clean",
+        clean=RUN.clean,
         settings=settings_file("split_speakers"),
     output:
-        directory(f"{RESULTS}/split"),
+        directory(RUN.split),
     log:
-        f"{RESULTS}/logs/split_speakers.log",
+        RUN.log("split_speakers"),
     params:
         config=CONFIG,
     conda:

@@ -1,11 +1,11 @@
 rule eval_neural:
     input:
-        model=f"{RESULTS}/models/{{bps}}bps.safetensors",
-        split=f"{RESULTS}/split",
+        model=RUN.model("{bps}"),
+        split=RUN.split,
     output:
-        directory(f"{RESULTS}/eval/neural-{{bps}}bps"),
+        directory(RUN.eval(neural_run("{bps}"))),
     log:
-        f"{RESULTS}/logs/eval_neural/{{bps}}bps.log",
+        RUN.log("eval_neural", "{bps}bps"),
     benchmark:
         benchmark_file("eval_neural", "{bps}bps")
     threads: workflow.cores
@@ -18,12 +18,12 @@ rule eval_neural:
 
 rule eval_opus_matched:
     input:
-        neural=f"{RESULTS}/eval/neural-{{bps}}bps",
-        split=f"{RESULTS}/split",
+        neural=RUN.eval(neural_run("{bps}")),
+        split=RUN.split,
     output:
-        directory(f"{RESULTS}/eval/opus-match-{{bps}}bps"),
+        directory(RUN.eval(opus_matched_run(neural_run("{bps}")))),
     log:
-        f"{RESULTS}/logs/eval_opus_matched/{{bps}}bps.log",
+        RUN.log("eval_opus_matched", "{bps}bps"),
     benchmark:
         benchmark_file("eval_opus_matched", "{bps}bps")
     threads: workflow.cores
@@ -36,11 +36,11 @@ rule eval_opus_matched:
 
 rule eval_opus_grid:
     input:
-        f"{RESULTS}/split",
+        RUN.split,
     output:
-        directory(f"{RESULTS}/eval/opus-{{grid}}bps"),
+        directory(RUN.eval(opus_run("{grid}"))),
     log:
-        f"{RESULTS}/logs/eval_opus_grid/{{grid}}bps.log",
+        RUN.log("eval_opus_grid", "{grid}bps"),
     benchmark:
         benchmark_file("eval_opus_grid", "{grid}bps")
     threads: workflow.cores
@@ -53,11 +53,11 @@ rule eval_opus_grid:
 
 rule eval_codec2_grid:
     input:
-        f"{RESULTS}/split",
+        RUN.split,
     output:
-        directory(f"{RESULTS}/eval/codec2-{{mode}}bps"),
+        directory(RUN.eval(codec2_run("{mode}"))),
     log:
-        f"{RESULTS}/logs/eval_codec2_grid/{{mode}}bps.log",
+        RUN.log("eval_codec2_grid", "{mode}bps"),
     benchmark:
         benchmark_file("eval_codec2_grid", "{mode}bps")
     threads: workflow.cores
@@ -71,11 +71,11 @@ rule eval_codec2_grid:
 rule eval_shipped:
     input:
         model="src/speechcodec/pretrained/{model}.safetensors",
-        split=f"{RESULTS}/split",
+        split=RUN.split,
     output:
-        directory(f"{RESULTS}/eval/shipped-{{model}}"),
+        directory(RUN.eval(shipped_run("{model}"))),
     log:
-        f"{RESULTS}/logs/eval_shipped/{{model}}.log",
+        RUN.log("eval_shipped", "{model}"),
     benchmark:
         benchmark_file("eval_shipped", "{model}")
     threads: workflow.cores
@@ -88,12 +88,12 @@ rule eval_shipped:
 
 rule eval_opus_matched_shipped:
     input:
-        neural=f"{RESULTS}/eval/shipped-{{model}}",
-        split=f"{RESULTS}/split",
+        neural=RUN.eval(shipped_run("{model}")),
+        split=RUN.split,
     output:
-        directory(f"{RESULTS}/eval/opus-match-shipped-{{model}}"),
+        directory(RUN.eval(opus_matched_run(shipped_run("{model}")))),
     log:
-        f"{RESULTS}/logs/eval_opus_matched_shipped/{{model}}.log",
+        RUN.log("eval_opus_matched_shipped", "{model}"),
     benchmark:
         benchmark_file("eval_opus_matched_shipped", "{model}")
     threads: workflow.cores

@@ -1,16 +1,16 @@
 rule make_report:
     input:
-        evals=expand(f"{RESULTS}/eval/{{run}}", run=EVAL_RUNS),
+        evals=[RUN.eval(run) for run in EVAL_RUNS],
         settings=settings_file("make_report"),
     output:
-        table=report(f"{RESULTS}/report/table1.csv", caption="../report/table1.rst", category="Result"),
-        markdown=f"{RESULTS}/report/table1.md",
-        plot=report(f"{RESULTS}/report/rate_quality.png", caption="../report/plot.rst", category="Result"),
-        svg=f"{RESULTS}/report/rate_quality.svg",
-        metrics=f"{RESULTS}/report/metrics.json",
-        curve=f"{RESULTS}/report/curve.csv",
+        table=report(f"{RUN.report}/table1.csv", caption="../report/table1.rst", category="Result"),
+        markdown=f"{RUN.report}/table1.md",
+        plot=report(f"{RUN.report}/rate_quality.png", caption="../report/plot.rst", category="Result"),
+        svg=f"{RUN.report}/rate_quality.svg",
+        metrics=f"{RUN.report}/metrics.json",
+        curve=f"{RUN.report}/curve.csv",
     log:
-        f"{RESULTS}/logs/make_report.log",
+        RUN.log("make_report"),
     params:
         config=CONFIG,
         evals=lambda w, input: os.path.dirname(input.evals[0]),
@@ -24,17 +24,17 @@ rule make_report:
 rule make_listening_page:
     input:
         REPORT_FILES,
-        expand(f"{RESULTS}/eval/{{run}}", run=EVAL_RUNS),
+        [RUN.eval(run) for run in EVAL_RUNS],
         settings=settings_file("make_listening_page"),
     output:
         report(
-            directory(f"{RESULTS}/listen"),
+            directory(RUN.listen),
             htmlindex="index.html",
             caption="../report/listen.rst",
             category="Listening",
         ),
     log:
-        f"{RESULTS}/logs/make_listening_page.log",
+        RUN.log("make_listening_page"),
     params:
         config=CONFIG,
         results=lambda w, output: os.path.dirname(output[0]),

@@ -1,18 +1,18 @@
 rule train_codec:
     input:
-        split=f"{RESULTS}/split",
+        split=RUN.split,
         sources=MODEL_SOURCES,
         settings=lambda w: settings_file("train_codec", w.bps),
     output:
-        f"{RESULTS}/models/{{bps}}bps.safetensors",
+        RUN.model("{bps}"),
     log:
-        f"{RESULTS}/logs/train_codec/{{bps}}bps.log",
+        RUN.log("train_codec", "{bps}bps"),
     benchmark:
         benchmark_file("train_codec", "{bps}bps")
     params:
         config=CONFIG,
-        work=lambda w, output: beside(output[0], "train", w.bps),
-        metrics=lambda w, output: beside(output[0], "train_metrics", w.bps),
+        work=lambda w: RUN.work(w.bps),
+        metrics=lambda w: RUN.train_metrics(w.bps),
     threads: workflow.cores
     resources:
         gpu=training_uses_gpu(),
