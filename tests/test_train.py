@@ -578,3 +578,31 @@ def test_adversarial_losses_are_hinges_and_relative_feature_distances():
     assert feature_matching_loss(real, disc(x)) == 0
     noisy = feature_matching_loss(real, disc(x + 0.01 * torch.randn_like(x)))
     assert 0 < noisy < feature_matching_loss(real, disc(x + 0.1 * torch.randn_like(x)))
+
+
+def test_the_loudness_loss_hears_noise_in_harmonic_valleys_more_than_missing_harmonics():
+    """PESQ's asymmetry: the same energy counts double when added (noise between the harmonics)
+    than when removed; and it is finite in silence and zero for a perfect copy."""
+    from conftest import synth_speech
+    from speechcodec.training.losses import bark_bands, loudness_loss
+
+    bands = bark_bands(512, 16000)
+    assert bands.shape == (49, 257) and bands.sum(0).max() == 1 and (bands.sum(1) > 0).all()
+    x = torch.from_numpy(synth_speech(1.0, seed=2))[None, None]
+    assert loudness_loss(x, x) == 0
+    noise = 0.01 * torch.randn_like(x)
+    added = loudness_loss(x + noise, x)
+    quieter = x * (1 - (noise.pow(2).mean() / x.pow(2).mean()).sqrt())  # about the same energy removed
+    assert added > 1.5 * loudness_loss(quieter, x) > 0
+    silence = torch.zeros(1, 1, 8000, requires_grad=True)
+    loudness_loss(silence, torch.zeros(1, 1, 8000)).backward()
+    assert torch.isfinite(silence.grad).all()
+
+
+def test_a_loudness_weight_adds_its_term_to_the_loss_and_log(tmp_path, synth_corpus):
+    train(TINY, _cfg(steps=4, checkpoint_every=4, loudness_weight=2.0), synth_corpus,
+          tmp_path / "m.safetensors", "m", progress=False)
+    m = pd.read_csv(tmp_path / "m.work" / "metrics.csv")
+    assert (m["loudness"] > 0).all()
+    assert np.allclose(m["loss"], m["stft"] + 2.0 * m["mse"] + m["rate_lambda"].shift(1, fill_value=0.05)
+                       * m["kbps_estimated"] + 2.0 * m["loudness"], rtol=1e-4)

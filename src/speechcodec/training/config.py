@@ -44,6 +44,7 @@ class TrainConfig:
     init_from: str | None = None  # model name or file whose weights start a fresh run (not a resume)
     decoder_only: bool = False  # train the decoder alone: the encoder and the entropy tables, hence
     # every code and every byte written, stay those of the model started from (init_from)
+    loudness_weight: float = 0.0  # weight of the Bark-band loudness loss (training.losses.loudness_loss)
     adversarial_weight: float = 0.0  # weight of the generator's hinge loss against a multi-resolution
     # STFT discriminator (speechcodec.training.adversarial); 0 with feature_matching_weight 0: no discriminator
     feature_matching_weight: float = 0.0  # weight of matching the discriminator's features on real speech
@@ -59,7 +60,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.crop_s > 0:
             raise ValueError(f"crop_s must be positive, got {self.crop_s}")
-        for name in ("lr", "prior_lr_scale", "adversarial_weight", "feature_matching_weight",
+        for name in ("lr", "prior_lr_scale", "loudness_weight", "adversarial_weight", "feature_matching_weight",
                      "adversarial_from_step", "discriminator_lr"):  # lr 0 freezes the weights
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")

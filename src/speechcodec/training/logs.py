@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 TRAIN_FIELDS = ["step", "loss", "stft", "mse", "kbps_estimated", "rate_lambda", "lr", "grad_norm",
-                "audio_s_per_s", "adversarial", "feature_matching", "discriminator"]
+                "audio_s_per_s", "adversarial", "feature_matching", "discriminator", "loudness"]
 VAL_FIELDS = ["step", "kbps_real", "kbps_estimated_val", "distortion", "rate_goal_kbps", "best", "rolled_back"]
 TRAIN_LOG, VAL_LOG = "metrics.csv", "val_metrics.csv"
 

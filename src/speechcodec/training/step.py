@@ -15,7 +15,7 @@ import torch
 from speechcodec.training.adversarial import discriminator_loss, feature_matching_loss, generator_loss
 from speechcodec.training.checkpoint import Trainables
 from speechcodec.training.config import TrainConfig
-from speechcodec.training.losses import normalized_mse, stft_loss
+from speechcodec.training.losses import loudness_loss, normalized_mse, stft_loss
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -39,12 +39,14 @@ class StepResult:
     grad_norm: torch.Tensor
     adversarial: list
     updated: bool
+    loudness: torch.Tensor | None = None
 
     def row(self, step: int, measured_kbps: float, rate_lambda: float, lr: float, speed: float) -> list:
         """The step's row of ``metrics.csv`` (``logs.TRAIN_FIELDS``)."""
         return [step, self.loss.item(), self.stft.item(), self.mse.item(), measured_kbps, rate_lambda,
                 lr, float(self.grad_norm), round(speed, 2),
-                *("" if v is None else float(v) for v in self.adversarial)]
+                *("" if v is None else float(v) for v in self.adversarial),
+                "" if self.loudness is None else float(self.loudness)]
 
 
 def training_step(net: torch.nn.Module, disc_net: torch.nn.Module | None, parts: Trainables,
@@ -61,6 +63,11 @@ def training_step(net: torch.nn.Module, disc_net: torch.nn.Module | None, parts:
     l_stft = stft_loss(x_hat, x)
     l_mse = normalized_mse(x_hat, x)
     loss = cfg.stft_weight * l_stft + cfg.mse_weight * l_mse + rate_lambda * kbps
+    l_loud = None
+    if cfg.loudness_weight:
+        l_loud = loudness_loss(x_hat, x, parts.model.cfg.sample_rate_hz)
+        loss = loss + cfg.loudness_weight * l_loud
+        l_loud = l_loud.detach()
     adversarial = [None, None, None]
     if parts.disc is not None:
         loss, adversarial = adversarial_step(parts, disc_net, x, x_hat, loss, cfg, step, amp)
@@ -70,7 +77,7 @@ def training_step(net: torch.nn.Module, disc_net: torch.nn.Module | None, parts:
     updated = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
     if updated:
         parts.optimizer.step()
-    return StepResult(loss, l_stft, l_mse, kbps, grad_norm, adversarial, updated)
+    return StepResult(loss, l_stft, l_mse, kbps, grad_norm, adversarial, updated, l_loud)
 
 
 def adversarial_step(parts: Trainables, disc_net: torch.nn.Module, x: torch.Tensor, x_hat: torch.Tensor,
