@@ -4,7 +4,7 @@
 #   snakemake --cores all --resources gpu=1                     # config.yaml (the demo)
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml
 #   snakemake --cores 1 --report results/demo/report.zip       # browsable HTML report (zipped)
-#   snakemake --cores all --resources gpu=1 --configfile config/ship.yaml ship   # the shipped models
+#   snakemake ship --cores all --resources gpu=1 --configfile config/ship.yaml   # the shipped models
 #
 # Every path comes from src/speechcodec/layout.py (results/NAME/...).
 #

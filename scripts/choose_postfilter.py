@@ -28,11 +28,11 @@ COMBS = (0.0, 0.1, 0.2, 0.3, 0.4)
 FORMANTS = (0.0, 0.1, 0.15, 0.2, 0.25)
 
 
-def validation_files(count: int) -> list[Path]:
+def validation_files(count: int, folder: Path = TRAIN) -> list[Path]:
     """``count`` files evenly spread over the training speech, away from the runs' own picks."""
-    files = sorted(TRAIN.rglob("*.flac"))
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".flac", ".wav"))
     if not files:
-        sys.exit(f"no validation speech at {TRAIN}: this script needs the shared training speech")
+        sys.exit(f"no validation speech at {folder}: this script needs the training speech (--speech DIR)")
     step = max(1, len(files) // count)
     return files[step // 2::step][:count]
 
@@ -63,11 +63,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", help="models (default: all installed)")
     parser.add_argument("--val-files", type=int, default=24, metavar="N")
+    parser.add_argument("--speech", type=Path, default=TRAIN,
+                        help="the training speech the files are picked from (default: shared/data/train)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="store the winners in the model files")
     args = parser.parse_args()
     names = args.model or [m["name"] for m in speechcodec.list_models()]
-    files = validation_files(args.val_files)
+    files = validation_files(args.val_files, args.speech)
     grid = list(itertools.product(COMBS, FORMANTS))
     with ProcessPoolExecutor(args.workers) as pool:
         for name in names:
@@ -77,7 +79,7 @@ def main() -> int:
             means = scores.mean(axis=0)
             better = (scores > scores[:, :1]).sum(axis=0)
             best = int(np.argmax(means))
-            print(f"{name}: PESQ-WB on {len(scores)} validation files of {TRAIN}; "
+            print(f"{name}: PESQ-WB on {len(scores)} validation files of {args.speech}; "
                   f"rows comb, columns formant; (files better than off)")
             print("        " + "".join(f"{f:>14g}" for f in FORMANTS))
             for i, c in enumerate(COMBS):
@@ -90,7 +92,8 @@ def main() -> int:
             if args.write:
                 update_info(model_path(name), {"postfilter": {
                     "strengths": {"comb": comb, "formant": formant},
-                    "chosen_on": f"PESQ-WB on {len(scores)} files of shared/data/train "
+                    "chosen_on": f"PESQ-WB on {len(scores)} files of "
+                                 f"{'shared/data/train' if args.speech == TRAIN else args.speech} "
                                  "(scripts/choose_postfilter.py)",
                     "validation_pesq_wb": [round(float(means[0]), 4), round(float(means[best]), 4)],
                     "validation_files_better": [int(better[best]), len(scores)],

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 CONFIG=${SHIP_CONFIG:-config/ship.yaml}
-PATH="$PWD/$BIN:$PATH" "$BIN/snakemake" --cores all --resources gpu=1 --configfile "$CONFIG" ship
+PATH="$PWD/$BIN:$PATH" "$BIN/snakemake" ship --cores all --resources gpu=1 --configfile "$CONFIG"
 shipped=$("$BIN/python" -c "
 import sys
 from speechcodec.config import load_config

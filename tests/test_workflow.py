@@ -100,7 +100,7 @@ def test_snakemake_lint_is_clean():
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
                                         "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml",
                                         "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml",
-                                        "config/ship_cpu_anneal.yaml"])
+                                        "config/ship_cpu_anneal.yaml", "config/ship_loudness.yaml"])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall"], REPO)
@@ -314,15 +314,29 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
         shutil.copytree(REPO / folder, project / folder)
     snakemake = [str(BIN / "snakemake"), "--cores", "2", "ship"]
     plan = run([*snakemake, "-n"], project)
-    assert ran_rules(plan.stdout) == ["ship", "ship_card", "ship_card", "ship_quality", "ship_results_table",
-                                      "ship_speed", "ship_train", "ship_train"], plan.stdout[-2000:]
+    assert ran_rules(plan.stdout) == ["ship", "ship_card", "ship_card", "ship_postfilter", "ship_postfilter",
+                                      "ship_quality", "ship_results_table", "ship_speed", "ship_train",
+                                      "ship_train"], plan.stdout[-2000:]
     run(snakemake, project, timeout=1200)
     shipped = project / "results/tiny/shipped"
     for name in ("tiny-2k", "tiny-4k"):
         card = (shipped / f"{name}.md").read_text()
-        assert name in card and "PESQ-WB" in card
+        assert name in card and "PESQ-WB" in card and "| postfilter | comb" in card
     rows = (shipped / "results.md").read_text().splitlines()
     assert [r.split("|")[1].strip() for r in rows[2:]] == ["tiny-2k", "tiny-4k"]
     assert (shipped / "report/table1.md").exists() and (shipped / "report/rate_quality.png").exists()
     again = run([*snakemake, "-n"], project)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("configfile, models", [("config/ship.yaml", 4), ("config/ship_loudness.yaml", 1)])
+def test_the_ship_target_plans_the_shipped_models(configfile, models):
+    """`snakemake ship --configfile ...` (the target before the files: --configfile takes several)."""
+    plan = run([str(BIN / "snakemake"), "ship", "-n", "-p", "--forceall", "--cores", "2",
+                "--configfile", configfile], REPO).stdout
+    assert ran_rules(plan).count("ship_train") == models == ran_rules(plan).count("ship_card")
+    from speechcodec.config import load_config
+
+    for name, bps in load_config(REPO / configfile)["ship"]["models"].items():
+        assert (f"--bitrate {bps} --data ../shared/data/train/audio --val-files 16 --name {name} " in plan) \
+            == (bps is not None), name

@@ -14,7 +14,8 @@
     results/NAME/logs/STAGE[/ITEM].log       each step's log
     results/NAME/settings/STAGE.json         the settings each step reads (as DVC's params)
     results/NAME/benchmarks/RULE/ITEM.tsv    Snakemake's time and memory per job
-    results/NAME/shipped/                    `snakemake ship`: MODEL.safetensors and MODEL.md (its
+    results/NAME/shipped/                    `snakemake ship`: MODEL.safetensors (postfilter chosen;
+                                             MODEL.trained.safetensors before) and MODEL.md (its
                                              card), MODEL.work/, quality.csv, speed.csv, eval/,
                                              report/ (Table 1 and the plot), results.md (README table)
 

@@ -134,7 +134,7 @@ def record_run_in_dvc():
 
 # The shipped models (`snakemake ship`, workflow/rules/ship.smk): the config's `ship` section.
 SHIP = config.get("ship") or {}
-SHIP_MODELS = {str(k): int(v) for k, v in (SHIP.get("models") or {}).items()}
+SHIP_MODELS = {str(k): int(v) for k, v in (SHIP.get("models") or {}).items() if v is not None}
 SHIP_FILES = [RUN.shipped_model(m) for m in SHIP_MODELS]
 for _model, _bps in SHIP_MODELS.items():  # what each shipped model's training reads, as a file
     write_params(RUN.settings(f"ship_train@{_model}"),

@@ -1,6 +1,7 @@
 # `snakemake ship --configfile config/ship.yaml`: the shipped models, trained (or continued) on
-# the config's `ship.data`, measured on `ship.test_speech` (speakers never trained on) for quality
-# and on one thread for speed, each with its model card; Table 1, the plot and the README's
+# the config's `ship.data`, their postfilter strengths chosen on its validation files, measured on
+# `ship.test_speech` (speakers never trained on) for quality and on one thread for speed, each
+# with its model card; Table 1, the plot and the README's
 # results table come out of the same run. Not part of `all`: hours of training on a CPU.
 # `scripts/ship.sh` runs it and installs the result (src/speechcodec/pretrained, docs/).
 
@@ -16,7 +17,7 @@ rule ship_train:
         sources=MODEL_SOURCES,
         settings=RUN.settings("ship_train@{model}"),
     output:
-        RUN.shipped_model("{model}"),
+        f"{RUN.ship}/{{model}}.trained.safetensors",
     log:
         RUN.log("ship_train", "{model}"),
     params:
@@ -36,6 +37,26 @@ rule ship_train:
         " --data {params.data} --val-files {params.val_files} --name {wildcards.model}"
         " --out {output} --work-dir {params.work} {params.flags} --restart-on-change -q"
         " --description 'trained by snakemake ship on {params.data}'"
+
+
+rule ship_postfilter:
+    input:
+        f"{RUN.ship}/{{model}}.trained.safetensors",
+    output:
+        RUN.shipped_model("{model}"),
+    log:
+        RUN.log("ship_postfilter", "{model}"),
+    params:
+        data=lambda w: ship_setting("data"),
+        val_files=lambda w: ship_setting("val_files"),
+        choosing=lambda w: f"{RUN.ship}/{w.model}.choosing.safetensors",
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        # the postfilter's strengths, chosen on the training speech's validation files, stored in
+        # the model file (weights, tables and fingerprint unchanged)
+        "cp {input} {params.choosing} && python scripts/choose_postfilter.py --model {params.choosing} --write"
+        " --speech {params.data} --val-files {params.val_files} > {log} 2>&1 && mv {params.choosing} {output}"
 
 
 rule ship_quality:
