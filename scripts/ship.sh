@@ -15,24 +15,38 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 CONFIG=${SHIP_CONFIG:-config/ship.yaml}
 PATH="$PWD/$BIN:$PATH" "$BIN/snakemake" ship --cores all --resources gpu=1 --configfile "$CONFIG"
-shipped=$("$BIN/python" -c "
+read -r shipped names < <("$BIN/python" -c "
 import sys
 from speechcodec.config import load_config
 from speechcodec.layout import RunLayout
-print(RunLayout(load_config(sys.argv[1])['name']).ship)" "$CONFIG")
-for model in "$shipped"/*.safetensors; do
-  cp "$model" "${model%.safetensors}.md" src/speechcodec/pretrained/
+config = load_config(sys.argv[1])
+print(RunLayout(config['name']).ship, *(m for m, bps in config['ship']['models'].items() if bps))" "$CONFIG")
+for name in $names; do  # the finished models (not MODEL.trained.safetensors, their state before the postfilter)
+  cp "$shipped/$name.safetensors" "$shipped/$name.md" src/speechcodec/pretrained/
 done
-cp "$shipped/report/rate_quality.png" docs/rate_quality.png
-"$BIN/python" - "$shipped/results.md" README.md <<'PY'
+old_rows=$("$BIN/python" - "$shipped/results.md" README.md <<'PY'
+# The README's table keeps a row per installed model: the rows of the models made here replace
+# theirs (a config may make only some, e.g. config/ship_loudness.yaml), the others stay.
+# Prints how many rows were kept from before.
 import re, sys
 from pathlib import Path
-table, readme = Path(sys.argv[1]).read_text(), Path(sys.argv[2])
+made, readme = Path(sys.argv[1]).read_text().splitlines(), Path(sys.argv[2])
 text = readme.read_text()
-new = re.sub(r"(<!-- results-table: .*? -->\n).*?(\n<!-- /results-table -->)",
-             lambda m: m[1] + table.rstrip("\n") + m[2], text, count=1, flags=re.S)
-if new == text and table.rstrip("\n") not in text:
-    sys.exit("ship.sh: the README has no <!-- results-table --> markers; table left in " + sys.argv[1])
-readme.write_text(new)
+block = re.search(r"(<!-- results-table: .*? -->\n)(.*?)(\n<!-- /results-table -->)", text, flags=re.S)
+if not block:
+    sys.exit("ship.sh: the README has no <!-- results-table --> markers; the table is in " + sys.argv[1])
+def name(row):
+    return row.split("|")[1].strip()
+new = {name(r): r for r in made[2:]}
+old = block[2].splitlines()[2:]
+rows = [new.pop(name(r), r) for r in old] + list(new.values())
+readme.write_text(text[:block.start(2)] + "\n".join(made[:2] + rows) + text[block.end(2):])
+print(sum(name(r) not in {name(m) for m in made[2:]} for r in old))
 PY
-echo "installed: $(ls "$shipped"/*.safetensors | xargs -n1 basename | tr '\n' ' '); README table and docs/rate_quality.png updated" >&2
+)
+if [ "$old_rows" = 0 ]; then  # every model in the README was made here: its plot is the README's
+  cp "$shipped/report/rate_quality.png" docs/rate_quality.png
+else
+  echo "ship.sh: docs/rate_quality.png kept (this config made only some of the models in the README)" >&2
+fi
+echo "installed: $names; README table updated" >&2
