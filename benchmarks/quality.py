@@ -46,7 +46,8 @@ def speech_manifest(speech: Path, folder: Path) -> Path:
     if not files:
         hint = ": give a folder of speech, or get the shared developer speech set" if speech == SPEECH else ""
         sys.exit(f"no speech files ({', '.join(AUDIO_SUFFIXES)}) under {speech}{hint}")
-    rows = [("_".join(f.stem.split("_")[:2]), f.stem, "", sf.info(str(f)).duration, str(f), str(f))
+    # absolute paths: a manifest's relative paths are read relative to the manifest's own folder
+    rows = [("_".join(f.stem.split("_")[:2]), f.stem, "", sf.info(str(f)).duration, str(f.resolve()), str(f))
             for f in files]
     path = folder / "test.csv"
     pd.DataFrame(rows, columns=["speaker", "utterance", "transcript", "duration_s", "path", "source"]

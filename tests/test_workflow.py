@@ -305,7 +305,8 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
             path.parent.mkdir(parents=True)
             sf.write(path, synth_speech(3.0, seed=i), 16000)
     config = tiny_config()
-    config["ship"] = {"data": str(tmp_path / "speech/train"), "test_speech": str(tmp_path / "speech/test"),
+    # relative to the project, as config/ship.yaml names ../shared/data/...
+    config["ship"] = {"data": "../speech/train", "test_speech": "../speech/test",
                       "val_files": 1, "models": {"tiny-2k": 2000, "tiny-4k": 4000},
                       "continue_installed": False, "steps": 4}
     (tmp_path / "project").mkdir()
