@@ -243,23 +243,24 @@ def results_table(quality: pd.DataFrame, models: list[Path]) -> str:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--results-table"]:  # model_card.py --results-table QUALITY_CSV MODEL...
-        if len(sys.argv) < 4:
-            sys.exit("usage: model_card.py --results-table QUALITY_CSV MODEL.safetensors ...")
-        print(results_table(pd.read_csv(sys.argv[2]).set_index("model"), [Path(m) for m in sys.argv[3:]]),
-              end="")
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="model_card.py --results-table QUALITY_CSV MODEL... prints the "
-                                            "README's results table instead")
-    parser.add_argument("model", type=Path, help="the .safetensors model file")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, nargs="+",
+                        help="the .safetensors model file (several with --results-table)")
     parser.add_argument("--quality", required=True, help="CSV from benchmarks/quality.py --csv")
-    parser.add_argument("--speed", required=True, help="CSV from benchmarks/speed.py --csv")
+    parser.add_argument("--speed", help="CSV from benchmarks/speed.py --csv (needed for a card)")
+    parser.add_argument("--results-table", action="store_true",
+                        help="print the README's results table of the models instead of writing a card")
     parser.add_argument("--config", default="config/ship.yaml", help="the config it was trained with")
     parser.add_argument("--note", default="", help="a paragraph to add under the table")
     parser.add_argument("--base-config", default="config/ship.yaml",
                         help="for a continued model: the config of the first run it continues")
     args = parser.parse_args()
+    if args.results_table:
+        print(results_table(pd.read_csv(args.quality).set_index("model"), args.model), end="")
+        return 0
+    if len(args.model) > 1 or not args.speed:
+        parser.error("a card is written for one model, from --quality and --speed")
+    args.model = args.model[0]
     name = load_model_file(args.model).name
     quality = pd.read_csv(args.quality).set_index("model")
     speed = pd.read_csv(args.speed).set_index("model")

@@ -126,4 +126,4 @@ rule ship_results_table:
     conda:
         "../envs/speechcodec.yaml"
     shell:
-        "python scripts/model_card.py --results-table {input.quality} {input.models} > {output} 2> {log}"
+        "python scripts/model_card.py --results-table --quality {input.quality} {input.models} > {output} 2> {log}"
