@@ -22,8 +22,10 @@ CONFIGS = [
     ModelConfig(arch="paper", width=16, code_channels=2, downsample=8, res_blocks=3),
     ModelConfig(width=32, fold_width=16, code_channels=4, res_blocks=1, decoder_head="istft",
                 prior_context="previous"),
+    ModelConfig(width=32, fold_width=16, code_channels=4, res_blocks=1, decoder_head="istft",
+                istft_window_frames=8),
 ]
-IDS = ["folded", "folded-istft", "paper", "folded-context"]
+IDS = ["folded", "folded-istft", "paper", "folded-context", "folded-istft-long-window"]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
@@ -69,10 +71,12 @@ def test_istft_head_gradients_stay_finite_when_magnitudes_saturate():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
-def test_istft_head_inverts_as_torch_istft_does():
+@pytest.mark.parametrize("window_frames", [4, 8, 13])
+def test_istft_head_inverts_as_torch_istft_does(window_frames):
     model = CodecModel(ModelConfig(decoder_head="istft", width=32, fold_width=16, code_channels=8,
-                                   res_blocks=1))
+                                   res_blocks=1, istft_window_frames=window_frames))
     ae = model.autoencoder
+    assert ae.n_fft == window_frames * ae.cfg.samples_per_frame
     bins, frames = ae.n_fft // 2 + 1, 30
     spec = torch.randn(2, 2 * bins, frames + 1, dtype=torch.float64, requires_grad=True)
 

@@ -40,7 +40,7 @@ DECODER_HEADS = ("subpixel", "istft")
 PRIOR_CONTEXTS = ("none", "previous")
 # Fields added after the first model files: written (and fingerprinted) only when not at their
 # default, so every model file made before them keeps its config and its fingerprint.
-LATER_FIELDS = {"prior_context": "none"}
+LATER_FIELDS = {"prior_context": "none", "istft_window_frames": 4}
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class ModelConfig:
     prior_components: int = 3  # logistic components per channel in the factorised prior
     input_rms: float = 0.05  # the codec scales audio to this RMS before the encoder
     prior_context: str = "none"  # "previous": tables chosen by the previous code frame
+    istft_window_frames: int = 4  # iSTFT head: its window (and FFT) in code frames; 4 = 20 ms at 80 samples
 
     def __post_init__(self) -> None:
         if self.arch not in FAMILIES:
@@ -80,7 +81,7 @@ class ModelConfig:
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd so convolutions stay centred")
         for name in ("code_channels", "width", "fold_width", "fold", "downsample", "max_symbol",
-                     "prior_components", "sample_rate_hz"):
+                     "prior_components", "sample_rate_hz", "istft_window_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

@@ -78,7 +78,10 @@ def family_of(cfg: ModelConfig) -> Family:
 
 
 def _describe_folded(cfg: ModelConfig) -> str:
-    head = "Vocos-style iSTFT decoder" if cfg.decoder_head == "istft" else "sub-pixel decoder"
+    head = "sub-pixel decoder"
+    if cfg.decoder_head == "istft":
+        window_ms = 1000 * cfg.istft_window_frames * cfg.fold * cfg.downsample / cfg.sample_rate_hz
+        head = f"Vocos-style iSTFT decoder ({window_ms:g} ms window)"
     fold_hz = cfg.sample_rate_hz / cfg.fold
     return (f"`folded` + {head}: {cfg.fold}-sample folding, {cfg.fold_width} channels at {fold_hz:.0f} Hz, "
             f"{cfg.width} at {fold_hz / cfg.downsample:.0f} Hz, {cfg.res_blocks} residual blocks per stage, "
@@ -100,7 +103,7 @@ register(Family(
     network="speechcodec.model.folded:FoldedAutoencoder",
     samples_per_frame=lambda cfg: cfg.fold * cfg.downsample,
     describe=_describe_folded,
-    settings=("fold", "fold_width", "downsample", "decoder_head"),
+    settings=("fold", "fold_width", "downsample", "decoder_head", "istft_window_frames"),
     summary="ours (default): the waveform folded into frames first, so convolutions run at frame rate",
 ))
 register(Family(

@@ -63,7 +63,7 @@ class FoldedAutoencoder(nn.Module):
             )
             dec_radius_frames += conv_radius(k) + 1 + (stack_radius(dec_fold) + conv_radius(k)) / ds
         else:
-            self.n_fft = 4 * spf
+            self.n_fft = cfg.istft_window_frames * spf
             bins = self.n_fft // 2 + 1
             # Kernel 2 with padding 1 gives F + 1 spectra centred on the frame boundaries, which
             # istft(center=True) turns into exactly F * spf samples.
@@ -91,7 +91,8 @@ class FoldedAutoencoder(nn.Module):
         """Log-magnitude and phase spectra ``[B, 2 * bins, F + 1]`` -> ``[B, 1, F * spf]`` samples.
 
         The same as ``torch.istft(center=True)`` with this Hann window (tested to agree), written
-        out as inverse FFTs and a four-way overlap-add: twice as fast on one CPU thread.
+        out as inverse FFTs and an overlap-add of ``istft_window_frames`` shifted parts: twice as fast
+        on one CPU thread.
         """
         bins, n_fft, spf = self.n_fft // 2 + 1, self.n_fft, self.cfg.samples_per_frame
         spec = spec.to(torch.promote_types(spec.dtype, torch.float32))  # FFTs never in half precision
