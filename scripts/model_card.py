@@ -53,7 +53,13 @@ def postfilter_row(info: dict) -> str:
         return "| postfilter | none in the file: its streams decode without one |"
     chosen = f", chosen on {pf['chosen_on']}" if pf.get("chosen_on") else ""
     better = pf.get("validation_files_better")
-    files = f" ({better[0]} of {better[1]} validation files better)" if better else ""
+    files = f"{better[0]} of {better[1]} validation files better" if better else ""
+    for metric, key in (("ViSQOL", "validation_visqol"), ("PESQ-WB", "validation_pesq_wb")):
+        if pf.get(key):  # [without, with] on the validation files
+            files = f"{metric} {pf[key][0]:.2f} -> {pf[key][1]:.2f}" + (", " if files else "") + files
+    files = f" ({files})" if files else ""
+    if not strengths.get("comb") and not strengths.get("formant"):
+        return f"| postfilter | none{chosen}{files}: its streams decode without one |"
     return (f"| postfilter | comb {strengths.get('comb', 0):g}, formant {strengths.get('formant', 0):g}"
             f"{chosen}{files}; no bits: written into each stream, `--postfilter off` decodes without it |")
 

@@ -179,3 +179,37 @@ def test_cli_decode_postfilter_option_and_info(filtered_model, tmp_path):
         assert result.returncode != 0 and "--postfilter takes" in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bad.wav").exists()
+
+
+@pytest.fixture(scope="module")
+def chooser():
+    """scripts/choose_postfilter.py as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "choose_postfilter.py"
+    spec = importlib.util.spec_from_file_location("choose_postfilter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_chooser_takes_the_best_pesq_that_keeps_visqol(chooser):
+    # scripts/choose_postfilter.py: a filter that raises PESQ-WB and lowers ViSQOL is not chosen.
+    pesq = np.array([[2.0, 2.1, 2.6, 2.4], [2.2, 2.3, 2.8, 2.5]])  # [files, grid]; 0 is off
+    finalists = [0, 2, 3]
+    keeps = np.array([[2.5, 2.4, 2.6], [2.7, 2.6, 2.6]])  # [files, finalists]: 2 loses, 3 keeps
+    assert chooser.choose(pesq, keeps, finalists) == 2  # grid 3, the best PESQ-WB that keeps ViSQOL
+    loses = np.array([[2.5, 2.4, 2.4], [2.7, 2.6, 2.6]])
+    assert chooser.choose(pesq, loses, finalists) == 0  # none keeps it: no postfilter
+    gains = np.array([[2.5, 2.6, 2.6], [2.7, 2.6, 2.7]])
+    assert chooser.choose(pesq, gains, finalists) == 1  # grid 2: the best PESQ-WB, ViSQOL kept
+
+
+def test_the_chooser_keeps_a_finalist_at_each_formant_strength(chooser):
+    grid = [(c, f) for c in chooser.COMBS for f in chooser.FORMANTS]
+    means = np.array([1.0 + c + (f if f < 0.2 else 0.0) for c, f in grid])  # best: strongest comb
+    finalists = chooser.finalists_of(means, grid)
+    assert finalists[0] == 0 and len(finalists) == 1 + len(chooser.FORMANTS)
+    assert [grid[i] for i in finalists[1:]] == [(max(chooser.COMBS), f) for f in chooser.FORMANTS]
+    assert int(np.argmax(means)) in finalists
