@@ -71,6 +71,11 @@ def test_istft_head_gradients_stay_finite_when_magnitudes_saturate():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
+def test_an_istft_window_of_one_frame_is_refused():
+    with pytest.raises(ValueError, match="istft_window_frames must be at least 2"):
+        ModelConfig(decoder_head="istft", istft_window_frames=1)
+
+
 @pytest.mark.parametrize("window_frames", [4, 8, 13])
 def test_istft_head_inverts_as_torch_istft_does(window_frames):
     model = CodecModel(ModelConfig(decoder_head="istft", width=32, fold_width=16, code_channels=8,

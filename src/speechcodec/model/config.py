@@ -81,9 +81,11 @@ class ModelConfig:
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd so convolutions stay centred")
         for name in ("code_channels", "width", "fold_width", "fold", "downsample", "max_symbol",
-                     "prior_components", "sample_rate_hz", "istft_window_frames"):
+                     "prior_components", "sample_rate_hz"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.istft_window_frames < 2:  # one frame: hop = window, and Hann's zeros cannot overlap-add
+            raise ValueError("istft_window_frames must be at least 2")
 
     @property
     def samples_per_frame(self) -> int:
