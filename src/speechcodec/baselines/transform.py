@@ -1,0 +1,297 @@
+"""A textbook transform coder: what a coder without a network does at the same rate.
+
+MDCT (20 ms hop, 40 ms sine window) -> band energies, coded as side information -> each band's
+coefficients divided by its decoded RMS**alpha (so the quantisation noise follows the speech's
+envelope over frequency and time: the noise shaping of CELT's band energies) -> one uniform
+quantiser step for the whole file -> range coding under a Laplace whose scale follows the band's
+decoded energy (:mod:`speechcodec.transform.laplace`) -> optional noise filling of bands that
+quantise to all zeros. A rate control finds the step that meets the target from the bytes.
+
+Stream (little-endian), everything counted in the rate::
+
+    magic "SCTB" | version u8 | layout u8 | energy step u8 (quarter-octaves) | energy frames u8
+    | alpha u8 (sixteenths) | noise fill u8 (sixteenths) | energy scale i8 | coefficient scale i8
+    | step i16 (64ths of an octave) | samples u32 | payload bytes u32
+    | CRC32 u32 of all before it and the payload
+    | payload: one range-coded stream of the energy residuals, then the coefficients
+
+Every parameter the decoder needs is in the header, so a stream decodes without knowing the
+settings that made it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from speechcodec.audio import as_mono, check_finite
+from speechcodec.errors import (
+    BitstreamError,
+    ChecksumError,
+    SpeechCodecError,
+    TruncatedBitstreamError,
+    UnsupportedVersionError,
+)
+from speechcodec.transform import bands
+from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES, finish, new_decoder, new_encoder
+from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
+
+SAMPLE_RATE_HZ = 16000
+MAGIC = b"SCTB"
+VERSION = 1
+_HEAD = struct.Struct("<4sBBBBBBbbhII")
+HEADER_BYTES = _HEAD.size + 4  # and the CRC32
+MAX_SAMPLES = SAMPLE_RATE_HZ * 3600  # one hour a stream: bounds what a crafted header can allocate
+STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
+MAX_SYMBOL = 60000
+RATE_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """What a stream is coded with; all of it travels in the header.
+
+    The defaults were chosen on held-out speakers of the training speech (README, "The textbook
+    baseline"); ``scripts/tune_transform.py`` measures the alternatives.
+    """
+
+    layout: str = "bark16"
+    energy_step: int = 3  # quarter-octaves: 3 = 4.5 dB
+    energy_frames: int = 1  # MDCT frames per energy frame: 1 = 20 ms
+    alpha16: int = 8  # coefficients divided by RMS**(alpha16 / 16)
+    noise_fill16: int = 8  # an all-zero band is filled with noise at this many sixteenths of its RMS
+
+    def __post_init__(self):
+        if self.layout not in bands.LAYOUTS:
+            raise SpeechCodecError(f"unknown band layout {self.layout!r}; choose one of "
+                                   f"{', '.join(bands.LAYOUTS)}")
+        for name, low, high in (("energy_step", 1, 8), ("energy_frames", 1, 4), ("alpha16", 0, 16),
+                                ("noise_fill16", 0, 16)):
+            if not low <= getattr(self, name) <= high:
+                raise SpeechCodecError(f"{name} must lie within {low}..{high}")
+
+
+@dataclass
+class _Analysis:
+    """What the encoder keeps between rate-control trials: everything but the step."""
+
+    num_samples: int
+    coefficients: np.ndarray  # [T, HOP]
+    levels: np.ndarray  # int [E, B], in energy steps
+    residuals: np.ndarray  # int [E, B]
+    energy_scale: int
+    energy_bits: float
+
+
+def _expand(settings: TransformSettings, levels: np.ndarray, frames: int) -> np.ndarray:
+    """int ``[T, HOP]``: each coefficient's band level (in quarter-octaves), per MDCT frame."""
+    per_frame = np.repeat(levels, settings.energy_frames, axis=0)[:frames] * settings.energy_step
+    return per_frame[:, bands.band_of_bin(bands.LAYOUTS[settings.layout])]
+
+
+def _scale_index(settings: TransformSettings, level_qo: np.ndarray, step: int, offset: int) -> np.ndarray:
+    """Grid index of each coefficient's Laplace, in integers: log2 of the band RMS**(1 - alpha)
+    over the quantiser step, in eighth-octaves, plus ``offset``."""
+    log64 = (16 - settings.alpha16) * level_qo - step  # (1 - alpha) * level / 4 octaves, in 64ths
+    return np.clip(((log64 + 4) >> 3) + offset, J_MIN, J_MAX)
+
+
+def _gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
+    """Each coefficient's quantiser step in the MDCT domain: RMS**alpha x 2**(step / 64)."""
+    return np.exp2(settings.alpha16 * level_qo / 64.0 + step / 64.0)
+
+
+class TransformCodec:
+    """The textbook transform coder at a target bitrate; ``name`` says so, e.g. ``transform-12000bps``.
+
+    ``encode`` finds the quantiser step whose stream is nearest ``bitrate_bps`` (the whole stream,
+    header included, over the input's duration), so :meth:`payload_bytes` is the stream's size.
+    """
+
+    sample_rate_hz = SAMPLE_RATE_HZ
+    coefficient_offset = -4  # eighth-octaves: a Laplace's scale is its RMS / sqrt(2)
+
+    def __init__(self, bitrate_bps: int, settings: TransformSettings | None = None):
+        self.bitrate_bps = int(bitrate_bps)
+        if self.bitrate_bps <= 0:
+            raise SpeechCodecError(f"bitrate must be positive, got {bitrate_bps}")
+        self.settings = settings or TransformSettings()
+        self.name = f"transform-{self.bitrate_bps}bps"
+        self.last_energy_bits = 0.0  # side information of the last stream encoded, in bits
+
+    # -- encoder --------------------------------------------------------------------------
+    def analyse(self, audio: np.ndarray) -> _Analysis:
+        s = self.settings
+        spectrum = odft(audio)
+        levels, residuals = bands.quantise_levels(
+            bands.band_levels(spectrum, bands.LAYOUTS[s.layout], s.energy_frames), s.energy_step)
+        energy_scale = bands.residual_scale(residuals)
+        bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
+        return _Analysis(len(audio), spectrum.real, levels, residuals, energy_scale, bits)
+
+    def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
+        level_qo = _expand(self.settings, a.levels, len(a.coefficients))
+        symbols = np.rint(a.coefficients / _gain(self.settings, level_qo, step))
+        symbols = np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+        return symbols, _scale_index(self.settings, level_qo, step, self.coefficient_offset)
+
+    def estimate_bits(self, a: _Analysis, step: int) -> float:
+        """The stream's size at quantiser ``step`` if range coding were ideal (it is within bytes)."""
+        symbols, index = self._quantise(a, step)
+        return 8 * HEADER_BYTES + a.energy_bits + TABLES.bits(symbols, index)
+
+    def find_step(self, a: _Analysis, target_bits: float) -> int:
+        """The step whose estimated size is nearest ``target_bits`` (sizes fall as steps grow)."""
+        low, high = STEP_RANGE
+        sizes: dict[int, float] = {}
+
+        def size(step: int) -> float:
+            if step not in sizes:
+                sizes[step] = self.estimate_bits(a, step)
+            return sizes[step]
+
+        # Secant steps from a first guess, kept inside a bracket that bisection would keep.
+        step = 0
+        for _ in range(40):
+            if high - low <= 1:
+                break
+            got = size(step)
+            if got > target_bits:
+                low = step
+            else:
+                high = step
+            other = step + (-32 if got < target_bits else 32)
+            other = min(max(other, STEP_RANGE[0]), STEP_RANGE[1])
+            slope = (size(other) - got) / (other - step) if other != step else 0.0
+            guess = step + (target_bits - got) / slope if slope < 0 else (low + high) / 2
+            step = int(round(min(max(guess, low + 1), high - 1))) if high - low > 1 else step
+            if step in sizes and high - low > 1:
+                step = (low + high) // 2
+        return min((low, high), key=lambda s: abs(size(s) - target_bits))
+
+    def encode_at(self, a: _Analysis, step: int) -> bytes:
+        symbols, index = self._quantise(a, step)
+        encoder = new_encoder()
+        TABLES.encode(encoder, a.residuals, np.full(a.residuals.shape, a.energy_scale))
+        TABLES.encode(encoder, symbols, index)
+        s = self.settings
+        payload = finish(encoder)
+        head = _HEAD.pack(MAGIC, VERSION, bands.LAYOUT_IDS[s.layout], s.energy_step, s.energy_frames,
+                          s.alpha16, s.noise_fill16, a.energy_scale, self.coefficient_offset, step,
+                          a.num_samples, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        self.last_energy_bits = a.energy_bits
+        return head + struct.pack("<I", crc) + payload
+
+    def encode(self, audio: np.ndarray, sample_rate: int) -> bytes:
+        mono = as_mono(audio)
+        check_finite(mono)
+        if sample_rate != SAMPLE_RATE_HZ:
+            mono = soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ).astype(np.float32)
+        if len(mono) > MAX_SAMPLES:
+            raise SpeechCodecError(f"the transform baseline codes at most {MAX_SAMPLES // SAMPLE_RATE_HZ} s "
+                                   "a stream; split the audio")
+        a = self.analyse(mono)
+        target = self.bitrate_bps * max(len(mono), 1) / SAMPLE_RATE_HZ
+        step = self.find_step(a, target)
+        data = self.encode_at(a, step)
+        # The estimate is ideal coding; the real stream is within a few bytes of it. Nudge the
+        # step while the real size is further from the target than the next step's would be.
+        for _ in range(4):
+            miss = len(data) * 8 - target
+            if abs(miss) <= RATE_TOLERANCE * target / 2:
+                break
+            nudged = min(max(step + (1 if miss > 0 else -1), STEP_RANGE[0]), STEP_RANGE[1])
+            other = self.encode_at(a, nudged)
+            if abs(len(other) * 8 - target) >= abs(miss):
+                break
+            step, data = nudged, other
+        return data
+
+    def payload_bytes(self, data: bytes) -> int:
+        """The whole stream, header included: what the bitrate is computed from."""
+        _parse(data)
+        return len(data)
+
+    # -- decoder --------------------------------------------------------------------------
+    def decode(self, data: bytes) -> tuple[np.ndarray, int]:
+        return decode(data)
+
+
+def _parse(data: bytes) -> tuple[TransformSettings, tuple, bytes]:
+    data = bytes(data)
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise BitstreamError("not a transform-baseline stream (no SCTB magic)")
+    if len(data) < HEADER_BYTES:
+        raise TruncatedBitstreamError(f"transform-baseline stream cut short: {len(data)} bytes, "
+                                      f"its header alone has {HEADER_BYTES}")
+    head = _HEAD.unpack_from(data)
+    _, version, layout, estep, eframes, alpha16, noise16, escale, coffset, step, samples, size = head
+    if version > VERSION:
+        raise UnsupportedVersionError(f"transform-baseline stream of a newer format version ({version}; this "
+                                      f"release reads {VERSION}): upgrade speechcodec")
+    if version != VERSION:
+        raise BitstreamError(f"transform-baseline stream of an unknown format version ({version})")
+    (crc,) = struct.unpack_from("<I", data, _HEAD.size)
+    payload = data[HEADER_BYTES:]
+    if len(payload) < size:
+        raise TruncatedBitstreamError(f"transform-baseline stream cut short: {len(payload)} of its "
+                                      f"{size} payload bytes")
+    if len(payload) > size:
+        raise BitstreamError(f"transform-baseline stream has {len(payload) - size} bytes after its end")
+    if zlib.crc32(payload, zlib.crc32(data[:_HEAD.size])) != crc:
+        raise ChecksumError("transform-baseline stream is damaged or cut short (CRC32 mismatch)")
+    names = list(bands.LAYOUTS)
+    if layout >= len(names) or samples > MAX_SAMPLES or not STEP_RANGE[0] <= step <= STEP_RANGE[1] \
+            or not J_MIN <= escale <= J_MAX:
+        raise BitstreamError("transform-baseline stream header holds values no encoder writes")
+    try:
+        settings = TransformSettings(names[layout], estep, eframes, alpha16, noise16)
+    except SpeechCodecError:
+        raise BitstreamError("transform-baseline stream header holds values no encoder writes") from None
+    return settings, (escale, coffset, step, samples), payload
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode a :class:`TransformCodec` stream: float32 audio at 16 kHz."""
+    settings, (energy_scale, offset, step, samples), payload = _parse(data)
+    frames = num_frames(samples, HOP)
+    edges = bands.LAYOUTS[settings.layout]
+    groups = -(-frames // settings.energy_frames)
+    try:
+        decoder = new_decoder(payload)
+        residuals = TABLES.decode(decoder, np.full((groups, len(edges) - 1), energy_scale))
+        levels = bands.levels_from_residuals(residuals, settings.energy_step)
+        if levels.size and levels.max() * settings.energy_step > bands.CEILING_QUARTER_OCTAVES:
+            raise BitstreamError("band energies beyond any encoder's ceiling")
+        level_qo = _expand(settings, levels, frames)
+        symbols = TABLES.decode(decoder, _scale_index(settings, level_qo, step, offset))
+    except BitstreamError:
+        raise
+    except Exception as exc:  # constriction raises plain exceptions on invalid data
+        raise BitstreamError(f"transform-baseline payload does not decode: {exc}") from None
+    coefficients = symbols * _gain(settings, level_qo, step)
+    if settings.noise_fill16:
+        _fill_noise(coefficients, symbols, level_qo, step, settings)
+    audio = imdct(coefficients, samples, HOP)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32), SAMPLE_RATE_HZ
+
+
+def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
+                settings: TransformSettings) -> None:
+    """Noise, in place, in every band of every frame that quantised to all zeros: its RMS is
+    ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step."""
+    edges = np.asarray(bands.LAYOUTS[settings.layout])
+    nonzero = np.add.reduceat(symbols != 0, edges[:-1], axis=1)  # [T, B]
+    band_level = level_qo[:, edges[:-1]]
+    rms = np.exp2(band_level / 4.0)
+    ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
+    empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
+    level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
+    per_bin = np.repeat(level, np.diff(edges), axis=1)
+    noise = np.random.default_rng(0).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
+    coefficients += per_bin * noise
