@@ -6,13 +6,16 @@ how many files a ``--baseline`` run of the same model scored better on both PESQ
 measured bitrate (its nominal rate corrected until its real rate is within 2 %, 3 runs at
 most; at its lowest rate when the model is below it) and the PESQ-WB difference. A model below
 Opus's floor is also set beside Codec 2 (libcodec2, narrowband) at the lowest mode at or above
-its rate, PESQ-WB and PESQ-NB both. Audio: the 51 utterances of ../shared/data/speech (VCTK,
-ARCTIC, LJSpeech, LibriTTS speakers; none in training), or any folder of speech files you give.
+its rate, PESQ-WB and PESQ-NB both. Every model is also set beside the textbook transform coder
+(``speechcodec.baselines.TransformCodec``: MDCT, band energies, one quantiser step, no network)
+at its measured rate, with the count of files on which the model beats it. Audio: the 51
+utterances of ../shared/data/speech (VCTK, ARCTIC, LJSpeech, LibriTTS speakers; none in
+training), or any folder of speech files you give.
 
     .venv/bin/python benchmarks/quality.py [SPEECH_DIR] [--model NAME_OR_PATH ...] [--out DIR]
                                            [--report DIR] [--csv FILE]
 
-``--report DIR`` also runs Opus on a grid of bitrates (and Codec 2 in every mode of
+``--report DIR`` also runs Opus and the textbook coder on a grid of bitrates (and Codec 2 in every mode of
 ``--codec2-modes``) and writes the Table 1 files and the rate-quality plot there (the README's
 plot is made this way).
 """
@@ -29,7 +32,7 @@ import soundfile as sf
 
 import speechcodec
 from speechcodec.baselines.opus import MIN_BITRATE_BPS
-from speechcodec.evaluate import evaluate, evaluate_opus_matched
+from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched
 from speechcodec.metrics import BESIDE_BASELINES, METRICS, SHOWN, VERSUS_CODEC2, VERSUS_OPUS
 from speechcodec.report import build_report, codec2_match
 
@@ -70,6 +73,14 @@ def quality_row(n: dict, o: dict, paired: str) -> dict:
             "opus_kbps": o["kbps"], **{f"opus_{m.name}": o[m.name] for m in VERSUS_OPUS},
             **{f"delta_{m.name}": n[m.name] - o[m.name] for m in VERSUS_OPUS}, "files_better": paired,
             "note": "Opus floor" if o["target_bitrate_bps"] == MIN_BITRATE_BPS else ""}
+
+
+def transform_columns(n: dict, t: dict, paired: str) -> dict:
+    """The textbook coder's columns of a model's row: its scores at the model's rate, the
+    differences, and on how many files the model beats it."""
+    return {"transform_kbps": t["kbps"], **{f"transform_{m.name}": t[m.name] for m in BESIDE_BASELINES},
+            **{f"delta_{m.name}_transform": n[m.name] - t[m.name] for m in VERSUS_OPUS},
+            "files_better_than_transform": paired}
 
 
 def codec2_row(n: dict, c: dict) -> dict:
@@ -123,7 +134,9 @@ def main() -> int:
                 print(f"{n['codec']} with its postfilter off: "
                       + ", ".join(f"{m.label} {b[m.name]:.3f}" for m in VERSUS_OPUS), file=sys.stderr)
                 paired = paired_count(root / f"neural-{tag}", root / f"neural-{tag}-postfilter-off")
-            rows.append(quality_row(n, o, paired))
+            t = evaluate_transform_matched(n, manifest, root / f"transform-{tag}", progress=False)
+            beats = paired_count(root / f"neural-{tag}", root / f"transform-{tag}")
+            rows.append(quality_row(n, o, paired) | transform_columns(n, t, beats))
             if n["kbps"] * 1000 < MIN_BITRATE_BPS and args.codec2_modes and not codec2:
                 codec2 = [evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
                                    target_bitrate_bps=m) for m in args.codec2_modes]
@@ -131,7 +144,7 @@ def main() -> int:
                 below.append((n, codec2_match(n["kbps"], codec2)))
         if args.report:
             tags = [Path(n).stem for n in names]
-            dirs = [root / f"neural-{t}" for t in tags] + [root / f"opus-{t}" for t in tags]
+            dirs = [root / f"{kind}-{t}" for kind in ("neural", "opus", "transform") for t in tags]
             for m in args.codec2_modes:
                 if not (root / f"codec2-{m}" / "summary.json").exists():
                     evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
@@ -139,11 +152,16 @@ def main() -> int:
                 dirs.append(root / f"codec2-{m}")
             for bps in args.opus_grid:
                 evaluate(f"opus:{bps}", manifest, root / f"opus-grid-{bps}", progress=False)
-                dirs.append(root / f"opus-grid-{bps}")
+                evaluate(f"transform:{bps}", manifest, root / f"transform-grid-{bps}", progress=False)
+                dirs += [root / f"opus-grid-{bps}", root / f"transform-grid-{bps}"]
             build_report(dirs, args.report)
     print(f"{len(speech_files(args.speech))} utterances of {args.speech}"
           + ("; speakers never used in training" if args.speech == SPEECH else ""))
-    show(rows)
+    show([{k: v for k, v in r.items() if "transform" not in k} for r in rows])
+    print("\nBeside the textbook transform coder (no network) at each model's real rate; files better: "
+          "on how many files the model beats it:")
+    show([{"model": r["model"], "kbps": r["kbps"], **{m.name: r[m.name] for m in BESIDE_BASELINES},
+           **{k: v for k, v in r.items() if "transform" in k}} for r in rows])
     if args.csv:
         beside = {n["codec"]: c for n, c in below}
         table = pd.DataFrame(rows)

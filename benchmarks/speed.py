@@ -4,8 +4,10 @@ Prints one row per model: real kbps and how many times faster than real time enc
 decoding run (goal: >= 100x each) in process on one thread (what ``speechcodec.load`` and the
 CLI use by default); the same with every core (torch's own default, which the one-thread
 default was chosen against); and the whole process as a user runs it: ``speechcodec encode``
-and ``decode`` of a 60 s file, start-up and model loading included. Audio: ../shared/data/speech
-when present, else synthetic.
+and ``decode`` of a 60 s file, start-up and model loading included. Then the textbook transform
+coder (``speechcodec.baselines.TransformCodec``, numpy; goal: >= 200x each way on one thread) at
+``--transform-rates``, its rate control included. Audio: ../shared/data/speech when present,
+else synthetic.
 
     .venv/bin/python benchmarks/speed.py [--model NAME_OR_PATH ...] [--repeats 3] [--csv FILE]
 """
@@ -99,14 +101,17 @@ def main() -> int:
     parser.add_argument("speech", nargs="?", type=Path, default=SPEECH,
                         help="folder of speech (default: ../shared/data/speech/audio; none there: "
                              "60 s of synthetic speech)")
-    parser.add_argument("--model", nargs="*", help="models (default: all installed)")
+    parser.add_argument("--model", nargs="*", help="models (default: all installed; none given: none)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N passes (default: 3)")
     parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
+    parser.add_argument("--transform-rates", nargs="*", type=int, default=[6000, 12000, 24000],
+                        help="bps of the textbook transform coder to time ([] for none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     clips, what = test_audio(args.speech)
-    names = args.model or [m["name"] for m in speechcodec.list_models()]
+    # --model with no names: none (the textbook coder alone)
+    names = args.model if args.model is not None else [m["name"] for m in speechcodec.list_models()]
     cpu = machine()
     cores = os.cpu_count() or 1
     print(f"one thread of {cpu}, {what}, best of {args.repeats}; then all {cores} cores in process; "
@@ -124,6 +129,15 @@ def main() -> int:
               f"{row['decode_x_realtime']:>12.0f} {row['all_cores_encode_x_realtime']:>12.0f} "
               f"{row['all_cores_decode_x_realtime']:>12.0f} {row['cli_encode_x_realtime']:>8.0f} "
               f"{row['cli_decode_x_realtime']:>8.0f}")
+    if args.transform_rates:
+        from speechcodec.baselines import TransformCodec
+
+        print(f"\ntextbook transform coder (numpy, one thread of {cpu}), rate control included")
+        print(f"{'codec':<24} {'real kbps':>9} {'encode x RT':>12} {'decode x RT':>12}")
+        for bps in args.transform_rates:
+            row = measure(TransformCodec(bps), clips, args.repeats)
+            print(f"{row['model']:<24} {row['kbps']:>9.2f} {row['encode_x_realtime']:>12.0f} "
+                  f"{row['decode_x_realtime']:>12.0f}")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

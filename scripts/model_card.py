@@ -245,7 +245,31 @@ def results_table(quality: pd.DataFrame, models: list[Path]) -> str:
                  + [_score(row, f"opus_{m.name}", m) for m in VERSUS_OPUS]
                  + [_score(row, f"delta_{m.name}", m, sign=True) for m in VERSUS_OPUS])
         lines.append("| " + " | ".join(cells) + " |")
+    if "transform_kbps" in quality.columns:
+        lines += ["", TEXTBOOK_INTRO, ""] + textbook_table(quality, models)
     return "\n".join(lines) + "\n"
+
+
+TEXTBOOK_INTRO = ("Textbook baseline: what a transform coder without a network does at the same rate (MDCT, "
+                  "band energies as side information, one quantiser step, noise shaped by the envelope; "
+                  "`speechcodec eval --transform RATE`):")
+
+
+def textbook_table(quality: pd.DataFrame, models: list[Path]) -> list[str]:
+    """Each model beside the textbook transform coder at its real rate (benchmarks/quality.py)."""
+    head = (["model", "real kbps"] + [m.label for m in VERSUS_OPUS] + ["textbook kbps"]
+            + [f"textbook {m.label}" for m in VERSUS_OPUS] + [f"delta {m.label}" for m in VERSUS_OPUS]
+            + ["files the model wins"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in models:
+        model = load_model_file(path)
+        row = quality.loc[model.name]
+        cells = ([model.name, f"{row.kbps:.2f}"] + [_score(row, m.name, m) for m in VERSUS_OPUS]
+                 + [f"{row.transform_kbps:.2f}"] + [_score(row, f"transform_{m.name}", m) for m in VERSUS_OPUS]
+                 + [_score(row, f"delta_{m.name}_transform", m, sign=True) for m in VERSUS_OPUS]
+                 + [str(row.get("files_better_than_transform", ""))])
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> int:

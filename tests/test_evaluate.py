@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import SHARED, run_cli, synth_speech
 from speechcodec.baselines import Codec2Codec, OpusCodec
 from speechcodec.errors import BitstreamError, SpeechCodecError
-from speechcodec.evaluate import evaluate, evaluate_opus_matched
+from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched
 from speechcodec.metrics import pesq_nb, pesq_wb, snr_db, stoi, visqol
 from speechcodec.report import build_report
 
@@ -143,8 +143,12 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
     codec2 = evaluate("codec2:3200", manifest, tmp_path / "codec2", workers=1, progress=False,
                       target_bitrate_bps=3200)
     assert codec2["kind"] == "codec2" and codec2["kbps"] == pytest.approx(3.2, rel=0.02)
-    table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k", "codec2")],
-                         tmp_path / "report")
+    textbook = evaluate_transform_matched(neural, manifest, tmp_path / "transform_m", workers=2, progress=False)
+    assert textbook["kind"] == "transform" and textbook["matched_to"] == "tiny-test"
+    assert textbook["kbps"] == pytest.approx(neural["kbps"], rel=0.03)  # its rate control, from bytes
+    evaluate("transform:16000", manifest, tmp_path / "transform_16k", workers=1, progress=False)
+    table = build_report([tmp_path / d for d in ("neural", "opus_m", "opus_16k", "codec2", "transform_m",
+                                                 "transform_16k")], tmp_path / "report")
     assert list(table.columns[:4]) == ["model", "target_kbps", "neural_kbps", "neural_pesq_wb"]
     assert table["model"].tolist() == ["tiny-test"]
     row = table.iloc[0]
@@ -154,12 +158,19 @@ def test_report_from_a_tiny_run(tmp_path, tiny_model):
     assert row["delta_pesq_nb_codec2"] == pytest.approx(row["neural_pesq_nb"] - codec2["pesq_nb"])
     assert "| tiny-test | " in (tmp_path / "report" / "table1.md").read_text().split("Codec 2 (narrowband")[1]
     assert "Codec 2 (libcodec2, 8 kHz)" in (tmp_path / "report" / "rate_quality.svg").read_text()
+    # Beside the textbook transform coder at the model's real rate: a table of its own, a series.
+    assert row["transform_kbps"] == pytest.approx(textbook["kbps"])
+    assert row["delta_visqol_transform"] == pytest.approx(row["neural_visqol"] - textbook["visqol"])
+    beside = (tmp_path / "report" / "table1.md").read_text().split("Beside the textbook baseline")[1]
+    assert f"| tiny-test | {row['neural_kbps']:.2f} |" in beside and f"| {textbook['kbps']:.2f} |" in beside
+    assert "textbook transform coder (no network)" in (tmp_path / "report" / "rate_quality.svg").read_text()
     for name in ("table1.csv", "table1.md", "rate_quality.png", "rate_quality.svg", "metrics.json",
                  "curve.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert (tmp_path / "report" / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert set(metrics) == {"tiny-test"}
+    assert metrics["tiny-test"]["transform_pesq_wb"] == pytest.approx(textbook["pesq_wb"], abs=1e-3)
 
 
 def test_a_model_below_opus_floor_meets_the_nearest_codec2_mode_at_or_above_its_rate():

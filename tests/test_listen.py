@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import synth_speech
-from speechcodec.evaluate import evaluate, evaluate_opus_matched
+from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched
 from speechcodec.listen import build_listening_page, pick_utterances
 from speechcodec.report import build_report
 
@@ -29,7 +29,8 @@ def test_utterances_are_spread_across_speakers():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_model) -> Path:
-    """A miniature pipeline run: split, evals (neural, matched Opus, Opus grid, Codec 2), report."""
+    """A miniature pipeline run: split, evals (neural, matched Opus and textbook coder, Opus grid,
+    Codec 2), report."""
     root = tmp_path_factory.mktemp("run")
     (root / "split").mkdir()
     rows = []
@@ -45,11 +46,13 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
                       keep_audio=True, progress=False, target_bitrate_bps=4000)
     evaluate_opus_matched(neural, manifest, root / "eval" / "opus-match-4000bps", workers=2, keep_audio=True,
                           progress=False)
+    evaluate_transform_matched(neural, manifest, root / "eval" / "transform-match-4000bps", workers=2,
+                               keep_audio=True, progress=False)
     evaluate("opus:12000", manifest, root / "eval" / "opus-12000bps", workers=2, progress=False)
     evaluate("codec2:3200", manifest, root / "eval" / "codec2-3200bps", workers=2, keep_audio=True,
              progress=False, target_bitrate_bps=3200)
     build_report([root / "eval" / d for d in ("neural-4000bps", "opus-match-4000bps", "opus-12000bps",
-                                              "codec2-3200bps")], root / "report")
+                                              "codec2-3200bps", "transform-match-4000bps")], root / "report")
     config = {"name": "mini", "bitrates_bps": [4000], "listen": {"count": 3}}
     build_listening_page(config, root, root / "listen")
     return root
@@ -58,12 +61,15 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
 def test_page_is_static_and_self_contained(run_dir):
     html = (run_dir / "listen" / "index.html").read_text()
     assert "<script" not in html and "http://" not in html and "https://" not in html
-    # 3 utterances x (original, neural, Opus, Codec 2: the model is below Opus's floor)
-    assert html.count("<audio") == 3 * 4 and html.count("Codec 2 3200 (8 kHz) - 3.2") == 3
+    # 3 utterances x (original, neural, Opus, the textbook coder, Codec 2: the model is below
+    # Opus's floor)
+    assert html.count("<audio") == 3 * 5 and html.count("Codec 2 3200 (8 kHz) - 3.2") == 3
+    assert html.count("Textbook transform coder (no network), matched to tiny-test - ") == 3  # captions
     assert html.count("<figcaption") == html.count("<audio")
     # A second metric beside PESQ: in the table and under every coded clip (not the originals).
     assert '<th scope="col">ViSQOL</th>' in html and '<th scope="col">Opus ViSQOL</th>' in html
-    assert html.count(", ViSQOL ") == 3 * 3
+    assert '<th scope="col">textbook ViSQOL</th>' in html
+    assert html.count(", ViSQOL ") == 3 * 4
     for ref in ("assets/rate_quality.png",):
         assert (run_dir / "listen" / ref).exists()
     speakers = {line.split("(speaker ")[1].split(")")[0] for line in html.splitlines() if "(speaker " in line}
@@ -102,13 +108,13 @@ def test_page_in_a_real_browser(served, run_dir):
         audio = page.evaluate("""() => [...document.querySelectorAll('audio')].map(a => ({
             src: a.currentSrc, duration: a.duration, error: a.error && a.error.code,
             label: document.getElementById(a.getAttribute('aria-labelledby'))?.textContent || ''}))""")
-        assert len(audio) == 12
+        assert len(audio) == 15
         for a in audio:
             assert a["error"] is None and a["duration"] > 1.0, a
             assert a["label"].strip(), a  # labelled in text
         images = page.evaluate("""() => [...document.querySelectorAll('img')].map(i => ({
             src: i.src, ok: i.complete && i.naturalWidth > 0, alt: i.alt}))""")
-        assert len(images) == 1 + 12 and all(i["ok"] and i["alt"] for i in images), images
+        assert len(images) == 1 + 15 and all(i["ok"] and i["alt"] for i in images), images
         # The numbers shown are the report's.
         cells = page.evaluate("""() => [...document.querySelectorAll('#table1 tbody tr')].map(
             r => [...r.querySelectorAll('td')].map(td => td.textContent))""")

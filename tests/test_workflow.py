@@ -180,7 +180,7 @@ def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
     run(["git", "init", "-q"], tmp_path)
     run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
-    assert len(smk) == 20  # 9 stages with one output each, foreach x 2 or 1, 6 report files
+    assert len(smk) == 24  # 12 stages with one output each, foreach x 2 or 1, 6 report files
     # Snakemake lists each file of a multi-file output; DVC lists the same files.
     assert set(smk) == set(dvc), (sorted(set(smk) - set(dvc)), sorted(set(dvc) - set(smk)))
     for out in smk:
@@ -221,8 +221,8 @@ def test_snakemake_reruns_only_what_changed(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     changed = run(snakemake, tmp_path)
     log = changed.stdout + changed.stderr
-    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "make_listening_page", "make_report",
-                              "train_codec"], ran_rules(log)
+    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "eval_transform_matched",
+                              "make_listening_page", "make_report", "train_codec"], ran_rules(log)
     assert "wildcards: bps=4000" in log and "bps=2000" not in log
     assert_dvc_current(tmp_path)
 
@@ -255,8 +255,8 @@ def test_dvc_repro_push_pull(tmp_path):
     changed = run([dvc, "repro"], project)
     stages = sorted(line.split("'")[1] for line in changed.stdout.splitlines()
                     if line.startswith("Running stage"))
-    assert stages == ["eval_neural@2000", "eval_opus_matched@2000", "make_listening_page", "make_report",
-                      "train_codec@2000"], stages
+    assert stages == ["eval_neural@2000", "eval_opus_matched@2000", "eval_transform_matched@2000",
+                      "make_listening_page", "make_report", "train_codec@2000"], stages
     assert_snakemake_current(project)
 
     # The other door after DVC's run: Snakemake reruns only the chain of the bitrate edited.
@@ -264,8 +264,8 @@ def test_dvc_repro_push_pull(tmp_path):
     (project / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     by_snakemake = run([str(BIN / "snakemake"), "--cores", "2", "--resources", "gpu=1"], project)
     log = by_snakemake.stdout + by_snakemake.stderr
-    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "make_listening_page", "make_report",
-                              "train_codec"], ran_rules(log)
+    assert ran_rules(log) == ["eval_neural", "eval_opus_matched", "eval_transform_matched",
+                              "make_listening_page", "make_report", "train_codec"], ran_rules(log)
     assert "wildcards: bps=4000" in log and "bps=2000" not in log
     assert_dvc_current(project)
 

@@ -279,10 +279,10 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechcodec.evaluate import evaluate, evaluate_opus_matched
+    from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched
 
     require("pesq", "pystoi", "visqol", *(["opuslib"] if args.opus or args.opus_match else []))
-    for option in ("opus", "codec2", "target_bitrate"):
+    for option in ("opus", "codec2", "transform", "target_bitrate"):
         if getattr(args, option) is not None:
             setattr(args, option, bitrate_bps(getattr(args, option), "--" + option.replace("_", "-")))
     spec, target = args.model, args.target_bitrate
@@ -290,14 +290,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.opus_match:
         neural = json.loads(Path(args.opus_match).read_text())
         summary = evaluate_opus_matched(neural, args.test_manifest, args.out, **options)
+    elif args.transform_match:
+        neural = json.loads(Path(args.transform_match).read_text())
+        summary = evaluate_transform_matched(neural, args.test_manifest, args.out, **options)
     else:
         if args.opus:
             spec, target = f"opus:{args.opus}", args.opus
         elif args.codec2:
             spec, target = f"codec2:{args.codec2}", args.codec2
+        elif args.transform:
+            spec, target = f"transform:{args.transform}", args.transform
         if not spec:
-            raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS, --opus-match SUMMARY "
-                                   "or --codec2 MODE")
+            raise SpeechCodecError("name a codec: --model NAME_OR_PATH, --opus BPS, --opus-match SUMMARY, "
+                                   "--codec2 MODE, --transform BPS or --transform-match SUMMARY")
         summary = evaluate(spec, args.test_manifest, args.out, target_bitrate_bps=target, **options)
     from speechcodec.metrics import SHOWN
 
@@ -453,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode every test utterance into a real file, decode it and "
                                    "score it against the 16 kHz reference: PESQ-WB, PESQ-NB, ViSQOL, "
                                    "STOI, SNR; real kbps from the bytes written. The codec is a "
-                                   "speechcodec model, Opus or Codec 2.")
+                                   "speechcodec model, Opus, Codec 2 or the textbook transform coder.")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="a speechcodec model")
     p.add_argument("--opus", metavar="BPS", help="libopus at this target bitrate (6000 or 6k)")
     p.add_argument("--opus-match", metavar="SUMMARY_JSON",
@@ -462,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec2", metavar="MODE",
                    help="Codec 2 (libcodec2, narrowband) in this mode: 1200, 1300, 1400, 1600, 2400 or "
                         "3200 bps; the baseline below Opus's floor")
+    p.add_argument("--transform", metavar="BPS",
+                   help="the textbook transform coder (MDCT, band energies, one step, no network) at "
+                        "this target bitrate: what a coder without a network does at the same rate")
+    p.add_argument("--transform-match", metavar="SUMMARY_JSON",
+                   help="the textbook transform coder at the measured bitrate of a neural run (its "
+                        "summary.json)")
     p.add_argument("--target-bitrate", metavar="BPS", help="recorded as the target")
     p.add_argument("--test-manifest", required=True, help="test.csv from 'data split'")
     p.add_argument("--out", required=True, help="folder for scores.csv, summary.json, streams/")

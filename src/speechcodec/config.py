@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 
 from speechcodec.errors import SpeechCodecError
-from speechcodec.layout import codec2_run, neural_run, opus_matched_run, opus_run, shipped_run
+from speechcodec.layout import (
+    codec2_run,
+    neural_run,
+    opus_matched_run,
+    opus_run,
+    shipped_run,
+    transform_matched_run,
+    transform_run,
+)
 from speechcodec.model.config import ModelConfig
 from speechcodec.training.config import TrainConfig
 
@@ -81,11 +89,14 @@ def eval_names(config: dict) -> list[str]:
     """Names of the eval runs a config asks for, as the pipeline lays them out."""
     names = []
     for bps in config["bitrates_bps"]:
-        names += [neural_run(int(bps)), opus_matched_run(neural_run(int(bps)))]
+        run = neural_run(int(bps))
+        names += [run, opus_matched_run(run), transform_matched_run(run)]
     names += [opus_run(int(bps)) for bps in config["eval"]["opus_grid_bps"]]
+    names += [transform_run(int(bps)) for bps in config["eval"]["opus_grid_bps"]]
     names += [codec2_run(int(bps)) for bps in config["eval"]["codec2_modes_bps"]]
     for model in shipped_models(config):
-        names += [shipped_run(model), opus_matched_run(shipped_run(model))]
+        run = shipped_run(model)
+        names += [run, opus_matched_run(run), transform_matched_run(run)]
     return names
 
 

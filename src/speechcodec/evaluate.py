@@ -1,8 +1,8 @@
 """Evaluation: code every test utterance into a real file, decode it, and score it.
 
 Works for any codec with ``encode(audio, rate) -> bytes``, ``decode(bytes) -> (audio, rate)``
-and ``payload_bytes(bytes)``: the neural codec, Opus and Codec 2 alike, so scoring never
-branches on the kind of codec. Scoring runs in parallel processes; PESQ is CPU-bound.
+and ``payload_bytes(bytes)``: the neural codec, Opus, Codec 2 and the textbook transform coder
+alike, so scoring never branches on the kind of codec. Scoring runs in parallel processes; PESQ is CPU-bound.
 """
 
 from __future__ import annotations
@@ -28,21 +28,23 @@ METRICS = tuple(m.name for m in _METRICS)  # speechcodec.metrics.METRICS: the on
 SCORE_COLUMNS = ["codec", "utterance", "speaker", "duration_s", "bytes", "kbps", *METRICS]
 OPUS_PREFIX = "opus:"
 CODEC2_PREFIX = "codec2:"
+TRANSFORM_PREFIX = "transform:"
 
 _worker: dict = {}
 
 
 def codec_kind(spec: str) -> str:
-    """``"opus"``, ``"codec2"`` or ``"neural"``: what a codec spec names."""
-    for kind, prefix in (("opus", OPUS_PREFIX), ("codec2", CODEC2_PREFIX)):
+    """``"opus"``, ``"codec2"``, ``"transform"`` or ``"neural"``: what a codec spec names."""
+    for kind, prefix in (("opus", OPUS_PREFIX), ("codec2", CODEC2_PREFIX), ("transform", TRANSFORM_PREFIX)):
         if spec.startswith(prefix):
             return kind
     return "neural"
 
 
 def load_codec(spec: str):
-    """``opus:BPS`` for libopus at that target, ``codec2:BPS`` for that Codec 2 mode, else a
-    speechcodec model name or file."""
+    """``opus:BPS`` for libopus at that target, ``codec2:BPS`` for that Codec 2 mode,
+    ``transform:BPS`` for the textbook transform coder at that target, else a speechcodec model
+    name or file."""
     if spec.startswith(OPUS_PREFIX):
         from speechcodec.baselines import OpusCodec
 
@@ -51,6 +53,10 @@ def load_codec(spec: str):
         from speechcodec.baselines import Codec2Codec
 
         return Codec2Codec(int(float(spec[len(CODEC2_PREFIX):])))
+    if spec.startswith(TRANSFORM_PREFIX):
+        from speechcodec.baselines import TransformCodec
+
+        return TransformCodec(int(float(spec[len(TRANSFORM_PREFIX):])))
     import speechcodec
 
     return speechcodec.load(spec)
@@ -180,3 +186,13 @@ def evaluate_opus_matched(neural: dict, manifest_path: str | os.PathLike, out_di
     for other in tried:
         shutil.rmtree(out.with_name(f"{out.name}.opus-{other}.tmp"), ignore_errors=True)
     return summary
+
+
+def evaluate_transform_matched(neural: dict, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+                               **kwargs) -> dict:
+    """The textbook transform coder at the real bitrate a neural model measured (``neural``: its
+    summary). Its rate control meets the target on every file from the bytes it writes, so one
+    run lands within a few per cent; no correction loop is needed."""
+    bps = max(1, int(round(float(neural["kbps"]) * 1000)))
+    return evaluate(f"{TRANSFORM_PREFIX}{bps}", manifest_path, out_dir, target_bitrate_bps=bps,
+                    matched_to=neural["codec"], **kwargs)

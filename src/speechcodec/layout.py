@@ -51,6 +51,17 @@ def codec2_run(bps) -> str:
     return f"codec2-{bps}bps"
 
 
+def transform_run(bps) -> str:
+    """The textbook transform coder at ``bps`` (the Opus grid's rates, for the plot)."""
+    return f"transform-{bps}bps"
+
+
+def transform_matched_run(run: str) -> str:
+    """The textbook transform coder at the real rate measured in ``run`` (a neural or shipped
+    run): transform-match-6000bps beside neural-6000bps."""
+    return f"transform-match-{run.removeprefix('neural-')}"
+
+
 def shipped_run(model: str) -> str:
     return f"{SHIPPED_PREFIX}{model}"
 

@@ -1,5 +1,5 @@
-"""The listening page: original, neural, Opus (and Codec 2 below Opus's floor) side by side, with
-spectrograms and the numbers.
+"""The listening page: original, neural, Opus, the textbook transform coder (and Codec 2 below
+Opus's floor) side by side, with spectrograms and the numbers.
 
 A static, self-contained folder (``index.html`` + ``assets/``): no network, no scripts, no
 external fonts. Built from the evaluation outputs, so it always shows the latest run.
@@ -20,7 +20,7 @@ import soundfile as sf
 from speechcodec.config import shipped_models
 from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import optional_import
-from speechcodec.layout import SHIPPED_PREFIX, neural_run, opus_matched_run, shipped_run
+from speechcodec.layout import SHIPPED_PREFIX, neural_run, opus_matched_run, shipped_run, transform_matched_run
 from speechcodec.metrics import VERSUS_OPUS, score_text
 from speechcodec.report import SHIPPED_NOTE, model_label
 
@@ -48,7 +48,8 @@ def _text(value) -> str:
 # The page's table: the metrics compared with every baseline (speechcodec.metrics.VERSUS_OPUS).
 TABLE_HEAD = (["model", "real kbps"] + [m.label for m in VERSUS_OPUS] + ["Opus kbps"]
               + [f"Opus {m.label}" for m in VERSUS_OPUS] + [f"difference ({m.label})" for m in VERSUS_OPUS]
-              + ["note", "Codec 2 (below Opus's floor)"] + [f"Codec 2 {m.label}" for m in VERSUS_OPUS])
+              + ["note", "Codec 2 (below Opus's floor)"] + [f"Codec 2 {m.label}" for m in VERSUS_OPUS]
+              + ["textbook kbps"] + [f"textbook {m.label}" for m in VERSUS_OPUS])
 
 
 def _table_row(r: dict) -> str:
@@ -57,8 +58,14 @@ def _table_row(r: dict) -> str:
              + [f"{r['opus_kbps']:.2f}"] + [score_text(r[f"opus_{m.name}"], m) for m in VERSUS_OPUS]
              + [score_text(r[f"delta_{m.name}"], m, sign=True) for m in VERSUS_OPUS]
              + [_text(r["note"]), _text(r["codec2"])]
-             + [score_text(r[f"codec2_{m.name}"], m) if _text(r["codec2"]) else "" for m in VERSUS_OPUS])
+             + [score_text(r[f"codec2_{m.name}"], m) if _text(r["codec2"]) else "" for m in VERSUS_OPUS]
+             + [_kbps(r.get("transform_kbps"))]
+             + [score_text(r.get(f"transform_{m.name}"), m) for m in VERSUS_OPUS])
     return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+
+
+def _kbps(value) -> str:
+    return "-" if value is None or value != value else f"{value:.2f}"
 
 
 def pick_utterances(test: pd.DataFrame, count: int) -> list[dict]:
@@ -128,10 +135,11 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
 
     runs = []
     coded = [neural_run(bps) for bps in bitrates] + [shipped_run(m) for m in shipped_models(config)]
-    folders = [(name, opus_matched_run(name)) for name in coded]
-    for neural_folder, opus_folder in folders:
+    for neural_folder in coded:
         neural = run("neural", neural_folder)
-        runs += [neural, run("opus", opus_folder)]
+        runs += [neural, run("opus", opus_matched_run(neural_folder))]
+        if (results / "eval" / transform_matched_run(neural_folder) / "summary.json").exists():
+            runs.append(run("transform", transform_matched_run(neural_folder)))
         codec2 = codec2_of.get(str(neural[2]["codec"]))  # below Opus's floor: Codec 2 beside them
         if codec2 and codec2 not in [r[0] for r in runs]:
             runs.append(run("codec2", codec2))
@@ -164,6 +172,7 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
             shipped = " (shipped)" if folder.startswith(SHIPPED_PREFIX) else ""
             label = {"neural": f"speechcodec {summary['codec']}{shipped}",
                      "opus": f"Opus, matched to {summary['matched_to']}",
+                     "transform": f"Textbook transform coder (no network), matched to {summary['matched_to']}",
                      "codec2": f"Codec 2 {summary['target_bitrate_bps']} (8 kHz)"}[kind]
             detail = ", ".join([f"{s['kbps']:.2f} kbps"] + [f"{m.label} {score_text(s.get(m.name), m)}"
                                                              for m in VERSUS_OPUS])

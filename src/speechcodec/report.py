@@ -18,9 +18,13 @@ TABLE_COLUMNS = (["model", "target_kbps", "neural_kbps"] + [f"neural_{m.name}" f
                  + [f"delta_{m.name}" for m in VERSUS_OPUS] + ["note", "codec2", "codec2_kbps"]
                  + [f"codec2_{m.name}" for m in BESIDE_BASELINES]
                  + [f"delta_{m.name}_codec2" for m in VERSUS_CODEC2]
+                 + ["transform_kbps"] + [f"transform_{m.name}" for m in BESIDE_BASELINES]
+                 + [f"delta_{m.name}_transform" for m in VERSUS_OPUS]
                  + ["trained"])  # "here" (by the run reported) or "shipped" (installed with the package)
 
 
+TRANSFORM_TITLE = ("Beside the textbook baseline: what a transform coder without a network (MDCT, band "
+                   "energies, one quantiser step) does at the model's real rate:")
 SHIPPED_NOTE = ("(shipped): a model installed with the package, trained on real read speech "
                 "(LibriSpeech, LibriTTS); the others were trained by this run.")
 
@@ -62,23 +66,28 @@ def build_table(summaries: list[dict]) -> pd.DataFrame:
     """One row per neural model, beside Opus run at that model's measured bitrate and, below
     Opus's floor, beside Codec 2 (:func:`codec2_match`)."""
     matched = {s["matched_to"]: s for s in summaries if s["kind"] == "opus" and s.get("matched_to")}
+    textbook = {s["matched_to"]: s for s in summaries if s["kind"] == "transform" and s.get("matched_to")}
     rows = []
     neural = (s for s in summaries if s["kind"] == "neural")
     for s in sorted(neural, key=lambda s: (s.get("trained") == "shipped", s["kbps"])):
         o = matched.get(s["codec"], {})
         c = codec2_match(s["kbps"], summaries)
+        t = textbook.get(s["codec"], {})
         target = s.get("target_bitrate_bps")
         row = {"model": s["codec"], "trained": s.get("trained", "here"),
                "target_kbps": target / 1000 if target else math.nan, "neural_kbps": s["kbps"],
                "opus_kbps": o.get("kbps", math.nan),
                "note": o.get("note", "") or ("" if o else "no matched Opus run"),
-               "codec2": c.get("codec", ""), "codec2_kbps": c.get("kbps", math.nan)}
+               "codec2": c.get("codec", ""), "codec2_kbps": c.get("kbps", math.nan),
+               "transform_kbps": t.get("kbps", math.nan)}
         for m in SHOWN:  # a summary from before a metric existed lacks it: NaN, shown as "-"
             row[f"neural_{m.name}"] = s.get(m.name, math.nan)
         for m in BESIDE_BASELINES:
             row[f"opus_{m.name}"], row[f"codec2_{m.name}"] = o.get(m.name, math.nan), c.get(m.name, math.nan)
+            row[f"transform_{m.name}"] = t.get(m.name, math.nan)
         for m in VERSUS_OPUS:
             row[f"delta_{m.name}"] = s.get(m.name, math.nan) - o.get(m.name, math.nan)
+            row[f"delta_{m.name}_transform"] = s.get(m.name, math.nan) - t.get(m.name, math.nan)
         for m in VERSUS_CODEC2:
             row[f"delta_{m.name}_codec2"] = s.get(m.name, math.nan) - c.get(m.name, math.nan)
         rows.append(row)
@@ -119,6 +128,18 @@ def to_markdown(table: pd.DataFrame) -> str:
                               + [r["codec2"], f"{r['codec2_kbps']:.2f}"]
                               + [score_text(r[f"codec2_{m.name}"], m) for m in BESIDE_BASELINES]
                               + [score_text(r[f"delta_{m.name}_codec2"], m, sign=True) for m in VERSUS_CODEC2]))
+    beside = [r for r in table.to_dict("records") if not math.isnan(r["transform_kbps"])]
+    if beside:
+        head = (["model", "real kbps"] + [m.label for m in BESIDE_BASELINES] + ["textbook kbps"]
+                + [f"textbook {m.label}" for m in BESIDE_BASELINES] + [f"delta {m.label}" for m in VERSUS_OPUS])
+        lines += ["", TRANSFORM_TITLE, "", _row(head), "|" + "---|" * len(head)]
+        for r in beside:
+            lines.append(_row([model_label(r), f"{r['neural_kbps']:.2f}"]
+                              + [score_text(r[f"neural_{m.name}"], m) for m in BESIDE_BASELINES]
+                              + [f"{r['transform_kbps']:.2f}"]
+                              + [score_text(r[f"transform_{m.name}"], m) for m in BESIDE_BASELINES]
+                              + [score_text(r[f"delta_{m.name}_transform"], m, sign=True)
+                                 for m in VERSUS_OPUS]))
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +160,7 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
               "shipped": ("tab:purple", "v", "speechcodec, shipped (trained on real speech)"),
               "opus": ("tab:orange", "s", "Opus (libopus)"),
               "codec2": ("tab:red", "^", "Codec 2 (libcodec2, 8 kHz)"),
+              "transform": ("tab:gray", "x", "textbook transform coder (no network)"),
               "paper": ("tab:green", "D", "the 2018 paper's network")}
     for kind, (color, marker, label) in styles.items():
         group = sorted((s for s in summaries if series(s) == kind), key=lambda s: s["kbps"])
@@ -149,8 +171,9 @@ def plot_rate_quality(summaries: list[dict], scores: pd.DataFrame, out_stem: Pat
             ax.scatter(per["kbps"], per["pesq_wb"], s=6, color=color, alpha=0.15, linewidths=0)
         ax.errorbar([s["kbps"] for s in group], [s["pesq_wb"] for s in group],
                     yerr=[s["pesq_wb_std"] for s in group], color=color, marker=marker, capsize=3,
-                    label=label, linestyle={"opus": "-", "codec2": "-", "paper": ":"}.get(kind, "--"))
-        if kind not in ("opus", "codec2"):
+                    label=label,
+                    linestyle={"opus": "-", "codec2": "-", "transform": "-.", "paper": ":"}.get(kind, "--"))
+        if kind not in ("opus", "codec2", "transform"):
             for i, s in enumerate(group):  # alternate above/below so close points stay legible
                 ax.annotate(s["codec"], (s["kbps"], s["pesq_wb"]), textcoords="offset points",
                             xytext=(4, 8 if i % 2 else -12), fontsize=7, color=color)
@@ -196,7 +219,11 @@ def build_report(eval_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
                          "pesq_wb": round(r.neural_pesq_wb, 3),
                          "opus_pesq_wb": number(r.opus_pesq_wb), "delta_pesq_wb": number(r.delta_pesq_wb),
                          **({"codec2": r.codec2, "codec2_pesq_wb": number(r.codec2_pesq_wb),
-                             "delta_pesq_wb_codec2": number(r.delta_pesq_wb_codec2)} if r.codec2 else {})}
+                             "delta_pesq_wb_codec2": number(r.delta_pesq_wb_codec2)} if r.codec2 else {}),
+                         **({"transform_kbps": number(r.transform_kbps),
+                             "transform_pesq_wb": number(r.transform_pesq_wb),
+                             "delta_pesq_wb_transform": number(r.delta_pesq_wb_transform)}
+                            if not math.isnan(r.transform_kbps) else {})}
                for r in table.itertuples()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_rate_quality(summaries, scores, out / "rate_quality")

@@ -7,7 +7,8 @@ import sys
 from snakemake.utils import validate
 
 from speechcodec.config import eval_names, load_config, shipped_models, training_configs
-from speechcodec.layout import RunLayout, codec2_run, neural_run, opus_matched_run, opus_run, shipped_run
+from speechcodec.layout import (RunLayout, codec2_run, neural_run, opus_matched_run, opus_run, shipped_run,
+                                transform_matched_run, transform_run)
 from speechcodec.dvc_sync import follow_dvc, record_in_dvc, write_params
 
 
@@ -96,7 +97,9 @@ BENCHMARK_FILES = {  # DVC stage name -> [its Snakemake benchmark record]
     for rule, items, unit in [("train_codec", BITRATES, "bps"), ("eval_neural", BITRATES, "bps"),
                               ("eval_opus_matched", BITRATES, "bps"), ("eval_opus_grid", OPUS_GRID, "bps"),
                               ("eval_codec2_grid", CODEC2_MODES, "bps"), ("eval_shipped", SHIPPED, ""),
-                              ("eval_opus_matched_shipped", SHIPPED, "")]
+                              ("eval_opus_matched_shipped", SHIPPED, ""),
+                              ("eval_transform_matched", BITRATES, "bps"), ("eval_transform_grid", OPUS_GRID, "bps"),
+                              ("eval_transform_matched_shipped", SHIPPED, "")]
     for item in items
 }
 

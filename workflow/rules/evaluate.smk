@@ -102,3 +102,58 @@ rule eval_opus_matched_shipped:
     shell:
         "speechcodec --log {log} eval --opus-match {input.neural}/summary.json"
         " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
+
+
+# The textbook transform coder (speechcodec.baselines.TransformCodec): what a coder without a
+# network does at each model's real rate, and over the Opus grid for the plot.
+rule eval_transform_matched:
+    input:
+        neural=RUN.eval(neural_run("{bps}")),
+        split=RUN.split,
+    output:
+        directory(RUN.eval(transform_matched_run(neural_run("{bps}")))),
+    log:
+        RUN.log("eval_transform_matched", "{bps}bps"),
+    benchmark:
+        benchmark_file("eval_transform_matched", "{bps}bps")
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --transform-match {input.neural}/summary.json"
+        " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
+
+
+rule eval_transform_grid:
+    input:
+        RUN.split,
+    output:
+        directory(RUN.eval(transform_run("{grid}"))),
+    log:
+        RUN.log("eval_transform_grid", "{grid}bps"),
+    benchmark:
+        benchmark_file("eval_transform_grid", "{grid}bps")
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --transform {wildcards.grid}"
+        " --test-manifest {input}/test.csv --out {output} -q"
+
+
+rule eval_transform_matched_shipped:
+    input:
+        neural=RUN.eval(shipped_run("{model}")),
+        split=RUN.split,
+    output:
+        directory(RUN.eval(transform_matched_run(shipped_run("{model}")))),
+    log:
+        RUN.log("eval_transform_matched_shipped", "{model}"),
+    benchmark:
+        benchmark_file("eval_transform_matched_shipped", "{model}")
+    threads: workflow.cores
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "speechcodec --log {log} eval --transform-match {input.neural}/summary.json"
+        " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
