@@ -159,7 +159,7 @@ def build_listening_page(config: dict, results: str | os.PathLike, out_dir: str 
         *(f'<th scope="col">{html.escape(h)}</th>' for h in TABLE_HEAD), "</tr></thead><tbody>", *rows,
         "</tbody></table>",
         '<img src="assets/rate_quality.png" alt="Rate-quality plot: PESQ-WB against real kbps for '
-        'speechcodec and Opus" style="max-width:100%">',
+        'speechcodec, Opus and the textbook transform coder" style="max-width:100%">',
         '<h2 id="clips">Clips</h2>',
     ]
     for item in pick_utterances(test, int(config["listen"]["count"])):

@@ -60,7 +60,7 @@ class TransformSettings:
     """
 
     layout: str = "bark16"
-    energy_step: int = 3  # quarter-octaves: 3 = 4.5 dB
+    energy_step: int = 4  # quarter-octaves: 4 = 6 dB
     energy_frames: int = 1  # MDCT frames per energy frame: 1 = 20 ms
     alpha16: int = 8  # coefficients divided by RMS**(alpha16 / 16)
     noise_fill16: int = 8  # an all-zero band is filled with noise at this many sixteenths of its RMS
@@ -80,7 +80,8 @@ class _Analysis:
     """What the encoder keeps between rate-control trials: everything but the step."""
 
     num_samples: int
-    coefficients: np.ndarray  # [T, HOP]
+    normalised: np.ndarray  # [T, HOP]: the MDCT coefficients over their band's RMS**alpha
+    index_base: np.ndarray  # int [T, HOP]: each coefficient's Laplace grid index before the step
     levels: np.ndarray  # int [E, B], in energy steps
     residuals: np.ndarray  # int [E, B]
     energy_scale: int
@@ -131,13 +132,16 @@ class TransformCodec:
             bands.band_levels(spectrum, bands.LAYOUTS[s.layout], s.energy_frames), s.energy_step)
         energy_scale = bands.residual_scale(residuals)
         bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
-        return _Analysis(len(audio), spectrum.real, levels, residuals, energy_scale, bits)
+        level_qo = _expand(s, levels, len(spectrum))
+        return _Analysis(len(audio), spectrum.real / _gain(s, level_qo, 0), (16 - s.alpha16) * level_qo,
+                         levels, residuals, energy_scale, bits)
 
     def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
-        level_qo = _expand(self.settings, a.levels, len(a.coefficients))
-        symbols = np.rint(a.coefficients / _gain(self.settings, level_qo, step))
+        """The symbols at quantiser ``step`` and their grid indices (as :func:`_scale_index`)."""
+        symbols = np.rint(a.normalised * 2.0 ** (-step / 64))
         symbols = np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-        return symbols, _scale_index(self.settings, level_qo, step, self.coefficient_offset)
+        index = np.clip(((a.index_base - step + 4) >> 3) + self.coefficient_offset, J_MIN, J_MAX)
+        return symbols, index
 
     def estimate_bits(self, a: _Analysis, step: int) -> float:
         """The stream's size at quantiser ``step`` if range coding were ideal (it is within bytes)."""
@@ -154,24 +158,27 @@ class TransformCodec:
                 sizes[step] = self.estimate_bits(a, step)
             return sizes[step]
 
-        # Secant steps from a first guess, kept inside a bracket that bisection would keep.
-        step = 0
-        for _ in range(40):
-            if high - low <= 1:
-                break
+        # Secant steps through the last two sizes, kept inside the bracket [low, high] that
+        # bisection would keep (and bisecting when the secant leaves it or repeats itself).
+        previous, step = None, 0
+        while high - low > 1:
             got = size(step)
             if got > target_bits:
                 low = step
             else:
                 high = step
-            other = step + (-32 if got < target_bits else 32)
-            other = min(max(other, STEP_RANGE[0]), STEP_RANGE[1])
-            slope = (size(other) - got) / (other - step) if other != step else 0.0
-            guess = step + (target_bits - got) / slope if slope < 0 else (low + high) / 2
-            step = int(round(min(max(guess, low + 1), high - 1))) if high - low > 1 else step
-            if step in sizes and high - low > 1:
-                step = (low + high) // 2
-        return min((low, high), key=lambda s: abs(size(s) - target_bits))
+            if previous is not None and sizes[previous] != got:
+                guess = step + (target_bits - got) * (step - previous) / (got - sizes[previous])
+            else:  # a first step of a quarter octave towards the target
+                guess = step + (16 if got > target_bits else -16)
+            nxt = int(round(guess))
+            if not low < nxt < high or nxt in sizes:
+                nxt = (low + high) // 2
+            if high - low <= 1 or nxt in sizes:
+                break
+            previous, step = step, nxt
+        candidates = [s for s in (low, high) if STEP_RANGE[0] <= s <= STEP_RANGE[1]]
+        return min(candidates, key=lambda s: abs(size(s) - target_bits))
 
     def encode_at(self, a: _Analysis, step: int) -> bytes:
         symbols, index = self._quantise(a, step)
