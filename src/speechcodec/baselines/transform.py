@@ -94,11 +94,16 @@ def _expand(settings: TransformSettings, levels: np.ndarray, frames: int) -> np.
     return per_frame[:, bands.band_of_bin(bands.LAYOUTS[settings.layout])]
 
 
-def _scale_index(settings: TransformSettings, level_qo: np.ndarray, step: int, offset: int) -> np.ndarray:
-    """Grid index of each coefficient's Laplace, in integers: log2 of the band RMS**(1 - alpha)
-    over the quantiser step, in eighth-octaves, plus ``offset``."""
-    log64 = (16 - settings.alpha16) * level_qo - step  # (1 - alpha) * level / 4 octaves, in 64ths
-    return np.clip(((log64 + 4) >> 3) + offset, J_MIN, J_MAX)
+def _index_base(settings: TransformSettings, level_qo: np.ndarray) -> np.ndarray:
+    """log2 of each coefficient's band RMS**(1 - alpha) in 64ths of an octave, in integers:
+    (1 - alpha) x level / 4 octaves, the level in quarter-octaves."""
+    return (16 - settings.alpha16) * level_qo
+
+
+def _scale_index(index_base: np.ndarray, step: int, offset: int) -> np.ndarray:
+    """Grid index of each coefficient's Laplace, in integers: its band's RMS**(1 - alpha) over
+    the quantiser step, in eighth-octaves, plus ``offset``."""
+    return np.clip(((index_base - step + 4) >> 3) + offset, J_MIN, J_MAX)
 
 
 def _gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
@@ -133,15 +138,14 @@ class TransformCodec:
         energy_scale = bands.residual_scale(residuals)
         bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
         level_qo = _expand(s, levels, len(spectrum))
-        return _Analysis(len(audio), spectrum.real / _gain(s, level_qo, 0), (16 - s.alpha16) * level_qo,
+        return _Analysis(len(audio), spectrum.real / _gain(s, level_qo, 0), _index_base(s, level_qo),
                          levels, residuals, energy_scale, bits)
 
     def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The symbols at quantiser ``step`` and their grid indices (as :func:`_scale_index`)."""
+        """The symbols at quantiser ``step`` and their Laplace grid indices."""
         symbols = np.rint(a.normalised * 2.0 ** (-step / 64))
         symbols = np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-        index = np.clip(((a.index_base - step + 4) >> 3) + self.coefficient_offset, J_MIN, J_MAX)
-        return symbols, index
+        return symbols, _scale_index(a.index_base, step, self.coefficient_offset)
 
     def estimate_bits(self, a: _Analysis, step: int) -> float:
         """The stream's size at quantiser ``step`` if range coding were ideal (it is within bytes)."""
@@ -276,7 +280,7 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
         if levels.size and levels.max() * settings.energy_step > bands.CEILING_QUARTER_OCTAVES:
             raise BitstreamError("band energies beyond any encoder's ceiling")
         level_qo = _expand(settings, levels, frames)
-        symbols = TABLES.decode(decoder, _scale_index(settings, level_qo, step, offset))
+        symbols = TABLES.decode(decoder, _scale_index(_index_base(settings, level_qo), step, offset))
     except BitstreamError:
         raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
