@@ -129,6 +129,11 @@ def test_laplace_coding_round_trips_with_escapes_and_costs_what_it_estimates():
     data = laplace.finish(encoder)
     np.testing.assert_array_equal(laplace.TABLES.decode(laplace.new_decoder(data), index), symbols)
     assert len(data) * 8 == pytest.approx(laplace.TABLES.bits(symbols, index), abs=64)
+    # An escape costs the same whatever its sign, in the lowest table too.
+    for j in (laplace.J_MIN, 0, laplace.J_MAX):
+        beyond = int(laplace.TABLES.core[j - laplace.J_MIN]) + 5
+        assert laplace.TABLES.bits(np.array([beyond]), np.array([j])) == \
+            laplace.TABLES.bits(np.array([-beyond]), np.array([j]))
     # The ideal cost is near the source's entropy: the tables fit a Laplace.
     assert laplace.TABLES.bits(symbols, index) / len(symbols) < 1.02 * _laplace_entropy(scales)
     with pytest.raises(ValueError, match="escape"):

@@ -85,27 +85,25 @@ class LaplaceTables:
         self.flat_bits = np.concatenate([-np.log2(c / c.sum()) for c in counts])
         self._built = True
 
-    def _ready(self) -> LaplaceTables:
+    def _ready(self) -> None:
         if not self._built:
             self._build()
-        return self
 
     def bits(self, symbols: np.ndarray, index: np.ndarray) -> float:
         """Ideal bits of ``symbols`` coded with grid indices ``index`` (same shape)."""
         self._ready()
         symbols, j = np.ravel(symbols), np.ravel(index) - J_MIN
         core = self.core[j]
-        clipped = np.minimum(np.maximum(symbols, -core - 1), core + 1)
-        escapes = np.count_nonzero(clipped != symbols) + np.count_nonzero(np.abs(symbols) == core + 1)
-        return float(self.flat_bits[self.offset[j] + core + clipped].sum()) + (1 + ESCAPE_BITS) * escapes
+        escapes = np.count_nonzero(np.abs(symbols) > core)
+        return float(self.flat_bits[self.offset[j] + _table_index(symbols, core)].sum()) \
+            + (1 + ESCAPE_BITS) * escapes
 
     def bits_at(self, values: np.ndarray, counts: np.ndarray, j: int) -> float:
         """Ideal bits of ``values`` (distinct) appearing ``counts`` times, all at grid index ``j``."""
         self._ready()
         core = int(self.core[j - J_MIN])
-        clipped = np.clip(values, -core - 1, core + 1)
-        escaped = np.abs(values) > core
-        per = self.flat_bits[self.offset[j - J_MIN] + core + clipped] + escaped * (1 + ESCAPE_BITS)
+        per = self.flat_bits[self.offset[j - J_MIN] + _table_index(values, core)] \
+            + (np.abs(values) > core) * (1 + ESCAPE_BITS)
         return float((per * counts).sum())
 
     @staticmethod
@@ -128,7 +126,7 @@ class LaplaceTables:
         values = symbols[order]
         core = self.core[index[order] - J_MIN]
         big = np.abs(values) > core
-        idx = np.where(big, 2 * core + 1, values + core).astype(np.int32)
+        idx = _table_index(values, core).astype(np.int32)
         for j, a, b in groups:
             encoder.encode(idx[a:b], self.models[j - J_MIN])
         if big.any():
@@ -157,6 +155,12 @@ class LaplaceTables:
         out = np.empty(len(flat), np.int64)
         out[order] = values
         return out.reshape(np.shape(index))
+
+
+def _table_index(symbols: np.ndarray, core) -> np.ndarray:
+    """Where each symbol stands in its table: ``symbol + C`` within ``+-C``, else the escape
+    (``2C + 1``, the last entry), whatever the sign."""
+    return np.where(np.abs(symbols) > core, 2 * core + 1, symbols + core)
 
 
 _uniforms: dict[int, object] = {}
