@@ -15,8 +15,8 @@ training), or any folder of speech files you give.
     .venv/bin/python benchmarks/quality.py [SPEECH_DIR] [--model NAME_OR_PATH ...] [--out DIR]
                                            [--report DIR] [--csv FILE]
 
-``--report DIR`` also runs Opus and the textbook coder on a grid of bitrates (and Codec 2 in every mode of
-``--codec2-modes``) and writes the Table 1 files and the rate-quality plot there (the README's
+``--report DIR`` also runs Opus and the textbook coder on a grid of bitrates (and Codec 2 in
+every mode of ``--codec2-modes``) and writes the Table 1 files and the rate-quality plot there (the README's
 plot is made this way).
 """
 

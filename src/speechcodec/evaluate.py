@@ -2,7 +2,8 @@
 
 Works for any codec with ``encode(audio, rate) -> bytes``, ``decode(bytes) -> (audio, rate)``
 and ``payload_bytes(bytes)``: the neural codec, Opus, Codec 2 and the textbook transform coder
-alike, so scoring never branches on the kind of codec. Scoring runs in parallel processes; PESQ is CPU-bound.
+alike, so scoring never branches on the kind of codec. Scoring runs in parallel processes; PESQ
+is CPU-bound.
 """
 
 from __future__ import annotations

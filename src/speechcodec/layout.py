@@ -40,7 +40,7 @@ def neural_run(bps) -> str:
 def opus_matched_run(run: str) -> str:
     """The eval run of Opus at the real rate measured in ``run`` (a neural or shipped run):
     opus-match-6000bps beside neural-6000bps, opus-match-shipped-sc-6k beside shipped-sc-6k."""
-    return f"opus-match-{run.removeprefix('neural-')}"
+    return _matched("opus", run)
 
 
 def opus_run(bps) -> str:
@@ -59,7 +59,12 @@ def transform_run(bps) -> str:
 def transform_matched_run(run: str) -> str:
     """The textbook transform coder at the real rate measured in ``run`` (a neural or shipped
     run): transform-match-6000bps beside neural-6000bps."""
-    return f"transform-match-{run.removeprefix('neural-')}"
+    return _matched("transform", run)
+
+
+def _matched(baseline: str, run: str) -> str:
+    """The eval run of ``baseline`` at the real rate measured in ``run``."""
+    return f"{baseline}-match-{run.removeprefix('neural-')}"
 
 
 def shipped_run(model: str) -> str:
