@@ -28,9 +28,11 @@ VARY = {"layout": ["bark20"], "energy_step": [2, 4], "energy_frames": [2], "alph
         "noise_fill16": [0, 12]}
 
 
-def validation_files(folder: Path, every: int = 10) -> list[Path]:
-    speakers = sorted(p for p in folder.iterdir() if p.is_dir())
-    return [sorted(s.glob("*.flac"))[0] for s in speakers[every // 2::every] if any(s.glob("*.flac"))]
+def validation_files(folder: Path) -> list[Path]:
+    from speechcodec.data.split import held_out_speakers
+
+    held = held_out_speakers(p.name for p in folder.iterdir() if p.is_dir())
+    return [sorted((folder / s).glob("*.flac"))[0] for s in held if any((folder / s).glob("*.flac"))]
 
 
 def _job(args: tuple[str, int, dict, float]) -> tuple[float, float, float, float]:

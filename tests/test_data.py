@@ -24,6 +24,7 @@ from speechcodec.data import (
     clean_corpus,
     download,
     extract_vctk,
+    held_out_speakers,
     scan_folder,
     scan_vctk,
     split_speakers,
@@ -398,6 +399,16 @@ def test_split_with_named_test_speakers(tmp_path):
     assert s["test"]["speakers"] == ["s001", "s004"]
     with pytest.raises(DataError, match="not in the corpus"):
         split_speakers(manifest, tmp_path / "t", test_speakers=["nobody"])
+
+
+def test_held_out_speakers_are_a_fixed_tenth():
+    names = [f"{i:04d}" for i in range(230)]
+    held = held_out_speakers(reversed(names))  # order and repeats do not matter
+    assert held == held_out_speakers(names + names[:5])
+    assert len(held) == 23 and held[:2] == ["0005", "0015"] and held[-1] == "0225"
+    assert held_out_speakers(names, every=4)[:2] == ["0002", "0006"]
+    with pytest.raises(ValueError, match="at least 2"):
+        held_out_speakers(names, every=1)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,

@@ -5,7 +5,7 @@ Every function takes the paths it reads and writes; nothing here hard-codes a lo
 
 from speechcodec.data.clean import DROP_REASONS, clean_corpus
 from speechcodec.data.download import download
-from speechcodec.data.split import split_speakers
+from speechcodec.data.split import held_out_speakers, split_speakers
 from speechcodec.data.vctk import extract_vctk, find_vctk_root, scan_folder, scan_vctk
 from speechcodec.errors import DataError
 
@@ -16,6 +16,7 @@ __all__ = [
     "download",
     "extract_vctk",
     "find_vctk_root",
+    "held_out_speakers",
     "scan_folder",
     "scan_vctk",
     "split_speakers",
