@@ -126,30 +126,21 @@ def energy_fill(coefficients, symbols, level_qo, edges, gain=1.0, seed=0):
 
 def _fill_job(job):
     from speechcodec.audio import read_audio
-    from speechcodec.baselines.transform import TransformCodec, _expand, _gain, _parse, decode
+    from speechcodec.baselines.transform import TransformCodec, _gain, decode, decode_symbols
     from speechcodec.metrics import pesq_wb, to_pesq_rate, visqol
     from speechcodec.transform import bands
-    from speechcodec.transform.laplace import TABLES, new_decoder
-    from speechcodec.transform.mdct import HOP, imdct, num_frames
+    from speechcodec.transform.mdct import HOP, imdct
 
     path, bps, gains = job
     audio, rate = read_audio(path)
     ref = to_pesq_rate(audio, rate)[: int(MAX_S * 16000)]
     data = TransformCodec(bps).encode(ref, 16000)
     plain, _ = decode(data)
-    settings, (escale, offset, step, samples), payload = _parse(data)
-    from speechcodec.baselines.transform import _index_base, _scale_index
-    frames = num_frames(samples, HOP)
-    edges = bands.LAYOUTS[settings.layout]
-    decoder = new_decoder(payload)
-    residuals = TABLES.decode(decoder, np.full((frames, len(edges) - 1), escale))
-    levels = bands.levels_from_residuals(residuals, settings.energy_step)
-    level_qo = _expand(settings, levels, frames)
-    symbols = TABLES.decode(decoder, _scale_index(_index_base(settings, level_qo), step, offset))
+    settings, symbols, level_qo, step, samples = decode_symbols(data)
     coefficients = symbols * _gain(settings, level_qo, step)
     row = [len(data) * 8 / (len(ref) / 16000) / 1000, pesq_wb(ref, plain), visqol(ref, plain)]
     for g in gains:
-        filled = energy_fill(coefficients, symbols, level_qo, edges, g)
+        filled = energy_fill(coefficients, symbols, level_qo, bands.LAYOUTS[settings.layout], g)
         deg = np.clip(imdct(filled, samples, HOP), -1, 1).astype(np.float32)
         row += [pesq_wb(ref, deg), visqol(ref, deg)]
     return row
@@ -285,7 +276,7 @@ def entropy_features(torch, symbols, j0, levels_bin, step, edges):
     return (past.reshape(n, 8, -1), below.reshape(n, 3, -1), s0.reshape(n, -1), j0[:, 2:].reshape(n, -1))
 
 
-def _symbols_at(torch, norm, levels_qo, step, bins_of):
+def _symbols_at(norm, levels_qo, step, bins_of):
     from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _scale_index
     sym = np.clip(np.rint(norm * 2.0 ** (-step / 64)), -MAX_SYMBOL, MAX_SYMBOL)
     lev_bin = levels_qo[..., bins_of]
@@ -313,7 +304,7 @@ def entropy(args) -> None:
     while time.time() - t0 < args.minutes * 60:
         norm, lev = crops(train, 12, 34, rng)
         q = int(rng.integers(lo, hi + 1))
-        sym, j0, lev_bin = _symbols_at(torch, norm, lev, q, bins_of)
+        sym, j0, lev_bin = _symbols_at(norm, lev, q, bins_of)
         past, below, target, jj = entropy_features(torch, torch.as_tensor(sym, dtype=torch.float32),
                                                    torch.as_tensor(j0, dtype=torch.float32),
                                                    torch.as_tensor(lev_bin, dtype=torch.float32), q, edges)
@@ -340,7 +331,7 @@ def entropy(args) -> None:
             q = first[str(held["speakers"][i])][r]
             norm = held["normalised"][start:start + length][None]
             lev = held["levels"][start:start + length][None]
-            sym, j0, lev_bin = _symbols_at(torch, norm, lev, q, bins_of)
+            sym, j0, lev_bin = _symbols_at(norm, lev, q, bins_of)
             table_bits += TABLES.bits(sym.astype(np.int64)[0], j0[0])
             padded = [np.pad(x, ((0, 0), (2, 0), (0, 0))) for x in (sym, j0, lev_bin)]
             with torch.no_grad():

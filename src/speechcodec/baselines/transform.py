@@ -269,6 +269,17 @@ def _parse(data: bytes) -> tuple[TransformSettings, tuple, bytes]:
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
     """Decode a :class:`TransformCodec` stream: float32 audio at 16 kHz."""
+    settings, symbols, level_qo, step, samples = decode_symbols(data)
+    coefficients = symbols * _gain(settings, level_qo, step)
+    if settings.noise_fill16:
+        _fill_noise(coefficients, symbols, level_qo, step, settings)
+    audio = imdct(coefficients, samples, HOP)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32), SAMPLE_RATE_HZ
+
+
+def decode_symbols(data: bytes) -> tuple[TransformSettings, np.ndarray, np.ndarray, int, int]:
+    """What a stream holds before synthesis: (settings, int symbols ``[T, HOP]``, each
+    coefficient's band level in quarter-octaves ``[T, HOP]``, the step, the samples)."""
     settings, (energy_scale, offset, step, samples), payload = _parse(data)
     frames = num_frames(samples, HOP)
     edges = bands.LAYOUTS[settings.layout]
@@ -285,11 +296,7 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
         raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"transform-baseline payload does not decode: {exc}") from None
-    coefficients = symbols * _gain(settings, level_qo, step)
-    if settings.noise_fill16:
-        _fill_noise(coefficients, symbols, level_qo, step, settings)
-    audio = imdct(coefficients, samples, HOP)
-    return np.clip(audio, -1.0, 1.0).astype(np.float32), SAMPLE_RATE_HZ
+    return settings, symbols, level_qo, step, samples
 
 
 def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
