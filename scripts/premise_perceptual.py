@@ -434,7 +434,11 @@ def transform(args) -> None:
     print(f"{tag}: input scale {in_scale:.4f}, energies {energy_kbps:.2f} kbps, code targets "
           f"{[round(t) for t in target_bits]} bits a frame, resuming at {run.step}", flush=True)
     t0 = time.time()
-    while time.time() - t0 < args.minutes * 60:
+    while time.time() - t0 < args.minutes * 60 and not (args.steps and run.step >= args.steps):
+        if args.lr_end is not None:  # cosine from the optimiser's rate to --lr-end over --minutes
+            done = (time.time() - t0) / (args.minutes * 60)
+            for group in run.opt.param_groups:
+                group["lr"] = args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * done))
         norm, lev = crops(train, 16, 64, rng)
         r = int(rng.integers(len(rates)))
         x = torch.as_tensor(norm * in_scale, dtype=torch.float32).transpose(1, 2)
@@ -523,34 +527,15 @@ def _textbook_decoded(norm, levels_qo, q, edges, rng, fill16=8):
     return sym * delta + np.repeat(level, np.diff(e), axis=-1) * noise, sym
 
 
-def enhance_model(torch, width):
-    nn = torch.nn
-    F = torch.nn.functional
+def enhance_model(torch, width, look_ahead=0):
+    """The shipped family's network (``speechcodec.perceptual.network.Enhancer``): frame t's
+    correction from the decoded frames up to t, and ``look_ahead`` frames later at its first layer."""
+    from speechcodec.model.config import ModelConfig
+    from speechcodec.perceptual.network import Enhancer
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv1d(width, width, 3)
-            self.b = nn.Conv1d(width, width, 1)
-
-        def forward(self, x):
-            return x + self.b(F.gelu(self.a(F.pad(F.gelu(x), (2, 0)))))
-
-    class Enhancer(nn.Module):
-        """Frame-causal: frame t's correction from the decoded frames up to t (no added delay)."""
-
-        def __init__(self):
-            super().__init__()
-            self.inp = nn.Conv1d(320 * 2 + 16 + 1, width, 3)
-            self.body = nn.Sequential(Block(), Block(), Block(), nn.GELU(), nn.Conv1d(width, 320, 1))
-            nn.init.zeros_(self.body[-1].weight)
-            nn.init.zeros_(self.body[-1].bias)
-
-        def forward(self, decoded_units, zero, lev, q):
-            x = torch.cat([decoded_units, zero, lev, q.expand(-1, 1, lev.shape[-1])], 1)
-            return decoded_units + self.body(self.inp(F.pad(x, (2, 0))))
-
-    return Enhancer()
+    model = Enhancer(ModelConfig(arch="perceptual", code_channels=320, width=width, res_blocks=3))
+    model.look_ahead = look_ahead
+    return model
 
 
 def _enh_inputs(torch, decoded, sym, lev, q):
@@ -565,17 +550,21 @@ def _enh_inputs(torch, decoded, sym, lev, q):
 def enhance(args) -> None:
     torch, edges, train, files, steps = _setup(args)
     lo, hi = min(min(s) for s in steps) - 24, max(max(s) for s in steps) + 24
-    tag = f"enhance-w{args.width}"
+    tag = f"enhance-w{args.width}" + (f"-ahead{args.look_ahead}" if args.look_ahead else "")
     if args.fixed_kbps:  # one rate only: the textbook coder's steps for it on the held-out files
         i = {6: 0, 12: 1, 24: 2}[round(args.fixed_kbps)]
         lo, hi = min(s[i] for s in steps), max(s[i] for s in steps)
         tag += f"-{args.fixed_kbps:g}k"
-    model = enhance_model(torch, args.width)
+    model = enhance_model(torch, args.width, args.look_ahead)
     run = Checkpoint(args.work / f"{tag}.pt", model, torch.optim.Adam(model.parameters(), lr=5e-4))
     rng = np.random.default_rng(run.step + 2)
     print(f"{tag}: steps {lo}..{hi}, resuming at {run.step}", flush=True)
     t0 = time.time()
-    while time.time() - t0 < args.minutes * 60:
+    while time.time() - t0 < args.minutes * 60 and not (args.steps and run.step >= args.steps):
+        if args.lr_end is not None:  # cosine from the optimiser's rate to --lr-end over --minutes
+            done = (time.time() - t0) / (args.minutes * 60)
+            for group in run.opt.param_groups:
+                group["lr"] = args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * done))
         norm, lev = crops(train, 16, 64, rng)
         q = int(rng.integers(lo, hi + 1))
         decoded, sym = _textbook_decoded(norm, lev, q, edges, rng)
@@ -657,6 +646,10 @@ def main() -> int:
     parser.add_argument("--fixed-kbps", type=float, help="enhance: train at this rate's steps only")
     parser.add_argument("--gained", metavar="K1,K2,..", help="transform: one gained model for these kbps")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--lr", type=float, default=5e-4,
+                        help="enhance: learning rate at the start of --lr-end's decay")
+    parser.add_argument("--steps", type=int, help="enhance: stop at this many steps (a control run's count)")
+    parser.add_argument("--lr-end", type=float, help="enhance: decay the learning rate to this over --minutes")
     args = parser.parse_args()
     if not args.speech.is_dir():
         sys.exit(f"no training speech at {args.speech}: give --speech DIR")

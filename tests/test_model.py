@@ -180,7 +180,8 @@ class _StridedAutoencoder(torch.nn.Module):
 def test_a_new_model_family_is_one_class_and_one_registration(monkeypatch, tmp_path):
     from speechcodec.model.family import FAMILIES, Family
 
-    with pytest.raises(ValueError, match="arch must be one of \\('folded', 'paper'\\), got 'strided'"):
+    known = "\\('folded', 'paper', 'perceptual'\\)"
+    with pytest.raises(ValueError, match=f"arch must be one of {known}, got 'strided'"):
         ModelConfig(arch="strided")
     family = Family(name="strided", network=_StridedAutoencoder, samples_per_frame=lambda c: c.downsample,
                     describe=lambda c: f"`strided`: {c.downsample}-sample frames", settings=("downsample",))

@@ -132,7 +132,7 @@ def test_streams_carry_the_models_strengths_and_old_streams_decode_as_before(fil
     assert codec.postfilter == PostfilterSettings(0.3, 0.15)
     data = codec.encode(synth_speech(2.0), RATE)
     header, _ = read_header(io.BytesIO(data))
-    assert data[4] == 2 and (header.postfilter_comb_pct, header.postfilter_formant_pct) == (30, 15)
+    assert data[4] == 3 and (header.postfilter_comb_pct, header.postfilter_formant_pct) == (30, 15)
     off, _ = codec.decode(data, postfilter="off")
     default, _ = speechcodec.decode(data)
     assert np.array_equal(default, postfilter(off, RATE, codec.postfilter))
@@ -141,8 +141,14 @@ def test_streams_carry_the_models_strengths_and_old_streams_decode_as_before(fil
     old = io.BytesIO()
     write_header(old, header, version=1)
     old.write(data[data.index(b"SPCD") + 7 + len(header.to_bytes()) + 4:])
-    assert old.getvalue()[4] == 1 and len(old.getvalue()) == len(data) - 2
+    assert old.getvalue()[4] == 1 and len(old.getvalue()) == len(data) - 6
     assert np.array_equal(codec.decode(old.getvalue())[0], off)
+    # and as format 2 (before the bitrate field): the strengths, without the rate asked for
+    v2 = io.BytesIO()
+    write_header(v2, header, version=2)
+    v2.write(data[data.index(b"SPCD") + 7 + len(header.to_bytes()) + 4:])
+    assert v2.getvalue()[4] == 2 and len(v2.getvalue()) == len(data) - 4
+    assert np.array_equal(codec.decode(v2.getvalue())[0], default)
     assert np.array_equal(codec.decode(old.getvalue(), postfilter="model")[0], default)
     with pytest.raises(speechcodec.SpeechCodecError, match="postfilter must be"):
         codec.decode(data, postfilter="loud")

@@ -70,8 +70,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import speechcodec
     from speechcodec.files import regular_input
 
-    name = args.model or speechcodec.model_for_bitrate(bitrate_bps(args.bitrate))
+    name = args.model or speechcodec.model_for_bitrate(bitrate_bps(args.bitrate or "6k"))
     codec = speechcodec.load(name, threads=_threads(args))
+    if args.model and args.bitrate:
+        if not hasattr(codec, "at"):
+            raise SpeechCodecError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps): drop "
+                                   "--bitrate, or drop --model to pick the installed model nearest it")
+        codec = codec.at(bitrate_bps(args.bitrate))
     with regular_input(args.input) as src:
         stats = codec.encode_file(src, args.output, progress=_progress_wanted(args))
     if not args.quiet:
@@ -153,6 +158,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                                              header.postfilter_formant_pct / 100)),
         "integrity": "ok",
     }
+    if header.bitrate_bps:  # a model that codes every rate: the rate it was asked for
+        facts["bitrate_asked_kbps"] = header.bitrate_bps / 1000
     if args.json:
         print(json.dumps(facts, indent=2))
     else:
@@ -174,10 +181,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not models:
         print("no models installed", file=sys.stderr)
         return 0
-    print(f"{'name':<20} {'nominal kbps':>12} {'rate Hz':>8} {'arch':<7} description")
+    print(f"{'name':<20} {'nominal kbps':>12} {'rate Hz':>8} {'arch':<10} description")
     for m in models:
         kbps = f"{m['bitrate_bps'] / 1000:g}" if m["bitrate_bps"] else "-"
-        print(f"{m['name']:<20} {kbps:>12} {m['sample_rate_hz']:>8} {m['arch']:<7} {m['description']}")
+        print(f"{m['name']:<20} {kbps:>12} {m['sample_rate_hz']:>8} {m['arch']:<10} {m['description']}")
     return 0
 
 
@@ -416,11 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model's rate; the stream remembers the original rate.")
     p.add_argument("input", help="audio file readable by libsndfile (wav, flac, ogg, ...); - for stdin")
     p.add_argument("output", help="stream file to write (written atomically); - for stdout")
-    choice = p.add_mutually_exclusive_group()
-    choice.add_argument("--bitrate", default="6k", metavar="BPS",
-                        help="pick the installed model nearest this bitrate, in bits per second or "
-                             "kbps with a k: 6000 or 6k (default: 6k)")
-    choice.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
+    p.add_argument("--bitrate", metavar="BPS",
+                   help="bits per second, or kbps with a k: 6000 or 6k (default: 6k). Alone it picks the "
+                        "installed model nearest it; with --model it sets the rate of a model that codes "
+                        "every rate (the perceptual family's)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
     _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode, if_stopped="nothing was written")

@@ -45,7 +45,7 @@ def codec_kind(spec: str) -> str:
 def load_codec(spec: str):
     """``opus:BPS`` for libopus at that target, ``codec2:BPS`` for that Codec 2 mode,
     ``transform:BPS`` for the textbook transform coder at that target, else a speechcodec model
-    name or file."""
+    name or file (``MODEL@BPS``: a model that codes every rate, at that one)."""
     if spec.startswith(OPUS_PREFIX):
         from speechcodec.baselines import OpusCodec
 
@@ -60,6 +60,9 @@ def load_codec(spec: str):
         return TransformCodec(int(float(spec[len(TRANSFORM_PREFIX):])))
     import speechcodec
 
+    if "@" in spec:
+        model, bps = spec.rsplit("@", 1)
+        return speechcodec.load(model, bitrate_bps=int(float(bps)))
     return speechcodec.load(spec)
 
 

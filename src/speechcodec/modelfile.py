@@ -10,7 +10,8 @@ model file from a stranger can be opened safely. Metadata keys:
 
 The frozen tables are the tensor ``entropy.pmf`` (int32 ``[C * contexts, 2 * max_symbol + 1]``,
 ``contexts`` being 1 unless the config's ``prior_context`` is ``"previous"``); every other
-tensor is a parameter of :class:`speechcodec.model.CodecModel`.
+tensor is a parameter of :class:`speechcodec.model.CodecModel`. A family without learned tables
+(``Family.tables``, the perceptual one) has no ``entropy.pmf``, and its tensors are its network's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 from speechcodec.errors import ModelError
 from speechcodec.files import AtomicWriter
 from speechcodec.model import CodecModel, ModelConfig
+from speechcodec.model.family import family_of
 
 FORMAT = "speechcodec-model"
 FORMAT_VERSION = "1"
@@ -42,7 +44,7 @@ class ModelFile:
     name: str
     config: ModelConfig
     state_dict: dict[str, torch.Tensor]
-    pmf: np.ndarray  # int32 [C * contexts, 2 * max_symbol + 1]
+    pmf: np.ndarray  # int32 [C * contexts, 2 * max_symbol + 1]; [0, 1] for a family without tables
     info: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -50,8 +52,11 @@ class ModelFile:
     def fingerprint(self) -> str:
         return fingerprint(self.config, self.state_dict, self.pmf)
 
-    def build(self) -> CodecModel:
-        model = CodecModel(self.config)
+    def build(self):
+        """The network, weights loaded, in eval mode: a :class:`CodecModel`, or the family's own
+        network for a family without learned tables."""
+        family = family_of(self.config)
+        model = CodecModel(self.config) if family.tables else family.network_class()(self.config)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -84,13 +89,18 @@ def fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor], pmf: n
     return h.hexdigest()[:16]
 
 
-def save_model(path: str | os.PathLike, model: CodecModel, pmf: np.ndarray, name: str,
+NO_TABLES = np.zeros((0, 1), np.int32)
+
+
+def save_model(path: str | os.PathLike, model, pmf: np.ndarray | None, name: str,
                info: dict | None = None) -> Path:
-    """Write ``model`` and its frozen tables to ``path`` atomically (temp file, then rename)."""
+    """Write ``model`` (its ``cfg`` and weights) and its frozen tables to ``path`` atomically
+    (temp file, then rename); ``pmf`` is ``None`` for a family without tables."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tensors[PMF_KEY] = torch.from_numpy(np.ascontiguousarray(pmf, dtype=np.int32))
+    if pmf is not None and pmf.size:
+        tensors[PMF_KEY] = torch.from_numpy(np.ascontiguousarray(pmf, dtype=np.int32))
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -116,7 +126,8 @@ def update_info(path: str | os.PathLike, changes: dict) -> Path:
     meta = read_metadata(path)
     meta["info"] = json.dumps({**model_file.info, **changes}, sort_keys=True)
     tensors = dict(model_file.state_dict)
-    tensors[PMF_KEY] = torch.from_numpy(model_file.pmf)
+    if model_file.pmf.size:
+        tensors[PMF_KEY] = torch.from_numpy(model_file.pmf)
     return _write(Path(path), tensors, meta)
 
 
@@ -154,6 +165,11 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot read tensors ({exc})") from None
     pmf_t = tensors.pop(PMF_KEY, None)
+    if not family_of(config).tables:
+        if pmf_t is not None:
+            raise ModelError(f"{path}: an {config.arch!r} model holds no entropy tables, yet this one does")
+        return ModelFile(name=name, config=config, state_dict=tensors, pmf=NO_TABLES.copy(), info=info,
+                         path=path)
     expected = (config.code_channels * config.prior_contexts, 2 * config.max_symbol + 1)
     if pmf_t is None or pmf_t.dtype != torch.int32 or tuple(pmf_t.shape) != expected:
         raise ModelError(f"{path}: entropy tables missing or not int32 {list(expected)}")

@@ -12,6 +12,7 @@ from speechcodec.bitstream.container import read_header, stream_bytes
 from speechcodec.codec import Codec
 from speechcodec.errors import ModelError, UnknownModelError
 from speechcodec.model.config import ModelConfig
+from speechcodec.model.family import family_of
 from speechcodec.modelfile import load_model_file, nominal_bitrate_bps, read_metadata
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -47,27 +48,50 @@ def scan_models() -> tuple[list[dict], list[str]]:
                 reason = str(exc).splitlines()[0]
                 notes.append(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}")
                 continue
-            name = meta["name"]
-            if name in seen:
-                notes.append(f"{path} is also named {name!r}: {seen[name]['path']} is used")
-                continue
-            seen[name] = {
-                "name": name,
-                "bitrate_bps": nominal_bitrate_bps(info),
-                "sample_rate_hz": config.sample_rate_hz,
-                "arch": config.arch,
-                "frame_rate_hz": config.frame_rate_hz,
-                "code_channels": config.code_channels,
-                "description": info.get("description", ""),
-                "path": str(path),
-            }
+            base = meta["name"]
+            for name, bps in _names(base, config, info):
+                if name in seen:
+                    notes.append(f"{path} is also named {name!r}: {seen[name]['path']} is used")
+                    continue
+                seen[name] = {
+                    "name": name,
+                    "model": base,
+                    "bitrate_bps": bps,
+                    "sample_rate_hz": config.sample_rate_hz,
+                    "arch": config.arch,
+                    "frame_rate_hz": config.frame_rate_hz,
+                    "code_channels": config.code_channels,
+                    "description": info.get("description", ""),
+                    "path": str(path),
+                }
     return sorted(seen.values(), key=lambda m: (m["bitrate_bps"] or 0, m["name"])), notes
 
 
-def find_model(name: str) -> Path:
-    for model in list_models():
+def _names(base: str, config: ModelConfig, info: dict) -> list[tuple[str, int | None]]:
+    """A model's names and nominal rates: its own, or, for a model that codes every rate, one per
+    rate its info lists (``pc-6k``: the model ``pc`` at 6000 bps)."""
+    rates = info.get("bitrates_bps") if family_of(config).rates == "every" else None
+    if not rates:
+        return [(base, nominal_bitrate_bps(info))]
+    return [(f"{base}-{bps / 1000:g}k", int(bps)) for bps in rates]
+
+
+def _entry(name: str) -> dict | None:
+    """The listed model of this name, or of this model name (its nominal rate)."""
+    models = list_models()
+    for model in models:
         if model["name"] == name:
-            return Path(model["path"])
+            return model
+    by_model = [m for m in models if m["model"] == name]
+    if by_model:
+        return dict(by_model[0], bitrate_bps=None)  # the model file's own nominal rate
+    return None
+
+
+def find_model(name: str) -> Path:
+    entry = _entry(name)
+    if entry is not None:
+        return Path(entry["path"])
     names = ", ".join(m["name"] for m in list_models()) or "none"
     raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
                             f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")
@@ -83,7 +107,8 @@ def model_for_bitrate(bitrate_bps: float) -> str:
 
 @lru_cache(maxsize=16)
 def _load_cached(path: str, mtime_ns: int, size: int, threads: int | None) -> Codec:
-    return Codec(load_model_file(path), threads=threads)
+    model_file = load_model_file(path)
+    return family_of(model_file.config).codec_class()(model_file, threads=threads)
 
 
 def model_path(name_or_path: str | os.PathLike) -> Path:
@@ -96,14 +121,24 @@ def model_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load(name_or_path: str | os.PathLike, threads: int | None = 1) -> Codec:
+def load(name_or_path: str | os.PathLike, threads: int | None = 1, bitrate_bps: int | None = None) -> Codec:
     """A :class:`Codec` for an installed model name or a model file path.
 
     ``threads``: torch threads it codes with (1, the fastest per stream; ``None`` leaves torch's
-    setting, which is every core by default)."""
+    setting, which is every core by default). ``bitrate_bps``: the rate of a model that codes
+    every rate (the perceptual family; ``pc-12k`` names one at 12000 too)."""
     path = model_path(name_or_path)
     stat = path.stat()
-    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
+    codec = _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
+    entry = None if Path(name_or_path).exists() else _entry(str(name_or_path))
+    if entry is not None and entry["bitrate_bps"] and hasattr(codec, "at"):
+        codec = codec.at(entry["bitrate_bps"])  # a model that codes every rate, named at one
+    if bitrate_bps is not None:
+        if not hasattr(codec, "at"):
+            raise ModelError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps), "
+                             f"not {bitrate_bps}")
+        codec = codec.at(bitrate_bps)
+    return codec
 
 
 def decode(data: bytes, sample_rate_hz: int | None = None):

@@ -131,14 +131,18 @@ class TransformCodec:
 
     # -- encoder --------------------------------------------------------------------------
     def analyse(self, audio: np.ndarray) -> _Analysis:
+        return self.analyse_spectrum(odft(audio), len(audio))
+
+    def analyse_spectrum(self, spectrum: np.ndarray, num_samples: int) -> _Analysis:
+        """What :meth:`analyse` keeps, from MDCT frames (``odft``'s, ``[T, HOP]``): any run of
+        frames codes on its own, its band energies predicted from nothing before it."""
         s = self.settings
-        spectrum = odft(audio)
         levels, residuals = bands.quantise_levels(
             bands.band_levels(spectrum, bands.LAYOUTS[s.layout], s.energy_frames), s.energy_step)
         energy_scale = bands.residual_scale(residuals)
         bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
         level_qo = _expand(s, levels, len(spectrum))
-        return _Analysis(len(audio), spectrum.real / _gain(s, level_qo, 0), _index_base(s, level_qo),
+        return _Analysis(num_samples, spectrum.real / _gain(s, level_qo, 0), _index_base(s, level_qo),
                          levels, residuals, energy_scale, bits)
 
     def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,13 +188,17 @@ class TransformCodec:
         candidates = [s for s in (low, high) if STEP_RANGE[0] <= s <= STEP_RANGE[1]]
         return min(candidates, key=lambda s: abs(size(s) - target_bits))
 
-    def encode_at(self, a: _Analysis, step: int) -> bytes:
+    def payload_at(self, a: _Analysis, step: int) -> bytes:
+        """The range-coded energies and coefficients at quantiser ``step`` (no header)."""
         symbols, index = self._quantise(a, step)
         encoder = new_encoder()
         TABLES.encode(encoder, a.residuals, np.full(a.residuals.shape, a.energy_scale))
         TABLES.encode(encoder, symbols, index)
+        return finish(encoder)
+
+    def encode_at(self, a: _Analysis, step: int) -> bytes:
         s = self.settings
-        payload = finish(encoder)
+        payload = self.payload_at(a, step)
         head = _HEAD.pack(MAGIC, VERSION, bands.LAYOUT_IDS[s.layout], s.energy_step, s.energy_frames,
                           s.alpha16, s.noise_fill16, a.energy_scale, self.coefficient_offset, step,
                           a.num_samples, len(payload))
@@ -207,21 +215,26 @@ class TransformCodec:
             raise SpeechCodecError(f"the transform baseline codes at most {MAX_SAMPLES // SAMPLE_RATE_HZ} s "
                                    "a stream; split the audio")
         a = self.analyse(mono)
-        target = self.bitrate_bps * max(len(mono), 1) / SAMPLE_RATE_HZ
-        step = self.find_step(a, target)
-        data = self.encode_at(a, step)
+        return self.code(a, self.bitrate_bps * max(len(mono), 1) / SAMPLE_RATE_HZ, self.encode_at)[1]
+
+    def code(self, a: _Analysis, target_bits: float, make=None) -> tuple[int, bytes]:
+        """``(step, make(a, step))`` for the step whose bytes come nearest ``target_bits``
+        (``make``: :meth:`payload_at` unless given; its size must be what the target counts)."""
+        make = make or self.payload_at
+        step = self.find_step(a, target_bits)
+        data = make(a, step)
         # The estimate is ideal coding; the real stream is within a few bytes of it. Nudge the
         # step while the real size is further from the target than the next step's would be.
         for _ in range(4):
-            miss = len(data) * 8 - target
-            if abs(miss) <= RATE_TOLERANCE * target / 2:
+            miss = len(data) * 8 - target_bits
+            if abs(miss) <= RATE_TOLERANCE * target_bits / 2:
                 break
             nudged = min(max(step + (1 if miss > 0 else -1), STEP_RANGE[0]), STEP_RANGE[1])
-            other = self.encode_at(a, nudged)
-            if abs(len(other) * 8 - target) >= abs(miss):
+            other = make(a, nudged)
+            if abs(len(other) * 8 - target_bits) >= abs(miss):
                 break
             step, data = nudged, other
-        return data
+        return step, data
 
     def payload_bytes(self, data: bytes) -> int:
         """The whole stream, header included: what the bitrate is computed from."""
@@ -270,10 +283,7 @@ def _parse(data: bytes) -> tuple[TransformSettings, tuple, bytes]:
 def decode(data: bytes) -> tuple[np.ndarray, int]:
     """Decode a :class:`TransformCodec` stream: float32 audio at 16 kHz."""
     settings, symbols, level_qo, step, samples = decode_symbols(data)
-    coefficients = symbols * _gain(settings, level_qo, step)
-    if settings.noise_fill16:
-        _fill_noise(coefficients, symbols, level_qo, step, settings)
-    audio = imdct(coefficients, samples, HOP)
+    audio = imdct(dequantise(settings, symbols, level_qo, step), samples, HOP)
     return np.clip(audio, -1.0, 1.0).astype(np.float32), SAMPLE_RATE_HZ
 
 
@@ -281,7 +291,14 @@ def decode_symbols(data: bytes) -> tuple[TransformSettings, np.ndarray, np.ndarr
     """What a stream holds before synthesis: (settings, int symbols ``[T, HOP]``, each
     coefficient's band level in quarter-octaves ``[T, HOP]``, the step, the samples)."""
     settings, (energy_scale, offset, step, samples), payload = _parse(data)
-    frames = num_frames(samples, HOP)
+    symbols, level_qo = decode_payload(payload, settings, energy_scale, offset, step, num_frames(samples, HOP))
+    return settings, symbols, level_qo, step, samples
+
+
+def decode_payload(payload: bytes, settings: TransformSettings, energy_scale: int, offset: int, step: int,
+                   frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`TransformCodec.payload_at`'s inverse for ``frames`` MDCT frames: (int symbols
+    ``[T, HOP]``, each coefficient's band level in quarter-octaves ``[T, HOP]``)."""
     edges = bands.LAYOUTS[settings.layout]
     groups = -(-frames // settings.energy_frames)
     try:
@@ -296,7 +313,15 @@ def decode_symbols(data: bytes) -> tuple[TransformSettings, np.ndarray, np.ndarr
         raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"transform-baseline payload does not decode: {exc}") from None
-    return settings, symbols, level_qo, step, samples
+    return symbols, level_qo
+
+
+def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int) -> np.ndarray:
+    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill."""
+    coefficients = symbols * _gain(settings, level_qo, step)
+    if settings.noise_fill16:
+        _fill_noise(coefficients, symbols, level_qo, step, settings)
+    return coefficients
 
 
 def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,

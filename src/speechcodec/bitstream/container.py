@@ -4,8 +4,8 @@ Layout (all integers little-endian; docs/format.md says the same at more length)
 
     offset  size  field
     0       4     magic b"SPCD"
-    4       1     format version (2; version 1 streams are read too)
-    5       2     header length H, u16 (49 + L .. 1024; 47 + L in version 1)
+    4       1     format version (3; versions 1 and 2 are read too)
+    5       2     header length H, u16 (53 + L .. 1024; 49 + L in version 2, 47 + L in 1)
     7       H     header:
                     u32 sample_rate_hz        the model's rate
                     u64 num_samples           at sample_rate_hz, before padding to whole frames
@@ -21,6 +21,9 @@ Layout (all integers little-endian; docs/format.md says the same at more length)
                                               tables and config)
                     u8  postfilter_comb       comb strength in hundredths, 0..100 (version 2)
                     u8  postfilter_formant    formant strength in hundredths, 0..100 (version 2)
+                    u32 bitrate_bps           the rate the encoder was asked for: it picks the
+                                              step of a model that codes every rate (the
+                                              perceptual family); 0 for a one-rate model (version 3)
     7+H     4     CRC32 of bytes 0 .. 7+H
     then one record per chunk, in time order:
             4     num_frames F, u32: code frames in this chunk (1 .. chunk_frames)
@@ -28,6 +31,9 @@ Layout (all integers little-endian; docs/format.md says the same at more length)
             P     range-coded payload (constriction RangeEncoder words, u32 little-endian)
             4     CRC32 of the F, P and payload bytes of this record
     and last an end record: F = 0, P = 0, then its CRC32.
+
+What a chunk's payload holds is the model family's (``speechcodec.model.family``): the
+autoencoders' range-coded codes, or the perceptual family's transform frames.
 
 Chunks are coded independently, so a reader holds one chunk at a time and a damaged byte is
 pinned to one chunk. A stream without its end record is truncated. Every header field is range
@@ -51,7 +57,8 @@ from speechcodec.errors import (
 )
 
 MAGIC = b"SPCD"
-FORMAT_VERSION = 2  # 2 added the postfilter strengths; version 1 streams decode with it off
+# 2 added the postfilter strengths (version 1 streams decode with it off); 3 the bitrate asked for
+FORMAT_VERSION = 3
 MAX_HEADER_BYTES = 1024
 MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ = 1000, 384_000  # what a stream can record
 MAX_DURATION_S = 7 * 24 * 3600  # a week: anything larger is a forged header, not speech
@@ -81,6 +88,7 @@ class StreamHeader:
     # the decoder's postfilter strengths in hundredths (0..100; both 0 in version 1 streams)
     postfilter_comb_pct: int = 0
     postfilter_formant_pct: int = 0
+    bitrate_bps: int = 0  # the rate asked of a model that codes every rate (0: one-rate models, versions 1-2)
 
     @property
     def num_frames(self) -> int:
@@ -93,6 +101,8 @@ class StreamHeader:
     def to_bytes(self, version: int = FORMAT_VERSION) -> bytes:
         name = self.model.encode("utf-8")
         tail = bytes((self.postfilter_comb_pct, self.postfilter_formant_pct)) if version >= 2 else b""
+        if version >= 3:
+            tail += struct.pack("<I", self.bitrate_bps)
         return (_HEADER.pack(self.sample_rate_hz, self.num_samples, self.samples_per_frame,
                              self.code_channels, self.chunk_frames, self.gain,
                              self.source_sample_rate_hz, self.source_num_samples,
@@ -101,7 +111,7 @@ class StreamHeader:
 
     @classmethod
     def from_bytes(cls, raw: bytes, version: int = FORMAT_VERSION) -> StreamHeader:
-        tail = 2 if version >= 2 else 0  # the postfilter bytes after the fingerprint
+        tail = {1: 0, 2: 2}.get(version, 6)  # the postfilter bytes (and the bitrate) after the fingerprint
         if len(raw) < _HEADER.size + 8 + tail:
             raise BitstreamError("stream header is too short")
         (rate, n, spf, channels, chunk, gain, src_rate, src_n, src_ch,
@@ -110,6 +120,7 @@ class StreamHeader:
             raise BitstreamError("stream header length does not match its model name length")
         end = _HEADER.size + name_len + 8
         comb_pct, formant_pct = (raw[end], raw[end + 1]) if tail else (0, 0)
+        (bitrate,) = struct.unpack_from("<I", raw, end + 2) if tail == 6 else (0,)
         try:
             name = raw[_HEADER.size:_HEADER.size + name_len].decode("utf-8")
         except UnicodeDecodeError:
@@ -118,7 +129,7 @@ class StreamHeader:
                      samples_per_frame=spf, code_channels=channels, chunk_frames=chunk,
                      gain=gain, source_sample_rate_hz=src_rate, source_num_samples=src_n,
                      source_channels=src_ch, postfilter_comb_pct=comb_pct,
-                     postfilter_formant_pct=formant_pct)
+                     postfilter_formant_pct=formant_pct, bitrate_bps=bitrate)
         header.validate()
         return header
 
@@ -154,6 +165,8 @@ class StreamHeader:
         for name in ("postfilter_comb_pct", "postfilter_formant_pct"):
             if not 0 <= getattr(self, name) <= 100:
                 raise bad(f"{name}={getattr(self, name)} is out of range")
+        if not 0 <= self.bitrate_bps <= 10_000_000:
+            raise bad(f"bitrate_bps={self.bitrate_bps} is out of range")
 
 
 @dataclass(frozen=True)
@@ -169,7 +182,7 @@ class Chunk:
 def write_header(out: BinaryIO, header: StreamHeader, version: int = FORMAT_VERSION) -> int:
     """Write magic, version, header and its CRC; returns the bytes written.
 
-    ``version`` 1 (no postfilter bytes) is there to make the streams older releases wrote."""
+    ``version`` 1 (no postfilter bytes) and 2 (no bitrate) make the streams older releases wrote."""
     header.validate()
     raw = header.to_bytes(version)
     head = _PREFIX.pack(MAGIC, version, len(raw)) + raw

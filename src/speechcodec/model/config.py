@@ -40,7 +40,7 @@ DECODER_HEADS = ("subpixel", "istft")
 PRIOR_CONTEXTS = ("none", "previous")
 # Fields added after the first model files: written (and fingerprinted) only when not at their
 # default, so every model file made before them keeps its config and its fingerprint.
-LATER_FIELDS = {"prior_context": "none", "istft_window_frames": 4}
+LATER_FIELDS = {"prior_context": "none", "istft_window_frames": 4, "energy_full_step": 0, "energy_none_step": 0}
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,11 @@ class ModelConfig:
     input_rms: float = 0.05  # the codec scales audio to this RMS before the encoder
     prior_context: str = "none"  # "previous": tables chosen by the previous code frame
     istft_window_frames: int = 4  # iSTFT head: its window (and FFT) in code frames; 4 = 20 ms at 80 samples
+    # perceptual: the decoder gives each band of the network's output the energy the textbook decoder
+    # had, fully at quantiser steps at or below energy_full_step, not at all at or above
+    # energy_none_step (64ths of an octave), in between in proportion; equal: never
+    energy_full_step: int = 0
+    energy_none_step: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in FAMILIES:

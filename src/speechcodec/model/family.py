@@ -16,6 +16,13 @@ when a network is built)::
 
 ``T`` is a multiple of ``samples_per_frame``. Quantisation and the prior are not the family's:
 ``CodecModel`` puts every family behind the same rounding and entropy model.
+
+A family may instead bring its own codec (``Family.codec``): the perceptual family codes the
+textbook transform coder's frames (MDCT, band energies as side information, coefficients over
+their band's RMS**alpha under Laplace tables computed from integers, one step a chunk chosen for the
+bitrate asked, so one model codes every rate), and its network is a frame-causal decoder-side
+enhancer of the dequantised spectrum. Such a family keeps no learned tables in its model file
+(``Family.tables``), and its codec class keeps :class:`speechcodec.codec.Codec`'s public methods.
 """
 
 from __future__ import annotations
@@ -53,14 +60,22 @@ class Family:
     settings: tuple[str, ...]  # the ModelConfig fields it reads beyond the shared ones
     check: Callable[[ModelConfig], None] = _no_check  # raise ValueError for a config it cannot build
     summary: str = ""
+    codec: str = "speechcodec.codec:Codec"  # the class that codes with it ("module:Class")
+    tables: bool = True  # its model file holds learned entropy tables (``entropy.pmf``)
+    rates: str = "one"  # "one": a model per bitrate; "every": the stream's bitrate picks the step
+
+    def codec_class(self) -> type:
+        return _import(self.codec)
 
     def network_class(self) -> type:
-        import importlib
+        return self.network if not isinstance(self.network, str) else _import(self.network)
 
-        if not isinstance(self.network, str):
-            return self.network
-        module, _, cls = self.network.partition(":")
-        return getattr(importlib.import_module(module), cls)
+
+def _import(spec: str) -> type:
+    import importlib
+
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -114,4 +129,33 @@ register(Family(
     settings=("downsample",),
     check=_check_paper,
     summary="the 2018 paper's network, at the sample rate (slow: the paper's reference row)",
+))
+
+
+def _describe_perceptual(cfg: ModelConfig) -> str:
+    return (f"`perceptual`: the textbook transform coder's stream (20 ms MDCT frames, band energies, "
+            f"coefficients over their band's RMS^0.5), decoded through a frame-causal enhancer of "
+            f"{cfg.width} channels and {cfg.res_blocks} residual blocks; one model for every bitrate"
+            + (f"; its output keeps the textbook decoder's band energies at steps below "
+               f"2^({cfg.energy_none_step}/64), fully below 2^({cfg.energy_full_step}/64)"
+               if cfg.energy_none_step > cfg.energy_full_step else ""))
+
+
+def _check_perceptual(cfg: ModelConfig) -> None:
+    if cfg.code_channels != 320 or cfg.sample_rate_hz != 16000:
+        raise ValueError("arch 'perceptual' codes 320 MDCT coefficients a 20 ms frame at 16000 Hz "
+                         "(code_channels 320, sample_rate_hz 16000)")
+
+
+register(Family(
+    name="perceptual",
+    network="speechcodec.perceptual.network:Enhancer",
+    samples_per_frame=lambda cfg: 320,
+    describe=_describe_perceptual,
+    settings=("width", "res_blocks", "energy_full_step", "energy_none_step"),
+    check=_check_perceptual,
+    summary="the textbook transform coder's stream with a network at its decoder: one model, every rate",
+    codec="speechcodec.perceptual.codec:PerceptualCodec",
+    tables=False,
+    rates="every",
 ))

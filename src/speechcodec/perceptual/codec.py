@@ -1,0 +1,206 @@
+"""The perceptual family's codec: :mod:`.frames` (the stream) joined with :mod:`.network`.
+
+Keeps :class:`speechcodec.codec.Codec`'s public methods (``encode``, ``decode``, ``encode_file``,
+``decode_file``, ``payload_bytes``...) and its container; a chunk's payload is a run of transform
+frames (:mod:`speechcodec.perceptual.frames`). One model codes every rate: ``bitrate_bps`` (a
+load-time choice, :meth:`PerceptualCodec.at`) sets each chunk's quantiser step, and the stream's
+header records it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from speechcodec.audio import expected_length, resample_blocks
+from speechcodec.baselines.transform import MAX_SAMPLES, TransformCodec, _gain
+from speechcodec.bitstream import StreamHeader, write_chunk, write_end, write_header
+from speechcodec.bitstream.container import _CRC, _RECORD
+from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats
+from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
+from speechcodec.modelfile import ModelFile
+from speechcodec.perceptual.frames import decode_chunk, empty_bands, encode_chunk
+from speechcodec.postfilter import OFF
+from speechcodec.transform import bands
+from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
+
+SAMPLE_RATE_HZ = 16000
+BITRATE_RANGE_BPS = (2000, 64000)  # what the rate control may be asked for (the enhancer learnt 6-24 kbps)
+ALGORITHMIC_DELAY_MS = 40  # a 20 ms frame and the MDCT window's other half: the network sees no later frame
+
+
+class PerceptualCodec(Codec):
+    """A perceptual-family model ready to code at ``bitrate_bps`` (``None``: its nominal rate)."""
+
+    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None,
+                 bitrate_bps: int | None = None):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise SpeechCodecError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
+        self.threads = threads
+        self.model_file = model_file
+        self.model_name = model_file.name  # what a stream's header names: the model, at any rate
+        self.config = model_file.config
+        self.info = model_file.info
+        self.fingerprint = model_file.fingerprint
+        self.enhancer = model_file.build()
+        self.sample_rate_hz = SAMPLE_RATE_HZ
+        self.samples_per_frame = HOP
+        self.chunk_frames = max(1, round(chunk_s * SAMPLE_RATE_HZ / HOP))
+        self.postfilter = OFF
+        self._bitrate_bps = self._checked_bitrate(bitrate_bps if bitrate_bps is not None
+                                                  else self.info.get("bitrate_bps", 12000))
+
+    @staticmethod
+    def _checked_bitrate(bps) -> int:
+        low, high = BITRATE_RANGE_BPS
+        if isinstance(bps, bool) or not isinstance(bps, (int, np.integer)) or not low <= bps <= high:
+            raise SpeechCodecError(f"a perceptual model codes {low} to {high} bps, got {bps!r}")
+        return int(bps)
+
+    @property
+    def bitrate_bps(self) -> int:
+        return self._bitrate_bps
+
+    @property
+    def name(self) -> str:
+        """The model at this rate, as ``speechcodec models`` lists it: ``pc-12k``."""
+        return f"{self.model_name}-{self.bitrate_bps / 1000:g}k"
+
+    def at(self, bitrate_bps: int) -> PerceptualCodec:
+        """The same model (network shared) coding at ``bitrate_bps``."""
+        other = copy.copy(self)
+        other._bitrate_bps = self._checked_bitrate(bitrate_bps)
+        return other
+
+    def __repr__(self) -> str:
+        return f"PerceptualCodec({self.name!r}, {self.bitrate_bps} bps)"
+
+    # ---- encoder ---------------------------------------------------------------------------
+
+    def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        raise SpeechCodecError("a perceptual model codes transform frames, not a latent: use "
+                               "codes_from_bytes(encode(...)) for its symbols")
+
+    def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
+                       rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
+                       ) -> EncodeStats:
+        _, source_n = self._gain(make_blocks, rate)  # rejects empty and non-finite input first
+        n = expected_length(source_n, rate, SAMPLE_RATE_HZ)
+        if n > MAX_SAMPLES:
+            raise AudioInputError(f"a perceptual model codes at most {MAX_SAMPLES // SAMPLE_RATE_HZ} s a "
+                                  "stream; split the audio")
+        audio = np.concatenate(list(resample_blocks(make_blocks(), rate, SAMPLE_RATE_HZ, n)))
+        spectrum = odft(audio)
+        header = StreamHeader(
+            model=self.model_name, fingerprint=self.fingerprint, sample_rate_hz=SAMPLE_RATE_HZ, num_samples=n,
+            samples_per_frame=HOP, code_channels=HOP, chunk_frames=self.chunk_frames, gain=1.0,
+            source_sample_rate_hz=rate, source_num_samples=source_n, source_channels=channels,
+            bitrate_bps=self.bitrate_bps)
+        written = write_header(out, header)
+        frames = header.num_frames
+        record = _RECORD.size + _CRC.size
+        # the bits left for the chunks' payloads, shared out by their frames
+        budget = self.bitrate_bps * n / SAMPLE_RATE_HZ - 8 * (written + record)
+        coder = TransformCodec(self.bitrate_bps)
+        chunks = 0
+        for start in range(0, frames, self.chunk_frames):
+            stop = min(start + self.chunk_frames, frames)
+            end = stop + 1 if stop == frames else stop  # the last chunk holds the closing frame
+            target = budget * (stop - start) / frames - 8 * record
+            payload = encode_chunk(coder, spectrum[start:end], max(target, 1.0))
+            written += write_chunk(out, stop - start, payload)
+            chunks += 1
+            if on_chunk:
+                on_chunk((stop - start) * HOP / SAMPLE_RATE_HZ)
+        written += write_end(out)
+        return EncodeStats(written, n / SAMPLE_RATE_HZ, chunks, 0)
+
+    # ---- decoder ---------------------------------------------------------------------------
+
+    def _check_header(self, header: StreamHeader) -> None:
+        if header.model != self.model_name or header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"stream was written by model {header.model!r} (fingerprint {header.fingerprint}); "
+                f"this is {self.model_name!r} ({self.fingerprint}): decode it with the model that wrote it")
+        geometry = (header.sample_rate_hz, header.samples_per_frame, header.code_channels)
+        if geometry != (SAMPLE_RATE_HZ, HOP, HOP):
+            raise ModelMismatchError("stream geometry does not match the model")
+
+    def codes_from_bytes(self, data: bytes) -> np.ndarray:
+        """The quantised coefficients ``[320, F + 1]`` a stream holds (range decoding only)."""
+        return np.concatenate([c.symbols for c in self._chunks_of(data)], axis=0).T
+
+    def _chunks_of(self, data: bytes):
+        import io
+
+        from speechcodec.bitstream import read_stream, stream_bytes
+
+        header, chunks = read_stream(io.BytesIO(stream_bytes(data)))
+        self._check_header(header)
+        return self._decoded(header, chunks)
+
+    def _decoded(self, header: StreamHeader, chunks):
+        seen = 0
+        for chunk in chunks:
+            seen += chunk.num_frames
+            yield decode_chunk(chunk.payload, chunk.num_frames + (seen == header.num_frames))
+
+    @staticmethod
+    def network_input(chunk) -> np.ndarray:
+        """float32 ``[T, 657]``: what the network reads of a decoded chunk, frame by frame (the
+        units, which quantised to zero, the band levels over 16, the step in octaves)."""
+        step = np.full((len(chunk.units), 1), chunk.step / 64.0)
+        return np.concatenate([chunk.units, chunk.symbols == 0, chunk.band_levels_qo / 16.0, step],
+                              axis=1).astype(np.float32)
+
+    def run_network(self, x: np.ndarray) -> np.ndarray:
+        """The network over ``network_input`` rows ``[T, 657]``: corrected units ``[T, 320]``."""
+        t = torch.from_numpy(np.ascontiguousarray(x.T))[None]
+        with torch.inference_mode():
+            return self.enhancer(t[:, :HOP], t[:, HOP:2 * HOP], t[:, 2 * HOP:-1], t[:, -1:])[0].numpy().T
+
+    def corrected_units(self, pieces: list) -> list[np.ndarray]:
+        """The network's output for each decoded chunk in turn, each run with the frames before
+        it as context: what one run over every frame gives, in bounded memory."""
+        ctx = self.enhancer.context_frames
+        history = np.zeros((0, 2 * HOP + 17), np.float32)
+        out = []
+        for c in pieces:
+            x = self.network_input(c)
+            window = np.concatenate([history, x])
+            out.append(self.run_network(window)[len(history):])
+            history = window[-ctx:]
+        return out
+
+    def energy_weight(self, step: int) -> float:
+        """How far the output's band energies are brought to the textbook decoder's at ``step``:
+        1 at fine steps (where those are accurate and the network's MSE shrinks them), 0 at coarse."""
+        full, none = self.config.energy_full_step, self.config.energy_none_step
+        return 0.0 if none <= full else float(np.clip((none - step) / (none - full), 0.0, 1.0))
+
+    def enhance(self, pieces: list) -> np.ndarray:
+        """The MDCT coefficients ``[T, 320]`` to synthesise from decoded chunks: the network's,
+        except in bands that quantised to all zeros, which keep the textbook decoder's noise fill,
+        with band energies drawn towards the textbook decoder's (:meth:`energy_weight`)."""
+        out = []
+        for c, y in zip(pieces, self.corrected_units(pieces), strict=True):
+            units = np.where(empty_bands(c.symbols, c.settings.layout), c.units, y)
+            weight = self.energy_weight(c.step)
+            if weight:
+                edges = np.asarray(bands.LAYOUTS[c.settings.layout])
+                have = np.add.reduceat(units ** 2, edges[:-1], axis=1)
+                want = np.add.reduceat(c.units ** 2, edges[:-1], axis=1)
+                gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
+                units = units * np.repeat(gain, np.diff(edges), axis=1)
+            out.append(units * _gain(c.settings, c.level_qo, c.step))
+        return np.concatenate(out) if out else np.zeros((0, HOP))
+
+    def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
+        coefficients = self.enhance(list(self._decoded(header, chunks)))
+        if len(coefficients) != num_frames(header.num_samples, HOP):
+            raise SpeechCodecError("perceptual stream holds a different number of frames than its length needs")
+        yield np.clip(imdct(coefficients, header.num_samples, HOP), -1.0, 1.0).astype(np.float32)

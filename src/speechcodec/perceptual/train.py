@@ -1,0 +1,230 @@
+"""Training the perceptual family's enhancer on a folder of speech (resumable).
+
+The encoder is not trained: it is the textbook coder's. So a training example is made without a
+stream: analyse the speech once (MDCT frames, band levels, the coefficients over their band's
+RMS**alpha), then for a random crop and a random quantiser step, quantise and dequantise as the
+decoder does (noise fill included, :func:`speechcodec.baselines.transform.dequantise`) and teach
+the network to return the unquantised coefficients: MSE in the normalised domain, in steps.
+One model learns every step in ``step_range`` (6 to 24 kbps on speech at 12-dB-ish levels).
+
+    python -m speechcodec.perceptual.train --data ../shared/data/train/audio --out pc.safetensors
+
+The work folder (``OUT.work``) keeps the analysis and a checkpoint every few minutes; the same
+command resumes. ``--hold-out`` leaves out every tenth speaker (``speechcodec.data.held_out_speakers``),
+the speakers choices are made on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _expand, _gain, dequantise
+from speechcodec.errors import SpeechCodecError, TrainingError
+
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+
+
+@dataclass(frozen=True)
+class EnhancerTraining:
+    width: int = 384
+    res_blocks: int = 3
+    steps: int = 60000  # optimiser steps in all
+    decay_from: int = 40000  # the learning rate is held until this step, then falls (cosine) to lr_end
+    lr: float = 5e-4
+    lr_end: float = 3e-5
+    batch: int = 16
+    crop_frames: int = 64  # 1.28 s
+    step_low: int = -374  # quantiser steps trained on, 64ths of an octave: the textbook coder's
+    step_high: int = -22  # at 24 and 6 kbps on held-out speech, with a quarter octave either side
+    bf16: bool = True  # bfloat16 autocast on the CPU (about twice the speed)
+    seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        if step < self.decay_from:
+            return self.lr
+        done = min(1.0, (step - self.decay_from) / max(1, self.steps - self.decay_from))
+        return self.lr_end + (self.lr - self.lr_end) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+def _analyse(path: str) -> tuple[np.ndarray, np.ndarray]:
+    from speechcodec.audio import read_audio
+    from speechcodec.metrics import to_pesq_rate
+
+    audio, rate = read_audio(path)
+    codec = TransformCodec(12000)
+    a = codec.analyse(to_pesq_rate(audio, rate))
+    return a.normalised.astype(np.float32), (a.levels * codec.settings.energy_step).astype(np.int16)
+
+
+def analyse(files: list[Path], cache: Path, workers: int = 1) -> dict:
+    """Every file's normalised MDCT frames and band levels (quarter-octaves), kept in ``cache``."""
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            return dict(data)
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_analyse, [str(f) for f in files], chunksize=8))
+    data = {"normalised": np.concatenate([r[0] for r in results]),
+            "levels": np.concatenate([r[1] for r in results]),
+            "lengths": np.array([len(r[0]) for r in results])}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(cache)
+    return data
+
+
+def example(data: dict, cfg: EnhancerTraining, rng: np.random.Generator):
+    """One batch: (network input ``[B, 657, F]``, target units ``[B, 320, F]``), float32."""
+    from speechcodec.perceptual.codec import PerceptualCodec
+    from speechcodec.perceptual.frames import DecodedChunk
+
+    starts = np.concatenate([[0], np.cumsum(data["lengths"])[:-1]])
+    ok = np.flatnonzero(data["lengths"] > cfg.crop_frames)
+    step = int(rng.integers(cfg.step_low, cfg.step_high + 1))
+    settings = TransformCodec(12000).settings
+    inputs, targets = [], []
+    for i in rng.choice(ok, cfg.batch):
+        at = starts[i] + rng.integers(0, data["lengths"][i] - cfg.crop_frames)
+        norm = data["normalised"][at:at + cfg.crop_frames].astype(np.float64)
+        levels = data["levels"][at:at + cfg.crop_frames].astype(np.int64)
+        level_qo = _expand(settings, levels // settings.energy_step, len(norm))
+        symbols = np.clip(np.rint(norm * 2.0 ** (-step / 64)), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+        coefficients = dequantise(settings, symbols, level_qo, step)
+        gain = _gain(settings, level_qo, step)
+        chunk = DecodedChunk(settings, step, symbols, level_qo, coefficients, coefficients / gain, levels)
+        inputs.append(PerceptualCodec.network_input(chunk).T)
+        targets.append((norm * 2.0 ** (-step / 64)).T.astype(np.float32))
+    return np.stack(inputs), np.stack(targets)
+
+
+def _resumable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "steps"}  # a run may go on for longer
+
+
+def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTraining, work: Path,
+                   workers: int = 1, log=print, log_every: int = 200) -> Path:
+    """Train (or resume) and write the model file ``out``; returns it. An interrupted run
+    (Ctrl-C) saves its checkpoint first; the same call resumes from it."""
+    import torch
+
+    from speechcodec.model.config import ModelConfig
+    from speechcodec.modelfile import save_model
+    from speechcodec.perceptual.network import COEFFICIENTS, Enhancer
+    from speechcodec.training.checkpoint import save_checkpoint
+
+    if not files:
+        raise TrainingError("no training speech: give --data a folder of .flac/.wav/.ogg files")
+    data = analyse(files, work / "analysis.npz", workers)
+    model_cfg = ModelConfig(arch="perceptual", code_channels=COEFFICIENTS, width=cfg.width,
+                            res_blocks=cfg.res_blocks)
+    net = Enhancer(model_cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    path = work / "checkpoint.pt"
+    step, seconds = 0, 0.0
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        if _resumable(state["settings"]) != _resumable(asdict(cfg)):
+            raise TrainingError(f"{path} was written with other settings: delete {work} to start afresh")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, seconds = state["step"], state["seconds"]
+        log(f"resuming at step {step}")
+
+    done = {"step": step}  # what the loop has finished: a checkpoint stands for exactly that
+
+    def save():
+        save_checkpoint(path, {"model": net.state_dict(), "opt": opt.state_dict(), "step": done["step"],
+                               "seconds": seconds + time.time() - t0, "settings": asdict(cfg)})
+
+    rng = np.random.default_rng([cfg.seed, step])
+    t0 = time.time()
+    try:
+        _loop(net, opt, data, cfg, rng, done, log, log_every, save)
+    except KeyboardInterrupt:
+        save()
+        raise
+    save()
+    seconds += time.time() - t0
+    info = {"bitrate_bps": 12000, "bitrates_bps": [6000, 12000, 24000],
+            "description": "perceptual family: the textbook transform coder's stream, a frame-causal enhancer "
+                           "at its decoder; one model for every rate",
+            "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
+    net.eval()
+    return save_model(out, net, None, name, info)
+
+
+def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every: int, save) -> None:
+    import torch
+
+    from speechcodec.perceptual.network import COEFFICIENTS
+
+    saved = time.time()
+    step = done["step"]
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
+        x, target = (torch.from_numpy(a) for a in example(data, cfg, rng))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            c = COEFFICIENTS
+            y = net(x[:, :c], x[:, c:2 * c], x[:, 2 * c:-1], x[:, -1:])
+        loss = ((y.float() - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step = done["step"] = step + 1
+        if step % log_every == 0:
+            log(f"step {step}: MSE {loss.item():.4f} step units^2 "
+                f"(as decoded: {((x[:, :COEFFICIENTS] - target) ** 2).mean().item():.4f})")
+        if time.time() - saved > 180:
+            save()
+            saved = time.time()
+
+
+def speech_files(folder: Path, hold_out: bool) -> list[Path]:
+    from speechcodec.data.split import held_out_speakers
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if hold_out:
+        held = set(held_out_speakers(p.parent.name for p in files))
+        files = [p for p in files if p.parent.name not in held]
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder of speech, one sub-folder per speaker")
+    parser.add_argument("--out", type=Path, required=True, help="model file to write")
+    parser.add_argument("--name", default="pc", help="the model's name (default: pc)")
+    parser.add_argument("--steps", type=int, default=EnhancerTraining.steps)
+    parser.add_argument("--decay-from", type=int, default=EnhancerTraining.decay_from)
+    parser.add_argument("--hold-out", action="store_true", help="leave every tenth speaker out")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the analysis")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        if not args.data.is_dir():
+            raise TrainingError(f"--data {args.data} is not a folder")
+        cfg = EnhancerTraining(steps=args.steps, decay_from=min(args.decay_from, args.steps))
+        files = speech_files(args.data, args.hold_out)
+        out = train_enhancer(files, args.out, args.name, cfg, args.out.with_suffix(".work"), args.workers)
+    except SpeechCodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The perceptual family: the textbook coder's frames in the container, decoded through a network."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import speechcodec
+from conftest import run_cli, synth_speech
+from speechcodec.baselines.transform import TransformCodec, decode_symbols, dequantise
+from speechcodec.bitstream import read_stream
+from speechcodec.errors import BitstreamError, ChecksumError, ModelError, TruncatedBitstreamError
+from speechcodec.model.config import ModelConfig
+from speechcodec.modelfile import load_model_file, save_model
+from speechcodec.perceptual.codec import PerceptualCodec
+from speechcodec.perceptual.network import Enhancer
+from speechcodec.transform.mdct import HOP, imdct
+
+RATES = [6000, 12000, 24000]
+
+
+def _model(folder, name="tiny-pc", identity=False, seed=0, **config) -> object:
+    torch.manual_seed(seed)
+    net = Enhancer(ModelConfig(arch="perceptual", code_channels=320, width=16, res_blocks=2, **config))
+    if not identity:  # the head starts at zero (the identity); give it something to do
+        torch.nn.init.normal_(net.body[-1].weight, std=0.05)
+    return save_model(folder / f"{name}.safetensors", net, None, name,
+                      {"bitrate_bps": 12000, "bitrates_bps": RATES})
+
+
+@pytest.fixture(scope="module")
+def pc(tmp_path_factory):
+    return PerceptualCodec(load_model_file(_model(tmp_path_factory.mktemp("pc"))), threads=1)
+
+
+@pytest.mark.parametrize("bps", RATES)
+def test_one_model_meets_every_rate_from_the_bytes(pc, bps):
+    audio = synth_speech(4.0, seed=3)
+    data = pc.at(bps).encode(audio, 16000)
+    assert abs(len(data) * 8 / 4.0 / bps - 1) < 0.03
+    header, _ = read_stream(io.BytesIO(data))
+    assert header.bitrate_bps == bps and header.model == "tiny-pc"
+    assert pc.at(bps).name == f"tiny-pc-{bps // 1000}k"
+    decoded, rate = pc.decode(data)
+    assert rate == 16000 and decoded.shape == audio.shape and np.isfinite(decoded).all()
+
+
+def test_with_the_identity_network_it_is_the_textbook_decoder(tmp_path):
+    """A network that changes nothing gives the textbook coder's output at the chunk's step, to
+    the bit: the family is the textbook stream plus the network, nothing else."""
+    codec = PerceptualCodec(load_model_file(_model(tmp_path, identity=True)), threads=1)
+    audio = synth_speech(2.0, seed=1)
+    data = codec.encode(audio, 16000)
+    header, chunks = read_stream(io.BytesIO(data))
+    (chunk,) = list(chunks)
+    step = struct.unpack_from("<h", chunk.payload)[0]
+    textbook = TransformCodec(12000)
+    settings, symbols, level_qo, _, samples = decode_symbols(textbook.encode_at(textbook.analyse(audio), step))
+    expected = np.clip(imdct(dequantise(settings, symbols, level_qo, step), samples, HOP), -1, 1)
+    np.testing.assert_allclose(codec.decode(data)[0], expected, atol=1e-6)
+
+
+def test_chunked_decoding_is_the_network_over_the_whole_signal(tmp_path):
+    """Each chunk runs with the frames before it as context: what one run over every frame gives."""
+    codec = PerceptualCodec(load_model_file(_model(tmp_path)), chunk_s=0.5, threads=1)
+    data = codec.encode(synth_speech(3.0, seed=2), 16000)
+    header, chunks = read_stream(io.BytesIO(data))
+    pieces = list(codec._decoded(header, chunks))
+    assert len(pieces) == 6 and len({p.step for p in pieces}) > 1  # each chunk its own step
+    chunked = np.concatenate(codec.corrected_units(pieces))
+    whole = codec.run_network(np.concatenate([codec.network_input(p) for p in pieces]))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert np.abs(whole - np.concatenate([p.units for p in pieces])).max() > 1e-3  # it did something
+
+
+def test_the_network_changes_the_output_and_sees_no_later_frame(pc):
+    audio = synth_speech(2.0, seed=4)
+    data = pc.encode(audio, 16000)
+    textbook = next(pc._chunks_of(data))
+    plain = np.clip(imdct(textbook.coefficients, len(audio), HOP), -1, 1)
+    assert np.abs(pc.decode(data)[0] - plain).max() > 1e-4
+    t = torch.randn(1, 657, 40)
+    with torch.inference_mode():
+        full = pc.enhancer(t[:, :320], t[:, 320:640], t[:, 640:656], t[:, 656:])
+        t2 = t.clone()
+        t2[..., 25:] = torch.randn(1, 657, 15)
+        cut = pc.enhancer(t2[:, :320], t2[:, 320:640], t2[:, 640:656], t2[:, 656:])
+    torch.testing.assert_close(full[..., :25], cut[..., :25])
+
+
+def test_damaged_cut_and_forged_streams_fail_in_one_line(pc):
+    data = bytearray(pc.encode(synth_speech(1.0), 16000))
+    for bad, error in ((data[:-20], TruncatedBitstreamError), (data[:70], TruncatedBitstreamError)):
+        with pytest.raises(error):
+            pc.decode(bytes(bad))
+    flipped = bytearray(data)
+    flipped[-30] ^= 0x40
+    with pytest.raises(ChecksumError):
+        pc.decode(bytes(flipped))
+    # a chunk whose CRC is right but whose step no encoder writes
+    header, chunks = read_stream(io.BytesIO(bytes(data)))
+    chunk = next(chunks)
+    at = chunk.offset + 8
+    forged = bytearray(data)
+    forged[at:at + 2] = struct.pack("<h", 30000)
+    record = bytes(forged[chunk.offset: at + len(chunk.payload)])
+    forged[at + len(chunk.payload): at + len(chunk.payload) + 4] = struct.pack("<I", zlib.crc32(record))
+    with pytest.raises(BitstreamError, match="values no encoder writes"):
+        pc.decode(bytes(forged))
+
+
+def test_a_perceptual_model_file_holds_no_tables(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _model(tmp_path)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    assert "entropy.pmf" not in tensors
+    tensors["entropy.pmf"] = torch.ones(1, 3, dtype=torch.int32)
+    save_file(tensors, str(tmp_path / "odd.safetensors"), metadata=meta)
+    with pytest.raises(ModelError, match="holds no entropy tables"):
+        load_model_file(tmp_path / "odd.safetensors")
+
+
+def test_one_file_is_listed_at_each_of_its_rates_and_decodes_by_its_name(tmp_path, monkeypatch):
+    _model(tmp_path)
+    monkeypatch.setenv("SPEECHCODEC_MODEL_PATH", str(tmp_path))
+    listed = {m["name"]: m["bitrate_bps"] for m in speechcodec.list_models() if m["model"] == "tiny-pc"}
+    assert listed == {"tiny-pc-6k": 6000, "tiny-pc-12k": 12000, "tiny-pc-24k": 24000}
+    codec = speechcodec.load("tiny-pc-24k")
+    assert codec.bitrate_bps == 24000 and speechcodec.load("tiny-pc").bitrate_bps == 12000
+    data = codec.encode(synth_speech(1.0), 16000)
+    audio, rate = speechcodec.decode(data)
+    assert rate == 16000 and len(audio) == 16000
+    with pytest.raises(speechcodec.SpeechCodecError, match="codes 2000 to 64000 bps"):
+        codec.at(100)
+
+
+def test_cli_codes_a_perceptual_model_at_the_rate_asked(tmp_path, synth_corpus):
+    _model(tmp_path)
+    env = {"SPEECHCODEC_MODEL_PATH": str(tmp_path)}
+    out = tmp_path / "speech.spcd"
+    result = run_cli("encode", synth_corpus[0], out, "--model", "tiny-pc", "--bitrate", "9k", env=env)
+    assert result.returncode == 0, result.stderr
+    assert abs(out.stat().st_size * 8 / 3.0 / 9000 - 1) < 0.03
+    result = run_cli("decode", out, tmp_path / "back.wav", env=env)
+    assert result.returncode == 0, result.stderr
+    info = run_cli("info", out, "--json", env=env)
+    assert info.returncode == 0 and json.loads(info.stdout)["bitrate_asked_kbps"] == 9.0
+    listed = run_cli("models", env=env).stdout
+    assert "tiny-pc-6k" in listed and "perceptual" in listed
+    sc = run_cli("encode", synth_corpus[0], tmp_path / "x.spcd", "--model", "tiny-pc-6k", "--bitrate", "1k",
+                 env=env)
+    assert sc.returncode == 1 and "codes 2000 to 64000 bps" in sc.stderr and "Traceback" not in sc.stderr
+
+
+def test_training_resumes_where_it_was_stopped_and_writes_a_model_that_codes(tmp_path, synth_corpus):
+    from speechcodec.errors import TrainingError
+    from speechcodec.perceptual.train import EnhancerTraining, train_enhancer
+
+    cfg = EnhancerTraining(width=16, res_blocks=1, steps=6, decay_from=3, batch=2, crop_frames=16, bf16=False)
+    work, out = tmp_path / "work", tmp_path / "mine.safetensors"
+
+    def stop_at_four(line):
+        if line.startswith("step 4:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_enhancer(synth_corpus, out, "mine", cfg, work, log=stop_at_four, log_every=1)
+    assert torch.load(work / "checkpoint.pt", weights_only=True)["step"] == 4 and not out.exists()
+    said = []
+    train_enhancer(synth_corpus, out, "mine", cfg, work, log=said.append, log_every=1)
+    assert said[0] == "resuming at step 4" and said[1].startswith("step 5:") and len(said) == 3
+    codec = PerceptualCodec(load_model_file(out), threads=1)
+    assert codec.info["train"]["steps"] == 6 and codec.bitrate_bps == 12000
+    audio = synth_speech(1.0)
+    assert codec.decode(codec.encode(audio, 16000))[0].shape == audio.shape
+    with pytest.raises(TrainingError, match="other settings"):
+        train_enhancer(synth_corpus, out, "mine", EnhancerTraining(width=8, res_blocks=1), work)
+
+
+def test_a_one_rate_model_refuses_a_bitrate_beside_it(model_path_env, synth_corpus, tmp_path):
+    result = run_cli("encode", synth_corpus[0], tmp_path / "x.spcd", "--model", "tiny-test", "--bitrate", "6k")
+    assert result.returncode == 1 and "codes one rate" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.spcd").exists()
+
+
+def test_fine_steps_keep_the_textbook_decoders_band_energies(tmp_path):
+    """The energy ramp: full at steps at or below ``energy_full_step``, none at or above
+    ``energy_none_step``, in proportion between; off unless set (old configs keep their fingerprint)."""
+    from speechcodec.transform import bands
+
+    assert "energy_full_step" not in ModelConfig(arch="perceptual", code_channels=320).to_dict()
+    codec = PerceptualCodec(load_model_file(_model(tmp_path, energy_full_step=-300, energy_none_step=-100)))
+    assert [codec.energy_weight(s) for s in (-400, -300, -200, -100, 0)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    always = PerceptualCodec(load_model_file(_model(tmp_path, name="always", energy_full_step=1023,
+                                                    energy_none_step=1024)))
+    header, chunks = read_stream(io.BytesIO(always.encode(synth_speech(2.0, seed=5), 16000)))
+    pieces = list(always._decoded(header, chunks))
+    edges = np.asarray(bands.LAYOUTS["bark16"])[:-1]
+    kept = np.add.reduceat(always.enhance(pieces) ** 2, edges, axis=1)
+    textbook = np.add.reduceat(pieces[0].coefficients ** 2, edges, axis=1)
+    np.testing.assert_allclose(kept, textbook, rtol=1e-6, atol=1e-12)
+    plain = PerceptualCodec(load_model_file(_model(tmp_path, name="plain")))
+    assert plain.energy_weight(-1000) == 0.0
+    assert not np.allclose(np.add.reduceat(plain.enhance(pieces) ** 2, edges, axis=1), textbook)
