@@ -32,7 +32,7 @@ import soundfile as sf
 
 import speechcodec
 from speechcodec.baselines.opus import MIN_BITRATE_BPS
-from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched
+from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched, load_codec
 from speechcodec.metrics import BESIDE_BASELINES, METRICS, SHOWN, VERSUS_CODEC2, VERSUS_OPUS
 from speechcodec.report import build_report, codec2_match
 
@@ -56,6 +56,22 @@ def speech_manifest(speech: Path, folder: Path) -> Path:
     pd.DataFrame(rows, columns=["speaker", "utterance", "transcript", "duration_s", "path", "source"]
                  ).to_csv(path, index=False)
     return path
+
+
+def rate_specs(name: str) -> list[str]:
+    """What to score of a model: itself, or, for a model file that codes every rate, each rate its
+    info lists (``pc.safetensors@6000``, ...)."""
+    codec = speechcodec.load(name)
+    rates = codec.info.get("bitrates_bps") if hasattr(codec, "at") and "@" not in name else None
+    if not rates or Path(name).suffix != ".safetensors":
+        return [name]
+    return [f"{name}@{bps}" for bps in rates]
+
+
+def tag_of(spec: str) -> str:
+    """A scored model's folder name: its file's stem, and its rate for ``MODEL@BPS``."""
+    base, _, bps = spec.partition("@")
+    return Path(base).stem + (f"-{bps}" if bps else "")
 
 
 def paired_count(new: Path, old: Path) -> str:
@@ -116,16 +132,17 @@ def main() -> int:
     parser.add_argument("--baseline-postfilter", choices=["off"],
                         help="also score each model with its postfilter off, and count files better with it")
     args = parser.parse_args()
-    names = args.model or [m["name"] for m in speechcodec.list_models()]
+    names = [spec for name in args.model or [m["name"] for m in speechcodec.list_models()]
+             for spec in rate_specs(name)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         root.mkdir(parents=True, exist_ok=True)
         manifest = speech_manifest(args.speech, root)
         rows, codec2, below = [], [], []
         for name in names:
-            tag = Path(name).stem
+            tag = tag_of(name)
             n = evaluate(name, manifest, root / f"neural-{tag}", progress=False,
-                         target_bitrate_bps=speechcodec.load(name).bitrate_bps)
+                         target_bitrate_bps=load_codec(name).bitrate_bps)
             o = evaluate_opus_matched(n, manifest, root / f"opus-{tag}", progress=False)
             paired = ""
             if args.baseline_postfilter:
@@ -136,14 +153,16 @@ def main() -> int:
                 paired = paired_count(root / f"neural-{tag}", root / f"neural-{tag}-postfilter-off")
             t = evaluate_transform_matched(n, manifest, root / f"transform-{tag}", progress=False)
             beats = paired_count(root / f"neural-{tag}", root / f"transform-{tag}")
-            rows.append(quality_row(n, o, paired) | transform_columns(n, t, beats))
+            rows.append(quality_row(n, o, paired) | transform_columns(n, t, beats)
+                        | {"files_better_than_opus": paired_count(root / f"neural-{tag}",
+                                                                  root / f"opus-{tag}")})
             if n["kbps"] * 1000 < MIN_BITRATE_BPS and args.codec2_modes and not codec2:
                 codec2 = [evaluate(f"codec2:{m}", manifest, root / f"codec2-{m}", progress=False,
                                    target_bitrate_bps=m) for m in args.codec2_modes]
             if codec2_match(n["kbps"], codec2):
                 below.append((n, codec2_match(n["kbps"], codec2)))
         if args.report:
-            tags = [Path(n).stem for n in names]
+            tags = [tag_of(n) for n in names]
             dirs = [root / f"{kind}-{t}" for kind in ("neural", "opus", "transform") for t in tags]
             for m in args.codec2_modes:
                 if not (root / f"codec2-{m}" / "summary.json").exists():

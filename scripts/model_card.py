@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from speechcodec.metrics import METRICS, PAPER_METRIC, SHOWN, VERSUS_OPUS, Metric, score_text
+from speechcodec.model.family import family_of
 from speechcodec.modelfile import load_model_file, nominal_bitrate_bps
 from speechcodec.training import TrainConfig
 
@@ -231,16 +232,96 @@ def card(model_path: Path, quality: pd.Series, speed: pd.Series, config: str, no
     return "\n".join(lines)
 
 
+def rows_of(table: pd.DataFrame, path: Path) -> list[tuple[str, int | None, pd.Series]]:
+    """A model file's rows of a benchmark table: ``(name, nominal bps, row)``; one per rate for a
+    model that codes every rate (``pc-6k``, ``pc-12k``, ...)."""
+    model = load_model_file(path)
+    if family_of(model.config).rates == "every":
+        named = [(f"{model.name}-{bps / 1000:g}k", int(bps)) for bps in model.info.get("bitrates_bps", [])]
+    else:
+        named = [(model.name, nominal_bitrate_bps(model.info))]
+    return [(name, bps, table.loc[name]) for name, bps in named if name in table.index]
+
+
+def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame, note: str) -> str:
+    """The card of a perceptual-family model: one row per rate it is listed at."""
+    mf = load_model_file(model_path)
+    train = mf.info.get("train", {})
+    params = sum(t.numel() for t in mf.state_dict.values())
+    rows = rows_of(quality, model_path)
+    fast = next((speed.loc[name] for name, _, _ in rows if name in speed.index), None)
+    lines = [
+        f"# Model card: {mf.name}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| name | `{mf.name}` (fingerprint `{mf.fingerprint}`), listed as "
+        + ", ".join(f"`{name}`" for name, _, _ in rows) + " |",
+        f"| family | {family(mf.config)} |",
+        f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
+        "| entropy model | the textbook coder's Laplace tables, computed from integers (none learned): "
+        "each coefficient's scale from its band's decoded energy and the step |",
+        "| rates | any from 2 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`); each 10-s chunk's "
+        "quantiser step is chosen from the bytes; the enhancer was trained on the steps of 6 to 24 kbps |",
+        "| algorithmic delay | 40 ms: a 20 ms frame and the other half of the MDCT's 40 ms window; the "
+        "network looks at no later frame |",
+        f"| training | {train.get('steps', 0):,} steps, batch {train.get('batch')} x "
+        f"{train.get('crop_frames')} "
+        f"frames, Adam {train.get('lr')} held to step {train.get('decay_from', 0):,}, then cosine to "
+        f"{train.get('lr_end')}; MSE in the normalised domain (in quantiser steps); "
+        f"{'bfloat16 autocast' if train.get('bf16') else 'float32'} on one CPU thread, "
+        f"{train.get('seconds', 0) / 3600:.2f} h |",
+        f"| training data | {train.get('files')} files of `shared/data/train` (every tenth speaker held out "
+        "for validation: `speechcodec.data.held_out_speakers`) |",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    lines += [
+        "Measured on the 51 utterances of `shared/data/speech` (VCTK, ARCTIC, LJSpeech, LibriTTS",
+        "speakers; none in training), every file really coded and decoded (`benchmarks/quality.py`,",
+        "`benchmarks/speed.py`; speed on one thread):",
+        "",
+        "| listed as | real kbps | " + " | ".join(m.label for m in SHOWN) + " | Opus kbps | "
+        + " | ".join(f"Opus {m.label}" for m in VERSUS_OPUS) + " | files better than Opus | textbook "
+        + " | ".join(f"textbook {m.label}" for m in VERSUS_OPUS) + " | files better than the textbook |",
+        "|---|---|" + "---|" * len(SHOWN) + "---|" + "---|" * len(VERSUS_OPUS) + "---|"
+        + "---|" * len(VERSUS_OPUS) + "---|",
+    ]
+    for name, _, row in rows:
+        lines.append(f"| `{name}` | {row.kbps:.2f} | " + " | ".join(_score(row, m.name, m) for m in SHOWN)
+                     + f" | {row.opus_kbps:.2f} | "
+                     + " | ".join(_score(row, f"opus_{m.name}", m) for m in VERSUS_OPUS)
+                     + f" | {row.get('files_better_than_opus', '')} | "
+                     + " | ".join(_score(row, f"transform_{m.name}", m) for m in VERSUS_OPUS)
+                     + f" | {row.get('files_better_than_transform', '')} |")
+    if fast is not None:
+        lines += ["", f"Speed: encode {fast.encode_x_realtime:.0f}x, decode {fast.decode_x_realtime:.0f}x "
+                  "real time "
+                  "on one thread."]
+    lines += [
+        "",
+        "Retrain from the data (resumable: rerun the same command after an interruption):",
+        "",
+        "```bash",
+        "python -m speechcodec.perceptual.train --data ../shared/data/train/audio --hold-out \\",
+        f"  --name {mf.name} --steps {train.get('steps')} --decay-from {train.get('decay_from')} "
+        f"--out {mf.name}.safetensors",
+        "```",
+        "",
+        ATTRIBUTION,
+    ]
+    return "\n".join(lines)
+
+
 def results_table(quality: pd.DataFrame, models: list[Path]) -> str:
     """The README's results table: one row per model file, from benchmarks/quality.py's CSV."""
     head = (["model", "nominal kbps", "real kbps (measured)"] + [m.label for m in SHOWN] + ["Opus kbps"]
             + [f"Opus {m.label}" for m in VERSUS_OPUS] + [f"delta {m.label}" for m in VERSUS_OPUS])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for path in models:
-        model = load_model_file(path)
-        row = quality.loc[model.name]
+    for name, bps, row in (r for path in models for r in rows_of(quality, path)):
         opus = f"{row.opus_kbps:.2f}" + (" (its floor)" if str(row.get("note", "")) == "Opus floor" else "")
-        cells = ([model.name, f"{(nominal_bitrate_bps(model.info) or 0) / 1000:g}", f"{row.kbps:.2f}"]
+        cells = ([name, f"{(bps or 0) / 1000:g}", f"{row.kbps:.2f}"]
                  + [_score(row, m.name, m) for m in SHOWN] + [opus]
                  + [_score(row, f"opus_{m.name}", m) for m in VERSUS_OPUS]
                  + [_score(row, f"delta_{m.name}", m, sign=True) for m in VERSUS_OPUS])
@@ -261,10 +342,8 @@ def textbook_table(quality: pd.DataFrame, models: list[Path]) -> list[str]:
             + [f"textbook {m.label}" for m in VERSUS_OPUS] + [f"delta {m.label}" for m in VERSUS_OPUS]
             + ["files the model wins"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for path in models:
-        model = load_model_file(path)
-        row = quality.loc[model.name]
-        cells = ([model.name, f"{row.kbps:.2f}"] + [_score(row, m.name, m) for m in VERSUS_OPUS]
+    for name, _, row in (r for path in models for r in rows_of(quality, path)):
+        cells = ([name, f"{row.kbps:.2f}"] + [_score(row, m.name, m) for m in VERSUS_OPUS]
                  + [f"{row.transform_kbps:.2f}"] + [_score(row, f"transform_{m.name}", m) for m in VERSUS_OPUS]
                  + [_score(row, f"delta_{m.name}_transform", m, sign=True) for m in VERSUS_OPUS]
                  + [str(row.get("files_better_than_transform", ""))])
@@ -291,9 +370,17 @@ def main() -> int:
     if len(args.model) > 1 or not args.speed:
         parser.error("a card is written for one model, from --quality and --speed")
     args.model = args.model[0]
-    name = load_model_file(args.model).name
+    mf = load_model_file(args.model)
+    name = mf.name
     quality = pd.read_csv(args.quality).set_index("model")
     speed = pd.read_csv(args.speed).set_index("model")
+    if family_of(mf.config).rates == "every":
+        if not rows_of(quality, args.model):
+            sys.exit(f"{name}: no row in {args.quality}; run the benchmarks with --model {args.model}")
+        out = args.model.with_suffix(".md")
+        out.write_text(perceptual_card(args.model, quality, speed, args.note))
+        print(f"{out}: written")
+        return 0
     if name not in quality.index or name not in speed.index:
         sys.exit(f"{name}: no row in {args.quality} or {args.speed}; run the benchmarks with --model {name}")
     out = args.model.with_suffix(".md")

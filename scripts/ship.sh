@@ -20,7 +20,9 @@ import sys
 from speechcodec.config import load_config
 from speechcodec.layout import RunLayout
 config = load_config(sys.argv[1])
-print(RunLayout(config['name']).ship, *(m for m, bps in config['ship']['models'].items() if bps))" "$CONFIG")
+ship = config['ship']
+print(RunLayout(config['name']).ship, *(m for m, bps in ship['models'].items() if bps),
+      *(m for m, settings in (ship.get('perceptual') or {}).items() if settings is not None))" "$CONFIG")
 for name in $names; do  # the finished models (not MODEL.trained.safetensors, their state before the postfilter)
   cp "$shipped/$name.safetensors" "$shipped/$name.md" src/speechcodec/pretrained/
 done

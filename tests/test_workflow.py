@@ -100,7 +100,8 @@ def test_snakemake_lint_is_clean():
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
                                         "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml",
                                         "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml",
-                                        "config/ship_cpu_anneal.yaml", "config/ship_loudness.yaml"])
+                                        "config/ship_cpu_anneal.yaml", "config/ship_loudness.yaml",
+                                        "config/ship_perceptual.yaml"])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall"], REPO)
@@ -308,6 +309,7 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
     # relative to the project, as config/ship.yaml names ../shared/data/...
     config["ship"] = {"data": "../speech/train", "test_speech": "../speech/test",
                       "val_files": 1, "models": {"tiny-2k": 2000, "tiny-4k": 4000},
+                      "perceptual": {"tiny-pc": {"steps": 4, "decay_from": 2}},
                       "continue_installed": False, "steps": 4}
     (tmp_path / "project").mkdir()
     project = make_project(tmp_path / "project", config)
@@ -315,9 +317,10 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
         shutil.copytree(REPO / folder, project / folder)
     snakemake = [str(BIN / "snakemake"), "--cores", "2", "ship"]
     plan = run([*snakemake, "-n"], project)
-    assert ran_rules(plan.stdout) == ["ship", "ship_card", "ship_card", "ship_postfilter", "ship_postfilter",
-                                      "ship_quality", "ship_results_table", "ship_speed", "ship_train",
-                                      "ship_train"], plan.stdout[-2000:]
+    assert ran_rules(plan.stdout) == ["ship", "ship_card", "ship_card", "ship_card", "ship_perceptual",
+                                      "ship_postfilter", "ship_postfilter", "ship_quality",
+                                      "ship_results_table", "ship_speed", "ship_train", "ship_train"], \
+        plan.stdout[-2000:]
     run(snakemake, project, timeout=1200)
     shipped = project / "results/tiny/shipped"
     for name in ("tiny-2k", "tiny-4k"):
@@ -325,10 +328,13 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
         assert name in card and "PESQ-WB" in card and "| postfilter | comb" in card
     opus_table, _, textbook = (shipped / "results.md").read_text().partition("\n\nTextbook baseline")
     rows = opus_table.splitlines()
-    assert [r.split("|")[1].strip() for r in rows[2:]] == ["tiny-2k", "tiny-4k"]
+    every_rate = ["tiny-pc-6k", "tiny-pc-12k", "tiny-pc-24k"]  # one perceptual model, a row per rate
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["tiny-2k", "tiny-4k", *every_rate]
+    card = (shipped / "tiny-pc.md").read_text()
+    assert all(f"| `{name}` |" in card for name in every_rate) and "algorithmic delay | 40 ms" in card
     # Each model beside the textbook transform coder at its rate, with the files it wins.
     rows = [r for r in textbook.splitlines() if r.startswith("| tiny-")]
-    assert [r.split("|")[1].strip() for r in rows] == ["tiny-2k", "tiny-4k"]
+    assert [r.split("|")[1].strip() for r in rows] == ["tiny-2k", "tiny-4k", *every_rate]
     assert all(r.rstrip(" |").endswith("/2") for r in rows), rows
     assert (shipped / "report/table1.md").exists() and (shipped / "report/rate_quality.png").exists()
     again = run([*snakemake, "-n"], project)

@@ -1,5 +1,6 @@
 # Shared settings and helpers; no rules here.
 import os
+import re
 from pathlib import Path
 import shutil
 import sys
@@ -138,10 +139,17 @@ def record_run_in_dvc():
 # The shipped models (`snakemake ship`, workflow/rules/ship.smk): the config's `ship` section.
 SHIP = config.get("ship") or {}
 SHIP_MODELS = {str(k): int(v) for k, v in (SHIP.get("models") or {}).items() if v is not None}
-SHIP_FILES = [RUN.shipped_model(m) for m in SHIP_MODELS]
+# the perceptual family's models (one model, every rate: speechcodec.perceptual.train): name: settings
+SHIP_PERCEPTUAL = {str(k): dict(v) for k, v in (SHIP.get("perceptual") or {}).items() if v is not None}
+SHIP_FILES = [RUN.shipped_model(m) for m in [*SHIP_MODELS, *SHIP_PERCEPTUAL]]
 for _model, _bps in SHIP_MODELS.items():  # what each shipped model's training reads, as a file
     write_params(RUN.settings(f"ship_train@{_model}"),
                  {k: setting(k) for k in ("model", "train", f"overrides.{_bps}", "ship")})
+
+
+def one_of(names):
+    """A wildcard pattern that matches exactly these names (none when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def ship_setting(key):

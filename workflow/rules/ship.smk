@@ -7,7 +7,7 @@
 
 rule ship:
     input:
-        [RUN.shipped_card(m) for m in SHIP_MODELS],
+        [RUN.shipped_card(m) for m in [*SHIP_MODELS, *SHIP_PERCEPTUAL]],
         f"{RUN.ship}/report/table1.md",
         f"{RUN.ship}/results.md",
 
@@ -44,6 +44,8 @@ rule ship_postfilter:
         f"{RUN.ship}/{{model}}.trained.safetensors",
     output:
         RUN.shipped_model("{model}"),
+    wildcard_constraints:
+        model=one_of(SHIP_MODELS),
     log:
         RUN.log("ship_postfilter", "{model}"),
     params:
@@ -57,6 +59,30 @@ rule ship_postfilter:
         # the model file (weights, tables and fingerprint unchanged)
         "cp {input} {params.choosing} && python scripts/choose_postfilter.py --model {params.choosing} --write"
         " --speech {params.data} --val-files {params.val_files} > {log} 2>&1 && mv {params.choosing} {output}"
+
+
+rule ship_perceptual:
+    # the perceptual family: the textbook coder's stream with a frame-causal enhancer at its
+    # decoder, one model for every rate; trained on `ship.data` less every tenth speaker (the
+    # speakers choices are made on), resumable from its work folder
+    input:
+        sources=sorted(str(p) for p in Path("src/speechcodec/perceptual").glob("*.py")),
+    output:
+        RUN.shipped_model("{model}"),
+    wildcard_constraints:
+        model=one_of(SHIP_PERCEPTUAL),
+    log:
+        RUN.log("ship_perceptual", "{model}"),
+    params:
+        data=lambda w: ship_setting("data"),
+        steps=lambda w: SHIP_PERCEPTUAL[w.model].get("steps", 60000),
+        decay_from=lambda w: SHIP_PERCEPTUAL[w.model].get("decay_from", 40000),
+    threads: 1
+    conda:
+        "../envs/speechcodec.yaml"
+    shell:
+        "python -m speechcodec.perceptual.train --data {params.data} --hold-out --name {wildcards.model}"
+        " --steps {params.steps} --decay-from {params.decay_from} --out {output} > {log} 2>&1"
 
 
 rule ship_quality:
