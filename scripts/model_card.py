@@ -273,8 +273,10 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         f"{train.get('seconds', 0) / 3600:.2f} h |",
         f"| training data | {train.get('files')} files of `shared/data/train` (every tenth speaker held out "
         "for validation: `speechcodec.data.held_out_speakers`) |",
-        "",
     ]
+    if train.get("recipe"):  # how these weights were made, where it is not the command below
+        lines.append(f"| lineage | {train['recipe']} |")
+    lines.append("")
     if note:
         lines += [note, ""]
     lines += [

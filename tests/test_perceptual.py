@@ -181,6 +181,7 @@ def test_training_resumes_where_it_was_stopped_and_writes_a_model_that_codes(tmp
     assert said[0] == "resuming at step 4" and said[1].startswith("step 5:") and len(said) == 3
     codec = PerceptualCodec(load_model_file(out), threads=1)
     assert codec.info["train"]["steps"] == 6 and codec.bitrate_bps == 12000
+    assert (codec.config.energy_full_step, codec.config.energy_none_step) == (-250, -100)
     audio = synth_speech(1.0)
     assert codec.decode(codec.encode(audio, 16000))[0].shape == audio.shape
     with pytest.raises(TrainingError, match="other settings"):

@@ -46,6 +46,10 @@ class EnhancerTraining:
     step_high: int = -22  # at 24 and 6 kbps on held-out speech, with a quarter octave either side
     bf16: bool = True  # bfloat16 autocast on the CPU (about twice the speed)
     seed: int = 0
+    # the decoder's band-energy ramp written into the model (ModelConfig): chosen on the held-out
+    # speakers (docs/history.md, 2026-12-05)
+    energy_full_step: int = -250
+    energy_none_step: int = -100
 
     def lr_at(self, step: int) -> float:
         if step < self.decay_from:
@@ -124,7 +128,8 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
         raise TrainingError("no training speech: give --data a folder of .flac/.wav/.ogg files")
     data = analyse(files, work / "analysis.npz", workers)
     model_cfg = ModelConfig(arch="perceptual", code_channels=COEFFICIENTS, width=cfg.width,
-                            res_blocks=cfg.res_blocks)
+                            res_blocks=cfg.res_blocks, energy_full_step=cfg.energy_full_step,
+                            energy_none_step=cfg.energy_none_step)
     net = Enhancer(model_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     path = work / "checkpoint.pt"
