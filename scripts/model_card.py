@@ -285,7 +285,7 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         "`benchmarks/speed.py`; speed on one thread):",
         "",
         "| listed as | real kbps | " + " | ".join(m.label for m in SHOWN) + " | Opus kbps | "
-        + " | ".join(f"Opus {m.label}" for m in VERSUS_OPUS) + " | files better than Opus | textbook "
+        + " | ".join(f"Opus {m.label}" for m in VERSUS_OPUS) + " | files better than Opus | "
         + " | ".join(f"textbook {m.label}" for m in VERSUS_OPUS) + " | files better than the textbook |",
         "|---|---|" + "---|" * len(SHOWN) + "---|" + "---|" * len(VERSUS_OPUS) + "---|"
         + "---|" * len(VERSUS_OPUS) + "---|",

@@ -27,28 +27,43 @@ for name in $names; do  # the finished models (not MODEL.trained.safetensors, th
   cp "$shipped/$name.safetensors" "$shipped/$name.md" src/speechcodec/pretrained/
 done
 old_rows=$("$BIN/python" - "$shipped/results.md" README.md <<'PY'
-# The README's table keeps a row per installed model: the rows of the models made here replace
-# theirs (a config may make only some, e.g. config/ship_loudness.yaml), the others stay.
-# Prints how many rows were kept from before.
+# The README's tables keep a row per installed model: the rows of the models made here replace
+# theirs (a config may make only some, e.g. config/ship_loudness.yaml), the others stay. Each
+# table (beside Opus, then beside the textbook coder) merges on its own; the text between them is
+# the new one. Prints how many rows were kept from before.
 import re, sys
 from pathlib import Path
-made, readme = Path(sys.argv[1]).read_text().splitlines(), Path(sys.argv[2])
+made, readme = Path(sys.argv[1]).read_text().strip("\n"), Path(sys.argv[2])
 text = readme.read_text()
 block = re.search(r"(<!-- results-table: .*? -->\n)(.*?)(\n<!-- /results-table -->)", text, flags=re.S)
 if not block:
     sys.exit("ship.sh: the README has no <!-- results-table --> markers; the table is in " + sys.argv[1])
 def name(row):
     return row.split("|")[1].strip()
-new = {name(r): r for r in made[2:]}
-old = block[2].splitlines()[2:]
-rows = [new.pop(name(r), r) for r in old] + list(new.values())
-readme.write_text(text[:block.start(2)] + "\n".join(made[:2] + rows) + text[block.end(2):])
-print(sum(name(r) not in {name(m) for m in made[2:]} for r in old))
+def parts(markdown):
+    return [p.splitlines() for p in markdown.strip("\n").split("\n\n")]
+new_parts, old_parts = parts(made), parts(block[2])
+kept = 0
+merged = []
+for i, part in enumerate(new_parts):
+    if not part[0].startswith("|"):
+        merged.append(part)  # the text between the tables
+        continue
+    old = next((p for p in old_parts[i:] if p[0].startswith("|") and p[0] == part[0]), [])
+    new = {name(r): r for r in part[2:]}
+    rows = [new.pop(name(r), r) for r in old[2:]] + list(new.values())
+    kept = max(kept, sum(name(r) not in {name(m) for m in part[2:]} for r in old[2:]))
+    merged.append(part[:2] + rows)
+readme.write_text(text[:block.start(2)] + "\n\n".join("\n".join(p) for p in merged) + text[block.end(2):])
+print(kept)
 PY
 )
 if [ "$old_rows" = 0 ]; then  # every model in the README was made here: its plot is the README's
   cp "$shipped/report/rate_quality.png" docs/rate_quality.png
-else
-  echo "ship.sh: docs/rate_quality.png kept (this config made only some of the models in the README)" >&2
+else  # its own plot beside the README's: the models it made, among Opus's and the textbook coder's grids
+  run=$(basename "$(dirname "$shipped")")
+  cp "$shipped/report/rate_quality.png" "docs/rate_quality_$run.png"
+  echo "ship.sh: docs/rate_quality.png kept (this config made only some of the models in the README);" \
+       "its plot is docs/rate_quality_$run.png" >&2
 fi
 echo "installed: $names; README table updated" >&2
