@@ -15,11 +15,18 @@ the first file of each (cut to 8 s); bit counts on all of their files.
     transform   way (i): a network as the transform of the normalised spectrum, frame-causal,
                 with a prior conditioned on the band levels; PESQ-WB and ViSQOL at its rate
                 (--gained 6,12,24: one gained variable-rate model)
+    tables      way (ii) in integers: offset tables to the Laplace index by context (previous
+                frame, band-level change), fitted on training frames; bits on the held-out
+    ramp        a perceptual model file (--model) with its output's band energies drawn to the
+                textbook decoder's at fine steps, for several ramps of the step
 
     .venv/bin/python scripts/premise_perceptual.py prepare
     .venv/bin/python scripts/premise_perceptual.py entropy --minutes 30 --workers 1
     .venv/bin/python scripts/premise_perceptual.py enhance --minutes 35 --bf16 --workers 1
     .venv/bin/python scripts/premise_perceptual.py transform --minutes 40 --kbps 12 --bf16 --workers 1
+    .venv/bin/python scripts/premise_perceptual.py enhance --look-ahead 1 --steps 19636 --minutes 100 --bf16
+    .venv/bin/python scripts/premise_perceptual.py tables
+    .venv/bin/python scripts/premise_perceptual.py ramp --model pc.safetensors --workers 1
 
 Training runs checkpoint to --work every three minutes and resume from there; a second call
 with the same settings trains on for --minutes more. The numbers: docs/history.md
@@ -629,9 +636,142 @@ def evaluate_enhance(args, model, files, steps, steps_done, tag, edges) -> None:
                   flush=True)
 
 
+# -- tables: way (ii) in integers --------------------------------------------------------------
+M_EDGES = np.array([1, 2, 3, 5, 9, 17, 33, 65])  # |s(k-1)| + 2|s(k)| + |s(k+1)| of the previous frame
+D_EDGES = np.array([-7, -3, 1, 5])  # the band's level change since the previous frame, quarter-octaves
+J_RANGE = (-16, 48)  # base Laplace indices with a row of their own (clipped to it)
+
+
+def _context_cells(norm, levels, norm_prev, levels_prev, step):
+    """(symbols, base Laplace indices, context cell) of frames ``[N, 320]`` at ``step``, each
+    with its previous frame."""
+    from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _expand, _index_base, _scale_index
+
+    settings = TransformCodec(12000).settings
+    q = 2.0 ** (-step / 64)
+    s = np.clip(np.rint(norm * q), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+    a = np.abs(np.clip(np.rint(norm_prev * q), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64))
+    level = _expand(settings, levels // 4, len(levels))
+    level_prev = _expand(settings, levels_prev // 4, len(levels))
+    j0 = _scale_index(_index_base(settings, level), step, TransformCodec.coefficient_offset)
+    m = 2 * a + np.pad(a, ((0, 0), (1, 0)))[:, :-1] + np.pad(a, ((0, 0), (0, 1)))[:, 1:]
+    row = (np.clip(j0, *J_RANGE) - J_RANGE[0]) * (len(M_EDGES) + 1) + np.searchsorted(M_EDGES, m, side="right")
+    cell = row * (len(D_EDGES) + 1) + np.searchsorted(D_EDGES, level - level_prev, side="right")
+    return s, j0, cell
+
+
+def tables(args) -> None:
+    """Integer context tables: an offset to each coefficient's Laplace index per context cell,
+    fitted by exhaustive search on training frames; ideal bits on the held-out speakers."""
+    from speechcodec.transform.laplace import ESCAPE_BITS, J_MAX, J_MIN, TABLES, _table_index
+
+    TABLES.bits(np.zeros(1, np.int64), np.zeros(1, np.int64))  # builds the tables
+    train, held = load(args.work, "train"), load(args.work, "held")
+    steps = _steps_cached(args, held_files(args), [6000, 12000, 24000])
+    cells = (J_RANGE[1] - J_RANGE[0] + 1) * (len(M_EDGES) + 1) * (len(D_EDGES) + 1)
+    offsets = np.arange(-12, 13)
+
+    def bits_each(s, j):
+        core = TABLES.core[j - J_MIN]
+        escapes = (np.abs(s) > core) * (1 + ESCAPE_BITS)
+        return TABLES.flat_bits[TABLES.offset[j - J_MIN] + _table_index(s, core)] + escapes
+
+    rng = np.random.default_rng(0)
+    position = np.concatenate([np.arange(n) for n in train["lengths"]])
+    pick = rng.choice(np.flatnonzero(position >= 1), 60000, replace=False)
+    step_of = rng.integers(-374, -21, len(pick)) // 16
+    cost = np.zeros((len(offsets), cells))
+    for group in np.unique(step_of):
+        sel = pick[step_of == group]
+        s, j0, cell = _context_cells(train["normalised"][sel], train["levels"][sel].astype(np.int64),
+                                     train["normalised"][sel - 1], train["levels"][sel - 1].astype(np.int64),
+                                     int(group * 16 + 8))
+        for i, d in enumerate(offsets):
+            shifted = np.clip(j0 + d, J_MIN, J_MAX).ravel()
+            cost[i] += np.bincount(cell.ravel(), bits_each(s.ravel(), shifted), cells)
+    table = np.where(cost.sum(0) > 0, offsets[cost.argmin(0)], 0)
+    first = {}
+    for name in held["speakers"]:
+        first.setdefault(str(name), len(first))
+    seconds = held["samples"].sum() / 16000
+    print(f"{cells} cells fitted on {len(pick)} training frames; ideal bits on the held-out speakers:\n")
+    print("| rate | Laplace tables kbps | context tables kbps | saved |")
+    print("|---|---|---|---|")
+    for r, kbps in enumerate((6, 12, 24)):
+        base = ctx = 0.0
+        for i, (start, n) in enumerate(zip(held["starts"], held["lengths"], strict=True)):
+            norm, lev = held["normalised"][start:start + n], held["levels"][start:start + n].astype(np.int64)
+            step = steps[first[str(held["speakers"][i])]][r]
+            s, j0, cell = _context_cells(norm, lev, np.concatenate([np.zeros((1, 320)), norm[:-1]]),
+                                         np.concatenate([lev[:1], lev[:-1]]), step)
+            base += TABLES.bits(s, j0)
+            ctx += TABLES.bits(s, np.clip(j0 + table[cell], J_MIN, J_MAX))
+        print(f"| {kbps} | {base / seconds / 1000:.2f} | {ctx / seconds / 1000:.2f} | "
+              f"{100 * (1 - ctx / base):.1f} % |")
+
+
+# -- ramp: the shipped decoder's band energies at fine steps -------------------------------------
+RAMPS = {"network": None, "energy kept always": (1023, 1024), "ramp -300..-150": (-300, -150),
+         "ramp -250..-100": (-250, -100), "ramp -220..-170": (-220, -170)}
+
+
+def _ramp_job(job):
+    import dataclasses
+    import io
+
+    import torch
+
+    from speechcodec.audio import read_audio
+    from speechcodec.bitstream import read_stream
+    from speechcodec.metrics import to_pesq_rate
+    from speechcodec.modelfile import load_model_file
+    from speechcodec.perceptual.codec import PerceptualCodec
+    from speechcodec.transform.mdct import HOP, imdct
+
+    torch.set_num_threads(1)
+    model, path, bps = job
+    audio, rate = read_audio(path)
+    ref = to_pesq_rate(audio, rate)[: int(MAX_S * 16000)]
+    base = load_model_file(model)
+    codec = PerceptualCodec(base, bitrate_bps=bps)
+    header, chunks = read_stream(io.BytesIO(codec.encode(ref, 16000)))
+    pieces = list(codec._decoded(header, chunks))
+    out = [_score((ref, np.clip(imdct(np.concatenate([p.coefficients for p in pieces]), len(ref), HOP), -1, 1)
+                   .astype(np.float32)))]
+    for ramp in RAMPS.values():
+        full, none = ramp or (0, 0)
+        variant = dataclasses.replace(base, config=dataclasses.replace(base.config, energy_full_step=full,
+                                                                       energy_none_step=none))
+        codec = PerceptualCodec(variant, bitrate_bps=bps)
+        deg = np.clip(imdct(codec.enhance(pieces), len(ref), HOP), -1, 1).astype(np.float32)
+        out.append(_score((ref, deg)))
+    return out
+
+
+def ramp(args) -> None:
+    """The perceptual decoder with its output's band energies drawn to the textbook decoder's at
+    fine steps, for a few ramps: PESQ-WB / ViSQOL and files better than the textbook decoder."""
+    files = held_files(args)
+    print(f"{args.model}, {len(files)} held-out files, first {MAX_S:g} s:\n")
+    print("| kbps | textbook | " + " | ".join(RAMPS) + " |")
+    print("|---|---|" + "---|" * len(RAMPS))
+    for bps in [int(r) for r in args.rates.split(",")]:
+        with ProcessPoolExecutor(args.workers) as pool:
+            rows = np.array(list(pool.map(_ramp_job, [(str(args.model), str(f), bps) for f in files])))
+        base = rows[:, 0]
+        cells = [f"{rows[:, 0, 0].mean():.3f} / {rows[:, 0, 1].mean():.3f}"]
+        for i in range(1, rows.shape[1]):
+            r = rows[:, i]
+            cells.append(f"{r[:, 0].mean():.3f} / {r[:, 1].mean():.3f} ({(r[:, 0] > base[:, 0]).sum()}, "
+                         f"{(r[:, 1] > base[:, 1]).sum()})")
+        print(f"| {bps // 1000} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["prepare", "fill", "entropy", "transform", "enhance"])
+    parser.add_argument("what", choices=["prepare", "fill", "entropy", "transform", "enhance", "tables",
+                                         "ramp"])
+    parser.add_argument("--model", type=Path, help="ramp: a perceptual model file")
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--work", type=Path, default=Path("results/premise-perceptual"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -654,7 +794,7 @@ def main() -> int:
     if not args.speech.is_dir():
         sys.exit(f"no training speech at {args.speech}: give --speech DIR")
     {"prepare": prepare, "fill": fill, "entropy": entropy, "transform": transform,
-     "enhance": enhance}[args.what](args)
+     "enhance": enhance, "tables": tables, "ramp": ramp}[args.what](args)
     return 0
 
 
