@@ -441,11 +441,7 @@ def transform(args) -> None:
     print(f"{tag}: input scale {in_scale:.4f}, energies {energy_kbps:.2f} kbps, code targets "
           f"{[round(t) for t in target_bits]} bits a frame, resuming at {run.step}", flush=True)
     t0 = time.time()
-    while time.time() - t0 < args.minutes * 60 and not (args.steps and run.step >= args.steps):
-        if args.lr_end is not None:  # cosine from the optimiser's rate to --lr-end over --minutes
-            done = (time.time() - t0) / (args.minutes * 60)
-            for group in run.opt.param_groups:
-                group["lr"] = args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * done))
+    while time.time() - t0 < args.minutes * 60:
         norm, lev = crops(train, 16, 64, rng)
         r = int(rng.integers(len(rates)))
         x = torch.as_tensor(norm * in_scale, dtype=torch.float32).transpose(1, 2)

@@ -213,3 +213,13 @@ def test_fine_steps_keep_the_textbook_decoders_band_energies(tmp_path):
     plain = PerceptualCodec(load_model_file(_model(tmp_path, name="plain")))
     assert plain.energy_weight(-1000) == 0.0
     assert not np.allclose(np.add.reduceat(plain.enhance(pieces) ** 2, edges, axis=1), textbook)
+
+
+def test_a_stream_decodes_only_with_the_model_that_wrote_it(tmp_path):
+    """The header names the model, not its rate: any rate of it decodes; other weights refuse."""
+    codec = PerceptualCodec(load_model_file(_model(tmp_path)))
+    data = codec.at(6000).encode(synth_speech(1.0), 16000)
+    assert codec.at(24000).decode(data)[0].shape == (16000,)
+    other = PerceptualCodec(load_model_file(_model(tmp_path / "other", seed=1)))
+    with pytest.raises(speechcodec.ModelMismatchError, match="decode it with the model that wrote it"):
+        other.decode(data)

@@ -123,6 +123,13 @@ def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: i
     yield from emit()
 
 
+def checked_threads(threads: int | None) -> int | None:
+    """A codec's ``threads``: a whole number >= 1, or ``None`` (torch's setting)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SpeechCodecError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
+    return threads
+
+
 def _in_its_threads(method):
     """Run a Codec method with torch set to the codec's ``threads`` (intra-op), restored after."""
     @functools.wraps(method)
@@ -148,9 +155,7 @@ class Codec:
     """
 
     def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None):
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise SpeechCodecError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
-        self.threads = threads
+        self.threads = checked_threads(threads)
         self.model_file = model_file
         self.name = model_file.name
         self.config = model_file.config
@@ -341,10 +346,11 @@ class Codec:
         return EncodeStats(written, n / self.sample_rate_hz, chunks, clipped)
 
     def _check_header(self, header: StreamHeader) -> None:
-        if header.model != self.name or header.fingerprint != self.fingerprint:
+        model = self.model_file.name  # the model a stream names (a model of every rate: at any of them)
+        if header.model != model or header.fingerprint != self.fingerprint:
             raise ModelMismatchError(
                 f"stream was written by model {header.model!r} (fingerprint {header.fingerprint}); "
-                f"this is {self.name!r} ({self.fingerprint}): decode it with the model that wrote it"
+                f"this is {model!r} ({self.fingerprint}): decode it with the model that wrote it"
             )
         if (header.sample_rate_hz, header.samples_per_frame, header.code_channels) != (
                 self.sample_rate_hz, self.samples_per_frame, self.config.code_channels):

@@ -20,8 +20,8 @@ from speechcodec.audio import expected_length, resample_blocks
 from speechcodec.baselines.transform import MAX_SAMPLES, TransformCodec, _gain
 from speechcodec.bitstream import StreamHeader, write_chunk, write_end, write_header
 from speechcodec.bitstream.container import _CRC, _RECORD
-from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats
-from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
+from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats, checked_threads
+from speechcodec.errors import AudioInputError, SpeechCodecError
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual.frames import decode_chunk, empty_bands, encode_chunk
 from speechcodec.postfilter import OFF
@@ -30,7 +30,6 @@ from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
 
 SAMPLE_RATE_HZ = 16000
 BITRATE_RANGE_BPS = (2000, 64000)  # what the rate control may be asked for (the enhancer learnt 6-24 kbps)
-ALGORITHMIC_DELAY_MS = 40  # a 20 ms frame and the MDCT window's other half: the network sees no later frame
 
 
 class PerceptualCodec(Codec):
@@ -38,11 +37,8 @@ class PerceptualCodec(Codec):
 
     def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None,
                  bitrate_bps: int | None = None):
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise SpeechCodecError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
-        self.threads = threads
+        self.threads = checked_threads(threads)
         self.model_file = model_file
-        self.model_name = model_file.name  # what a stream's header names: the model, at any rate
         self.config = model_file.config
         self.info = model_file.info
         self.fingerprint = model_file.fingerprint
@@ -68,7 +64,7 @@ class PerceptualCodec(Codec):
     @property
     def name(self) -> str:
         """The model at this rate, as ``speechcodec models`` lists it: ``pc-12k``."""
-        return f"{self.model_name}-{self.bitrate_bps / 1000:g}k"
+        return f"{self.model_file.name}-{self.bitrate_bps / 1000:g}k"
 
     def at(self, bitrate_bps: int) -> PerceptualCodec:
         """The same model (network shared) coding at ``bitrate_bps``."""
@@ -96,8 +92,8 @@ class PerceptualCodec(Codec):
         audio = np.concatenate(list(resample_blocks(make_blocks(), rate, SAMPLE_RATE_HZ, n)))
         spectrum = odft(audio)
         header = StreamHeader(
-            model=self.model_name, fingerprint=self.fingerprint, sample_rate_hz=SAMPLE_RATE_HZ, num_samples=n,
-            samples_per_frame=HOP, code_channels=HOP, chunk_frames=self.chunk_frames, gain=1.0,
+            model=self.model_file.name, fingerprint=self.fingerprint, sample_rate_hz=SAMPLE_RATE_HZ,
+            num_samples=n, samples_per_frame=HOP, code_channels=HOP, chunk_frames=self.chunk_frames, gain=1.0,
             source_sample_rate_hz=rate, source_num_samples=source_n, source_channels=channels,
             bitrate_bps=self.bitrate_bps)
         written = write_header(out, header)
@@ -120,15 +116,6 @@ class PerceptualCodec(Codec):
         return EncodeStats(written, n / SAMPLE_RATE_HZ, chunks, 0)
 
     # ---- decoder ---------------------------------------------------------------------------
-
-    def _check_header(self, header: StreamHeader) -> None:
-        if header.model != self.model_name or header.fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                f"stream was written by model {header.model!r} (fingerprint {header.fingerprint}); "
-                f"this is {self.model_name!r} ({self.fingerprint}): decode it with the model that wrote it")
-        geometry = (header.sample_rate_hz, header.samples_per_frame, header.code_channels)
-        if geometry != (SAMPLE_RATE_HZ, HOP, HOP):
-            raise ModelMismatchError("stream geometry does not match the model")
 
     def codes_from_bytes(self, data: bytes) -> np.ndarray:
         """The quantised coefficients ``[320, F + 1]`` a stream holds (range decoding only)."""
