@@ -76,25 +76,23 @@ def _names(base: str, config: ModelConfig, info: dict) -> list[tuple[str, int | 
     return [(f"{base}-{bps / 1000:g}k", int(bps)) for bps in rates]
 
 
-def _entry(name: str) -> dict | None:
-    """The listed model of this name, or of this model name (its nominal rate)."""
+def _installed(name: str) -> dict:
+    """The listed model of this name, or of this model name (``bitrate_bps`` None: its file's own
+    nominal rate)."""
     models = list_models()
     for model in models:
         if model["name"] == name:
             return model
     by_model = [m for m in models if m["model"] == name]
     if by_model:
-        return dict(by_model[0], bitrate_bps=None)  # the model file's own nominal rate
-    return None
+        return dict(by_model[0], bitrate_bps=None)
+    names = ", ".join(m["name"] for m in models) or "none"
+    raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
+                            f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")
 
 
 def find_model(name: str) -> Path:
-    entry = _entry(name)
-    if entry is not None:
-        return Path(entry["path"])
-    names = ", ".join(m["name"] for m in list_models()) or "none"
-    raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
-                            f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")
+    return Path(_installed(name)["path"])
 
 
 def model_for_bitrate(bitrate_bps: float) -> str:
@@ -111,14 +109,20 @@ def _load_cached(path: str, mtime_ns: int, size: int, threads: int | None) -> Co
     return family_of(model_file.config).codec_class()(model_file, threads=threads)
 
 
+def _resolve(name_or_path: str | os.PathLike) -> tuple[Path, int | None]:
+    """(model file, the rate its name says: ``pc-12k`` 12000; None for a path or a plain name)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path, None
+    if path.suffix == ".safetensors" or os.sep in str(name_or_path):
+        raise ModelError(f"model file {path} does not exist")
+    entry = _installed(str(name_or_path))
+    return Path(entry["path"]), entry["bitrate_bps"]
+
+
 def model_path(name_or_path: str | os.PathLike) -> Path:
     """The file of an installed model name, or the given model file path (which must exist)."""
-    path = Path(name_or_path)
-    if not path.exists():
-        if path.suffix == ".safetensors" or os.sep in str(name_or_path):
-            raise ModelError(f"model file {path} does not exist")
-        path = find_model(str(name_or_path))
-    return path
+    return _resolve(name_or_path)[0]
 
 
 def load(name_or_path: str | os.PathLike, threads: int | None = 1, bitrate_bps: int | None = None) -> Codec:
@@ -127,17 +131,14 @@ def load(name_or_path: str | os.PathLike, threads: int | None = 1, bitrate_bps: 
     ``threads``: torch threads it codes with (1, the fastest per stream; ``None`` leaves torch's
     setting, which is every core by default). ``bitrate_bps``: the rate of a model that codes
     every rate (the perceptual family; ``pc-12k`` names one at 12000 too)."""
-    path = model_path(name_or_path)
+    path, named_bps = _resolve(name_or_path)
     stat = path.stat()
     codec = _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
-    entry = None if Path(name_or_path).exists() else _entry(str(name_or_path))
-    if entry is not None and entry["bitrate_bps"] and hasattr(codec, "at"):
-        codec = codec.at(entry["bitrate_bps"])  # a model that codes every rate, named at one
-    if bitrate_bps is not None:
-        if not hasattr(codec, "at"):
-            raise ModelError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps), "
-                             f"not {bitrate_bps}")
-        codec = codec.at(bitrate_bps)
+    if bitrate_bps is not None and not hasattr(codec, "at"):
+        raise ModelError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps), not {bitrate_bps}")
+    rate = bitrate_bps if bitrate_bps is not None else named_bps
+    if rate and hasattr(codec, "at"):  # a model that codes every rate: at the one asked or named
+        codec = codec.at(rate)
     return codec
 
 
