@@ -316,16 +316,18 @@ def decode_payload(payload: bytes, settings: TransformSettings, energy_scale: in
     return symbols, level_qo
 
 
-def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int) -> np.ndarray:
-    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill."""
+def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int,
+               seed: int = 0) -> np.ndarray:
+    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill
+    (drawn from ``seed``: a stream's packets each give their own)."""
     coefficients = symbols * _gain(settings, level_qo, step)
     if settings.noise_fill16:
-        _fill_noise(coefficients, symbols, level_qo, step, settings)
+        _fill_noise(coefficients, symbols, level_qo, step, settings, seed)
     return coefficients
 
 
 def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
-                settings: TransformSettings) -> None:
+                settings: TransformSettings, seed: int = 0) -> None:
     """Noise, in place, in every band of every frame that quantised to all zeros: its RMS is
     ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step."""
     edges = np.asarray(bands.LAYOUTS[settings.layout])
@@ -336,5 +338,5 @@ def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndar
     empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
     level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
     per_bin = np.repeat(level, np.diff(edges), axis=1)
-    noise = np.random.default_rng(0).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
+    noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
     coefficients += per_bin * noise

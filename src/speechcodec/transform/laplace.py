@@ -98,6 +98,16 @@ class LaplaceTables:
         return float(self.flat_bits[self.offset[j] + _table_index(symbols, core)].sum()) \
             + (1 + ESCAPE_BITS) * escapes
 
+    def bits_rows(self, symbols: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Ideal bits of each row of ``symbols`` ``[K, N]`` coded with grid indices ``index``
+        (same shape): :meth:`bits` of many candidates in one pass."""
+        self._ready()
+        j = index - J_MIN
+        core = self.core[j]
+        escaped = np.abs(symbols) > core
+        table = np.where(escaped, 2 * core + 1, symbols + core)
+        return self.flat_bits[self.offset[j] + table].sum(axis=1) + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
+
     def bits_at(self, values: np.ndarray, counts: np.ndarray, j: int) -> float:
         """Ideal bits of ``values`` (distinct) appearing ``counts`` times, all at grid index ``j``."""
         self._ready()

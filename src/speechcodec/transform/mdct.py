@@ -42,9 +42,14 @@ def odft(signal: np.ndarray, hop: int = HOP) -> np.ndarray:
     frames = num_frames(len(x), hop)
     padded = np.zeros((frames + 1) * hop)
     padded[hop: hop + len(x)] = x
+    return odft_blocks(np.lib.stride_tricks.sliding_window_view(padded, 2 * hop)[::hop][:frames], hop)
+
+
+def odft_blocks(blocks: np.ndarray, hop: int = HOP) -> np.ndarray:
+    """:func:`odft` of signal blocks ``[T, 2 * hop]`` already cut (frame ``t``'s samples
+    ``[(t - 1) * hop, (t + 1) * hop)``): what a stream computes one frame at a time."""
     window, pre, post, _ = _tables(hop)
-    blocks = np.lib.stride_tricks.sliding_window_view(padded, 2 * hop)[::hop][:frames] * window
-    return np.sqrt(2.0 / hop) * (np.fft.fft(blocks * pre, axis=1)[:, :hop] * post)
+    return np.sqrt(2.0 / hop) * (np.fft.fft(blocks * window * pre, axis=1)[:, :hop] * post)
 
 
 def mdct(signal: np.ndarray, hop: int = HOP) -> np.ndarray:
@@ -58,17 +63,22 @@ def mdct(signal: np.ndarray, hop: int = HOP) -> np.ndarray:
 
 def imdct(coefficients: np.ndarray, num_samples: int, hop: int = HOP) -> np.ndarray:
     """Inverse of :func:`mdct`: windowed overlap-add of the frames, ``num_samples`` long."""
-    c = np.asarray(coefficients, dtype=np.float64)
-    frames = c.shape[0]
-    window, pre, post, _ = _tables(hop)
-    n = 2 * hop
-    # y[m] = sum_k c[k] cos(pi/hop (m + n0)(k + 1/2)), through one FFT of length 2 * hop.
-    spec = np.zeros((frames, n), dtype=np.complex128)
-    spec[:, :hop] = c * post
-    blocks = np.real(np.fft.fft(spec, axis=1) * pre) * (np.sqrt(2.0 / hop) * window)
+    blocks = imdct_blocks(coefficients, hop)
+    frames, n = blocks.shape
     out = np.zeros((frames + 1) * hop)
     for t in range(2):  # even frames, then odd ones: each pass adds non-overlapping blocks
         part = blocks[t::2]
         view = out[t * hop: t * hop + len(part) * n].reshape(len(part), n)
         view += part
     return out[hop: hop + num_samples]
+
+
+def imdct_blocks(coefficients: np.ndarray, hop: int = HOP) -> np.ndarray:
+    """The windowed blocks ``[T, 2 * hop]`` that :func:`imdct` overlaps and adds: block ``t``
+    covers samples ``[(t - 1) * hop, (t + 1) * hop)``."""
+    c = np.asarray(coefficients, dtype=np.float64)
+    window, pre, post, _ = _tables(hop)
+    # y[m] = sum_k c[k] cos(pi/hop (m + n0)(k + 1/2)), through one FFT of length 2 * hop.
+    spec = np.zeros((c.shape[0], 2 * hop), dtype=np.complex128)
+    spec[:, :hop] = c * post
+    return np.real(np.fft.fft(spec, axis=1) * pre) * (np.sqrt(2.0 / hop) * window)
