@@ -226,6 +226,15 @@ class Codec:
     # ---- the file API (streams: bounded memory) ------------------------------------------
 
     @_in_its_threads
+    def stream_encoder(self, bitrate: int | None = None):
+        """Live coding is the perceptual family's (:mod:`speechcodec.perceptual.stream`); this
+        model looks ahead over whole chunks."""
+        raise SpeechCodecError(f"model {self.name!r} codes whole files (it looks ahead); streaming takes a "
+                               "perceptual-family model, e.g. speechcodec.load('pc')")
+
+    def stream_decoder(self):
+        return self.stream_encoder()
+
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
                     progress: bool = False) -> EncodeStats:
         """Encode an audio file (wav/flac/ogg/...) into ``dst``; nothing is left at ``dst`` on error."""

@@ -20,10 +20,12 @@ from speechcodec.audio import expected_length, resample_blocks
 from speechcodec.baselines.transform import MAX_SAMPLES, TransformCodec, _gain
 from speechcodec.bitstream import StreamHeader, write_chunk, write_end, write_header
 from speechcodec.bitstream.container import _CRC, _RECORD
-from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats, checked_threads
-from speechcodec.errors import AudioInputError, SpeechCodecError
+from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats, _in_its_threads, checked_threads
+from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
 from speechcodec.modelfile import ModelFile
-from speechcodec.perceptual.frames import decode_chunk, empty_bands, encode_chunk
+from speechcodec.perceptual import packets
+from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands, encode_chunk
+from speechcodec.perceptual.stream import StreamDecoder, StreamEncoder
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
@@ -115,6 +117,45 @@ class PerceptualCodec(Codec):
         written += write_end(out)
         return EncodeStats(written, n / SAMPLE_RATE_HZ, chunks, 0)
 
+    # ---- streaming -------------------------------------------------------------------------
+
+    def stream_encoder(self, bitrate: int | None = None) -> StreamEncoder:
+        """A live encoder: ``push(samples)`` returns a packet per 20 ms frame completed
+        (:mod:`speechcodec.perceptual.stream`); ``bitrate`` in bps, this codec's unless given."""
+        return StreamEncoder(bytes.fromhex(self.fingerprint), self.bitrate_bps if bitrate is None else bitrate)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A live decoder: ``pull(packet)`` returns the next 320 samples, ``pull(None)`` conceals
+        a lost packet."""
+        return StreamDecoder(self, bytes.fromhex(self.fingerprint), self.threads)
+
+    def encode_packets(self, audio: np.ndarray, bitrate: int | None = None) -> list[bytes]:
+        """Every packet of a stream of ``audio`` (16 kHz mono): a stream encoder fed all of it."""
+        enc = self.stream_encoder(bitrate)
+        return enc.push(audio) + enc.flush()
+
+    @_in_its_threads
+    def decode_packets(self, stream: list[bytes]) -> np.ndarray:
+        """A whole, lossless packet stream decoded as the file decoder decodes a file (one
+        network pass over every frame, one inverse MDCT): float32 samples from the first input
+        sample on, ``320 x (packets - 1)`` of them. A stream decoder gives the same 320 samples later."""
+        fingerprint = bytes.fromhex(self.fingerprint)
+        frames = []
+        for i, packet in enumerate(stream):
+            seq, frame = packets.unpack(packet, fingerprint)
+            if seq != i % 256:
+                raise BitstreamError(f"packet {i} has sequence number {seq}: the stream is not whole "
+                                     "and in order")
+            frames.append(frame)
+        if not frames:
+            return np.zeros(0, np.float32)
+        first = frames[0]
+        joined = DecodedChunk(first.settings, np.array([[f.step] for f in frames]),
+                              *(np.concatenate([getattr(f, name) for f in frames])
+                                for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
+        coefficients = self.enhance([joined])
+        return np.clip(imdct(coefficients, HOP * (len(frames) - 1), HOP), -1.0, 1.0).astype(np.float32)
+
     # ---- decoder ---------------------------------------------------------------------------
 
     def codes_from_bytes(self, data: bytes) -> np.ndarray:
@@ -139,8 +180,9 @@ class PerceptualCodec(Codec):
     @staticmethod
     def network_input(chunk) -> np.ndarray:
         """float32 ``[T, 657]``: what the network reads of a decoded chunk, frame by frame (the
-        units, which quantised to zero, the band levels over 16, the step in octaves)."""
-        step = np.full((len(chunk.units), 1), chunk.step / 64.0)
+        units, which quantised to zero, the band levels over 16, the step in octaves; ``chunk.step``
+        one int, or one per frame ``[T, 1]`` as in a packet stream)."""
+        step = np.broadcast_to(np.reshape(chunk.step, (-1, 1)) / 64.0, (len(chunk.units), 1))
         return np.concatenate([chunk.units, chunk.symbols == 0, chunk.band_levels_qo / 16.0, step],
                               axis=1).astype(np.float32)
 
@@ -163,28 +205,36 @@ class PerceptualCodec(Codec):
             history = window[-ctx:]
         return out
 
-    def energy_weight(self, step: int) -> float:
-        """How far the output's band energies are brought to the textbook decoder's at ``step``:
-        1 at fine steps (where those are accurate and the network's MSE shrinks them), 0 at coarse."""
+    def energy_weight(self, step):
+        """How far the output's band energies are brought to the textbook decoder's at ``step``
+        (one int, or an array of them): 1 at fine steps (where those are accurate and the
+        network's MSE shrinks them), 0 at coarse."""
         full, none = self.config.energy_full_step, self.config.energy_none_step
-        return 0.0 if none <= full else float(np.clip((none - step) / (none - full), 0.0, 1.0))
+        if none <= full:
+            return np.zeros(np.shape(step)) if np.ndim(step) else 0.0
+        weight = np.clip((none - np.asarray(step)) / (none - full), 0.0, 1.0)
+        return weight if np.ndim(step) else float(weight)
 
     def enhance(self, pieces: list) -> np.ndarray:
         """The MDCT coefficients ``[T, 320]`` to synthesise from decoded chunks: the network's,
         except in bands that quantised to all zeros, which keep the textbook decoder's noise fill,
         with band energies drawn towards the textbook decoder's (:meth:`energy_weight`)."""
-        out = []
-        for c, y in zip(pieces, self.corrected_units(pieces), strict=True):
-            units = np.where(empty_bands(c.symbols, c.settings.layout), c.units, y)
-            weight = self.energy_weight(c.step)
-            if weight:
-                edges = np.asarray(bands.LAYOUTS[c.settings.layout])
-                have = np.add.reduceat(units ** 2, edges[:-1], axis=1)
-                want = np.add.reduceat(c.units ** 2, edges[:-1], axis=1)
-                gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
-                units = units * np.repeat(gain, np.diff(edges), axis=1)
-            out.append(units * _gain(c.settings, c.level_qo, c.step))
+        corrected = self.corrected_units(pieces)
+        out = [self.synthesis_coefficients(c, y) for c, y in zip(pieces, corrected, strict=True)]
         return np.concatenate(out) if out else np.zeros((0, HOP))
+
+    def synthesis_coefficients(self, c, y: np.ndarray) -> np.ndarray:
+        """MDCT coefficients ``[T, 320]`` of a decoded chunk ``c`` from the network's corrected
+        units ``y`` (:meth:`enhance`, frame by frame; a stream decoder calls it per packet)."""
+        units = np.where(empty_bands(c.symbols, c.settings.layout), c.units, y)
+        weight = self.energy_weight(c.step)
+        if np.any(weight):
+            edges = np.asarray(bands.LAYOUTS[c.settings.layout])
+            have = np.add.reduceat(units ** 2, edges[:-1], axis=1)
+            want = np.add.reduceat(c.units ** 2, edges[:-1], axis=1)
+            gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
+            units = units * np.repeat(gain, np.diff(edges), axis=1)
+        return units * _gain(c.settings, c.level_qo, c.step)
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         coefficients = self.enhance(list(self._decoded(header, chunks)))

@@ -55,3 +55,36 @@ class Enhancer(nn.Module):
     def forward(self, units, zero, levels, step):
         x = torch.cat([units, zero, levels, step.expand(-1, 1, levels.shape[-1])], 1)
         return units + self.body(self.inp(F.pad(x, (2 - self.look_ahead, self.look_ahead))))
+
+
+class StreamingEnhancer:
+    """An :class:`Enhancer` run one frame at a time: each 3-frame convolution keeps the last two
+    frames of its input, so frame ``t``'s output is what :meth:`Enhancer.forward` gives over the
+    whole signal (to float rounding: one frame's products are summed in another order than a
+    whole signal's). Each convolution runs as one matrix-vector product."""
+
+    def __init__(self, net: Enhancer):
+        if net.look_ahead:
+            raise ValueError("a network with look-ahead cannot run one frame at a time")
+
+        def flat(conv: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:
+            return conv.weight.detach().reshape(conv.out_channels, -1).contiguous(), conv.bias.detach()
+
+        self._inp_w = flat(net.inp)
+        self._block_w = [(flat(b.a), flat(b.b)) for b in net.body[:-2]]
+        self._out_w = flat(net.body[-1])
+        self._inp = torch.zeros(net.inp.in_channels, 2)
+        self._blocks = [torch.zeros(net.cfg.width, 2) for _ in self._block_w]
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: one frame's input ``[657]`` (units, zero, levels, step, as ``forward`` joins
+        them); returns its corrected units ``[320]``."""
+        with torch.inference_mode():
+            window = torch.cat([self._inp, x[:, None]], 1)
+            self._inp = window[:, 1:]
+            h = torch.addmv(self._inp_w[1], self._inp_w[0], window.reshape(-1))
+            for i, ((wa, ba), (wb, bb)) in enumerate(self._block_w):
+                window = torch.cat([self._blocks[i], F.gelu(h)[:, None]], 1)
+                self._blocks[i] = window[:, 1:]
+                h = h + torch.addmv(bb, wb, F.gelu(torch.addmv(ba, wa, window.reshape(-1))))
+            return x[:COEFFICIENTS] + torch.addmv(self._out_w[1], self._out_w[0], F.gelu(h))

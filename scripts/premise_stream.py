@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Premises of streaming the perceptual family (issue 35), measured on held-out training speakers.
+
+The held-out speakers are ``scripts/premise_perceptual.py``'s (``speechcodec.data.held_out_speakers``);
+scores are on the first file of each, cut to 8 s.
+
+    energies   bits a frame of the band energies: predicted from the frame before (the file
+               stream's), leaky, or within the frame only (a packet's, so that a decoder
+               recovers at the next good packet); the within-frame profile and Laplace scales
+               fitted on the training speakers
+    conceal    PESQ-WB and ViSQOL of each concealment at --loss (default 10 %), and the stream
+               at no loss beside the file coder at the same rate
+    vbr        packets at one step for the whole file (the size of each free, the mean at the
+               rate) against the shipped rate control (each packet within its 20 ms of bytes)
+
+    .venv/bin/python scripts/premise_stream.py energies
+    .venv/bin/python scripts/premise_stream.py conceal --kbps 12 --loss 0.1 --workers 2
+    .venv/bin/python scripts/premise_stream.py conceal --options repeat@3,repeat@1.5,repeat@6,repeat@0
+    .venv/bin/python scripts/premise_stream.py vbr --kbps 12
+
+The numbers: docs/history.md ("issue 35, streaming").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from premise_perceptual import MAX_S, SHARED, split_speakers  # noqa: E402
+
+
+def _levels(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    from speechcodec.transform import bands
+    from speechcodec.transform.mdct import odft
+
+    x, rate = sf.read(path, dtype="float32")
+    return bands.band_levels(odft(x[: int(MAX_S * rate)]), bands.LAYOUTS["bark16"], 1)
+
+
+def _quantise(levels, a8, base, mean, c8=5, d8=2):
+    """Closed-loop quantisation with a leaky time prediction (``a8 / 8`` of the last level's
+    distance from ``base``, then ``mean`` per band when ``a8`` is 0) and the cross-band one."""
+    from speechcodec.transform import bands
+
+    s = 4
+    floor = bands.floor_level(s)
+    target = np.clip(levels / s, floor, bands.CEILING_QUARTER_OCTAVES // s)
+    prev = [base] * levels.shape[1]
+    res = np.zeros(levels.shape, np.int64)
+    for t in range(len(levels)):
+        below = below2 = 0
+        row = []
+        for b in range(levels.shape[1]):
+            anchor = mean[b] if a8 == 0 else base + ((a8 * (prev[b] - base) + 4) >> 3)
+            pred = anchor + ((c8 * below + d8 * below2 + 4) >> 3)
+            miss = target[t, b] - pred
+            r = int(abs(miss) + 0.5 - bands.DEAD_ZONE)
+            v = max(pred + (r if miss >= 0 else -r), floor)
+            res[t, b] = v - pred
+            row.append(v)
+            below, below2 = v - anchor, below
+        prev = row
+    return res
+
+
+def energies(args) -> None:
+    from speechcodec.perceptual import packets
+    from speechcodec.transform import bands
+    from speechcodec.transform.laplace import TABLES
+
+    train, held = split_speakers(args.speech)
+    fit = np.concatenate([_levels(sorted(s.glob("*.flac"))[0]) for s in train[:: max(1, len(train) // 40)]])
+    test = [_levels(sorted(s.glob("*.flac"))[0]) for s in held]
+    frames = sum(len(t) for t in test)
+    floor = bands.floor_level(4)
+    mean = np.round(np.median(np.clip(fit / 4, floor, bands.CEILING_QUARTER_OCTAVES // 4), axis=0)).astype(int)
+    print(f"fitted on {len(fit)} frames of {len(train[:: max(1, len(train) // 40)])} training speakers; "
+          f"held-out: {len(held)} speakers, {frames} frames\n")
+    print(f"profile {mean.tolist()}  (shipped: {packets.LEVEL_PROFILE.tolist()})\n")
+    print("| prediction | bits a frame | kbps | recovers after a loss |")
+    print("|---|---|---|---|")
+    for name, a8, base, per_band in (("previous frame (the file stream), one scale a stream", 8, floor, False),
+                                     ("leaky, 3/4 of the previous frame", 6, -8, False),
+                                     ("leaky, 1/2 of the previous frame", 4, -8, False),
+                                     ("within the frame, one scale", 0, 0, False),
+                                     ("within the frame, fixed scale per band (packets)", 0, 0, True)):
+        bits = 0.0
+        c8, d8 = (6, 2) if a8 == 0 else (5, 2)
+        scales = None
+        if per_band:
+            r = _quantise(fit, 0, 0, mean, c8, d8)
+            scales = np.array([bands.residual_scale(r[:, b]) for b in range(r.shape[1])])
+        for lv in test:
+            r = _quantise(lv, a8, base, mean, c8, d8)
+            index = np.broadcast_to(scales, r.shape) if per_band else np.full(r.shape, bands.residual_scale(r))
+            bits += TABLES.bits(r, index)
+        recovers = "at the next packet" if a8 == 0 else ("never (no leak)" if a8 == 8 else "the error decays")
+        print(f"| {name} | {bits / frames:.1f} | {bits / frames * 0.05:.2f} | {recovers} |")
+        if per_band:
+            print(f"\nper-band scales {scales.tolist()}  (shipped: {packets.RESIDUAL_SCALES.tolist()})")
+
+
+def _score(job):
+    path, kbps, loss, seed, conceal = job
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+    from speechcodec.metrics import pesq_wb, visqol
+    from speechcodec.perceptual.stream import loopback
+
+    torch.set_num_threads(1)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * 16000)]
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    if conceal == "file":
+        y, _ = codec.decode(codec.encode(x, 16000))
+    elif conceal == "opus":
+        from speechcodec.baselines.opus import OpusCodec
+        from speechcodec.perceptual.stream import loss_pattern
+
+        opus = OpusCodec(kbps * 1000)
+        data = opus.encode(x, 16000)
+        y, _ = opus.decode(data, loss_pattern(opus.packet_count(data), loss, seed))
+    else:  # "repeat" or "repeat@1.5": a concealment, and its fade in dB a frame
+        name, _, decay = conceal.partition("@")
+        y, _ = loopback(codec, x, kbps * 1000, loss, seed, name, float(decay or 3.0))
+    return conceal, pesq_wb(x, y), visqol(x, y)
+
+
+def conceal(args) -> None:
+    _, held = split_speakers(args.speech)
+    files = [sorted(s.glob("*.flac"))[0] for s in held]
+    options = args.options.split(",")
+    jobs = [(str(f), args.kbps, args.loss, i, c) for c in options for i, f in enumerate(files)]
+    lossless = () if args.lossy_only else ("file", "repeat")
+    jobs += [(str(f), args.kbps, 0.0, i, c) for c in lossless for i, f in enumerate(files)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(_score, jobs))
+    n = len(files)
+    rows = [(f"{c}, {args.loss:.0%} loss", results[k * n:(k + 1) * n]) for k, c in enumerate(options)]
+    if lossless:
+        rows += [("file coder, no loss", results[len(options) * n:(len(options) + 1) * n]),
+                 ("stream, no loss", results[(len(options) + 1) * n:])]
+    ref = rows[0][1]
+    print(f"\n{n} held-out files, {MAX_S:g} s, {args.kbps} kbps; files better than '{rows[0][0]}' "
+          "(PESQ-WB, ViSQOL)\n")
+    print("| decoder | PESQ-WB | ViSQOL | files better |")
+    print("|---|---|---|---|")
+    for name, rs in rows:
+        p, v = np.array([r[1] for r in rs]), np.array([r[2] for r in rs])
+        better = (int((p > [r[1] for r in ref]).sum()), int((v > [r[2] for r in ref]).sum()))
+        print(f"| {name} | {p.mean():.3f} | {v.mean():.3f} | {better[0]}, {better[1]} |")
+
+
+def _vbr_job(job):
+    path, kbps = job
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+    from speechcodec.metrics import pesq_wb, visqol
+    from speechcodec.perceptual import packets
+    from speechcodec.perceptual.stream import packet_budget_bytes
+    from speechcodec.transform.mdct import odft
+
+    torch.set_num_threads(1)
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    fingerprint = bytes.fromhex(codec.fingerprint)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * 16000)]
+    frames = [packets.analyse(s) for s in odft(x)]
+    budget = packet_budget_bytes(kbps * 1000)
+
+    def at(code):
+        return [packets.pack(i, code, packets.payload_at(a, code), fingerprint) for i, a in enumerate(frames)]
+
+    low, high = 0, packets.CODES - 1  # the finest code whose mean packet fits the rate
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if np.mean([len(p) for p in at(mid)]) > budget else (low, mid)
+    rows = []
+    for stream in (at(high), codec.encode_packets(x)):
+        sizes = [len(p) for p in stream]
+        y = codec.decode_packets(stream)[: len(x)]
+        rows.append((np.mean(sizes), max(sizes), pesq_wb(x, y), visqol(x, y)))
+    return rows
+
+
+def vbr(args) -> None:
+    _, held = split_speakers(args.speech)
+    files = [str(sorted(s.glob("*.flac"))[0]) for s in held]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = np.array(list(pool.map(_vbr_job, [(f, args.kbps) for f in files])))  # [file, way, 4]
+    print(f"\n{len(files)} held-out files, {MAX_S:g} s, {args.kbps} kbps\n")
+    print("| packets | mean bytes | largest | PESQ-WB | ViSQOL | files better than per-packet |")
+    print("|---|---|---|---|---|---|")
+    for k, name in enumerate(("one step a file (free sizes)", "per packet, within 20 ms of bytes (shipped)")):
+        better = ((results[:, k, 2] > results[:, 1, 2]).sum(), (results[:, k, 3] > results[:, 1, 3]).sum())
+        print(f"| {name} | {results[:, k, 0].mean():.1f} | {results[:, k, 1].max():.0f} | "
+              f"{results[:, k, 2].mean():.3f} | {results[:, k, 3].mean():.3f} | {better[0]}, {better[1]} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("energies", "conceal", "vbr"))
+    parser.add_argument("--speech", type=Path, default=SHARED)
+    parser.add_argument("--kbps", type=int, default=12)
+    parser.add_argument("--loss", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lossy-only", action="store_true", help="no rows without loss")
+    parser.add_argument("--options", default="shape,noise,repeat,silence,opus",
+                        help="concealments to compare (NAME or NAME@DB: its fade a frame), and opus")
+    args = parser.parse_args()
+    if not args.speech.is_dir():
+        sys.exit(f"no training speech at {args.speech}: pass --speech")
+    {"energies": energies, "conceal": conceal, "vbr": vbr}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
