@@ -22,6 +22,8 @@ EPILOG = """examples:
   cat speech.wav | speechcodec encode - - | speechcodec decode - - | aplay   # pipes
   speechcodec info speech.spcd
   speechcodec models
+  arecord -f S16_LE -r 16000 | speechcodec stream-encode | speechcodec stream-decode | aplay -f S16_LE -r 16000
+  speechcodec loopback speech.wav heard.wav --loss 5%     # a live link that loses 5 % of packets
 """
 
 
@@ -139,6 +141,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             raise SpeechCodecError(f"input file {p} does not exist")
         size = p.stat().st_size
         with open(p, "rb") as f:
+            if f.read(4) == b"SCPK":
+                f.seek(0)
+                return _print_facts(_packet_stream_facts(f, _shown(args.input, "stdin"), size), args.json)
+            f.seek(0)
             header, chunks = read_stream(f)
             num_chunks = sum(1 for _ in chunks)  # reads every chunk: checks every CRC
     facts = {
@@ -160,13 +166,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     if header.bitrate_bps:  # a model that codes every rate: the rate it was asked for
         facts["bitrate_asked_kbps"] = header.bitrate_bps / 1000
-    if args.json:
+    return _print_facts(facts, args.json)
+
+
+def _print_facts(facts: dict, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(facts, indent=2))
     else:
         width = max(len(k) for k in facts)
         for key, value in facts.items():
             print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _packet_stream_facts(f, shown: str, size: int) -> dict:
+    """What ``speechcodec info`` says of a packet stream (``stream-encode``'s output); reads
+    every packet's length (a packet's own check byte is for the decoder)."""
+    from speechcodec.bitstream.pipe import read_header, read_packets
+    from speechcodec.perceptual.stream import ALGORITHMIC_DELAY_MS, FRAME_MS
+
+    header = read_header(f)
+    sizes = [len(p) if p is not None else None for p in read_packets(f)]
+    sent = [n for n in sizes if n is not None]
+    seconds = len(sizes) * FRAME_MS / 1000
+    return {
+        "file": shown,
+        "kind": "packet stream (speechcodec stream-encode)",
+        "model": header.model,
+        "fingerprint": header.fingerprint,
+        "bitrate_asked_kbps": header.bitrate_bps / 1000,
+        "packets": len(sizes),
+        "packets_lost": len(sizes) - len(sent),
+        "duration_s": round(seconds, 3),
+        "num_bytes": size,
+        "bitrate_kbps": round(sum(sent) * 8 / seconds / 1000, 3) if seconds else 0.0,
+        "largest_packet_bytes": max(sent, default=0),
+        "frame_ms": FRAME_MS,
+        "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
+    }
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -345,6 +382,120 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_codec(args: argparse.Namespace, name: str, bitrate: int | None = None):
+    """A perceptual model ready to stream, or a one-line error saying which model streams."""
+    import speechcodec
+
+    codec = speechcodec.load(name, threads=_threads(args))
+    if not hasattr(codec, "at"):
+        raise SpeechCodecError(f"model {codec.name!r} codes whole files (it looks ahead); streaming takes a "
+                               "perceptual-family model: --model pc")
+    return codec.at(bitrate) if bitrate else codec
+
+
+def cmd_stream_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from speechcodec.bitstream.pipe import PipeHeader, write_packet
+
+    rate = bitrate_bps(args.bitrate)
+    codec = _stream_codec(args, args.model, rate)
+    enc = codec.stream_encoder(rate)
+    out, src = sys.stdout.buffer, sys.stdin.buffer
+    if out.isatty():
+        raise SpeechCodecError("stream-encode writes binary packets: pipe it into 'speechcodec stream-decode' "
+                               "or a file, not the terminal")
+    out.write(PipeHeader(codec.model_file.name, codec.fingerprint, rate).to_bytes())
+    out.flush()
+    leftover = b""
+    while True:
+        block = src.read1(2 * 320) if hasattr(src, "read1") else src.read(2 * 320)
+        if not block:
+            break
+        data = leftover + block
+        whole = len(data) // 2 * 2
+        leftover = data[whole:]
+        samples = np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768
+        for packet in enc.push(samples):
+            write_packet(out, packet)
+        out.flush()
+    if leftover:
+        print("speechcodec: warning: input ended mid-sample; its last byte was dropped", file=sys.stderr)
+    for packet in enc.flush():
+        write_packet(out, packet)
+    out.flush()
+    if not args.quiet:
+        seconds = enc.samples_in / 16000
+        print(f"stream-encode: {seconds:.2f} s -> {enc.seq} packets at {codec.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_stream_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from speechcodec.bitstream.pipe import read_header, read_packets
+
+    src, out = sys.stdin.buffer, sys.stdout.buffer
+    if out.isatty():
+        raise SpeechCodecError("stream-decode writes raw 16-bit PCM: pipe it into 'aplay -f S16_LE -r 16000' "
+                               "or a file, not the terminal")
+    header = read_header(src)
+    codec = _stream_codec(args, args.model or header.model)
+    if codec.fingerprint != header.fingerprint:
+        raise SpeechCodecError(f"the packets were made by other weights than model {header.model!r} here "
+                               f"(fingerprint {header.fingerprint}, installed {codec.fingerprint})")
+    dec = codec.stream_decoder()
+    for packet in read_packets(src):
+        pcm = np.round(np.clip(dec.pull(packet), -1, 1 - 1 / 32768) * 32768).astype("<i2")
+        out.write(pcm.tobytes())
+        out.flush()
+    if not args.quiet:
+        print(f"stream-decode: {dec.frames} frames ({dec.frames * 0.02:.2f} s) from {header.model}, "
+              f"{dec.lost} lost, {dec.damaged} damaged, {dec.late} late", file=sys.stderr)
+    return 0
+
+
+def cmd_loopback(args: argparse.Namespace) -> int:
+    import soundfile as sf
+    import soxr
+
+    from speechcodec.audio import as_mono, check_finite, read_audio
+    from speechcodec.files import AtomicWriter, check_not_input, regular_input
+    from speechcodec.perceptual.stream import loopback
+
+    loss = _percent(args.loss)
+    rate = bitrate_bps(args.bitrate)
+    codec = _stream_codec(args, args.model, rate)
+    check_not_input(args.input, args.output)
+    with regular_input(args.input) as src:
+        audio, sr = read_audio(src)
+    mono = as_mono(audio)
+    check_finite(mono)
+    x = soxr.resample(mono, sr, 16000).astype("float32") if sr != 16000 else mono.astype("float32")
+    y, stats = loopback(codec, x, rate, loss, args.seed)
+    if sr != 16000:
+        y = soxr.resample(y, 16000, sr)
+    with AtomicWriter(args.output) as tmp:
+        sf.write(tmp, y, sr, subtype="PCM_16", format="WAV")
+    if not args.quiet:
+        print(f"{args.output}: {len(x) / 16000:.2f} s through {codec.name}: {stats['packets']} packets, "
+              f"{stats['lost']} lost ({loss:.0%} asked), {stats['bitrate_bps'] / 1000:.2f} kbps, "
+              f"largest packet {stats['max_packet_bytes']} bytes", file=sys.stderr)
+    return 0
+
+
+def _percent(text: str) -> float:
+    """``--loss``: 5%, 5 % or 0.05."""
+    t = str(text).strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise SpeechCodecError(f"--loss takes a share of packets lost: 5% or 0.05, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise SpeechCodecError(f"--loss must lie from 0% up to (not including) 100%, got {text!r}")
+    return value
+
+
 def _add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="download, clean and split training corpora",
                           description="The pipeline's data stages, each usable on its own.")
@@ -450,10 +601,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 
     p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
-                       description="Print what a stream holds and check every chunk's CRC32.")
+                       description="Print what a stream holds and check every chunk's CRC32; of a packet "
+                                   "stream ('speechcodec stream-encode > FILE'): its packets, losses, "
+                                   "real bitrate and algorithmic delay.")
     p.add_argument("input", help="stream file; - for stdin")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("stream-encode", help="live: raw 16 kHz PCM on stdin -> packets on stdout, 20 ms each",
+                       description="Read raw 16-bit little-endian mono PCM at 16 kHz from stdin (as "
+                                   "'arecord -f S16_LE -r 16000' writes it) and write a packet to stdout "
+                                   "for each 20 ms frame as it completes, each after its length. 40 ms "
+                                   "of algorithmic delay. Pipe it into 'speechcodec stream-decode'.",
+                       epilog="example:\n  arecord -f S16_LE -r 16000 | speechcodec stream-encode "
+                              "--bitrate 12k | speechcodec stream-decode | aplay -f S16_LE -r 16000",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bitrate", metavar="BPS", default="12k",
+                   help="bits per second, or kbps with a k: 6k to 64k (default: 12k); no packet exceeds "
+                        "its 20 ms at this rate by more than 3 bytes")
+    p.add_argument("--model", metavar="NAME_OR_PATH", default="pc",
+                   help="a perceptual-family model (default: pc)")
+    _add_threads(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_stream_encode, if_stopped="the packets written so far stand")
+
+    p = sub.add_parser("stream-decode", help="live: packets on stdin -> raw 16 kHz PCM on stdout",
+                       description="Read what 'speechcodec stream-encode' writes and write raw 16-bit "
+                                   "little-endian mono PCM at 16 kHz, 320 samples per packet as it "
+                                   "arrives. A lost (length 0) or damaged packet is concealed.",
+                       epilog="example:\n  speechcodec stream-encode < speech.raw | speechcodec stream-decode "
+                              "| aplay -f S16_LE -r 16000",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="NAME_OR_PATH",
+                   help="model to decode with, when it is not installed under the name the stream gives")
+    _add_threads(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_stream_decode, if_stopped="the audio written so far stands")
+
+    p = sub.add_parser("loopback", help="a file through the live coder and a lossy link, back to a file",
+                       description="Code an audio file 20 ms at a time as a live link would, lose "
+                                   "packets at random (--loss), conceal them, and write what the far "
+                                   "end hears, aligned with the input.")
+    p.add_argument("input", help="audio file (any rate and channels; mixed to mono)")
+    p.add_argument("output", help="WAV file to write, at the input's rate")
+    p.add_argument("--loss", default="0%", metavar="PERCENT",
+                   help="share of packets lost at random, e.g. 5%% or 0.05 (default: 0%%)")
+    p.add_argument("--seed", type=int, default=0, help="which random losses (default: 0)")
+    p.add_argument("--bitrate", metavar="BPS", default="12k", help="6k to 64k (default: 12k)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", default="pc",
+                   help="a perceptual-family model (default: pc)")
+    _add_threads(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=cmd_loopback, if_stopped="nothing was written")
 
     p = sub.add_parser("models", help="list installed models",
                        description="List shipped models and those in $SPEECHCODEC_MODEL_PATH.")

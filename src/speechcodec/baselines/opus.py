@@ -92,10 +92,18 @@ class OpusCodec:
         """Bytes of Opus packets only: what the Opus bitrate is computed from."""
         return sum(len(p) for p in self._packets(data)[1])
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, int]:
+    def packet_count(self, data: bytes) -> int:
+        return len(self._packets(data)[1])
+
+    def decode(self, data: bytes, lost: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """The decoded audio; ``lost`` (bool, one per packet) marks packets a link lost, which
+        libopus conceals (its packet-loss concealment: a decode given no data)."""
         opuslib = _opuslib()
         n, packets, delay = self._packets(data)
+        if lost is not None and len(lost) != len(packets):
+            raise SpeechCodecError(f"{len(lost)} loss flags for {len(packets)} Opus packets")
         dec = opuslib.Decoder(self.sample_rate_hz, 1)
-        pcm = b"".join(dec.decode(p, self.frame) for p in packets)
+        gone = np.zeros(len(packets), bool) if lost is None else lost
+        pcm = b"".join(dec.decode(b"" if g else p, self.frame) for p, g in zip(packets, gone, strict=True))
         audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
         return audio[delay: delay + n], self.sample_rate_hz
