@@ -6,10 +6,13 @@ CLI use by default); the same with every core (torch's own default, which the on
 default was chosen against); and the whole process as a user runs it: ``speechcodec encode``
 and ``decode`` of a 60 s file, start-up and model loading included. Then the textbook transform
 coder (``speechcodec.baselines.TransformCodec``, numpy; goal: >= 200x each way on one thread) at
-``--transform-rates``, its rate control included. Audio: ../shared/data/speech when present,
-else synthetic.
+``--transform-rates``, its rate control included. Then live coding (``--stream-model``, at
+``--stream-rates``): the time to encode one 20 ms frame into its packet and to decode the packet,
+frame by frame in process on one thread (goal: encode plus decode under 2 ms), as median, 99th
+percentile and worst over every frame. Audio: ../shared/data/speech when present, else synthetic.
 
     .venv/bin/python benchmarks/speed.py [--model NAME_OR_PATH ...] [--repeats 3] [--csv FILE]
+    .venv/bin/python benchmarks/speed.py --model --transform-rates --stream-rates 6000 12000 24000
 """
 
 from __future__ import annotations
@@ -96,6 +99,34 @@ def measure_cli(name: str, clips, seconds: float = 60.0) -> dict:
     return {f"cli_{what}_x_realtime": seconds / t for what, t in times.items()}
 
 
+def measure_frames(codec, clips) -> dict:
+    """Per-frame times of a stream encoder and decoder over every clip (resampled to 16 kHz):
+    (median, 99th percentile, worst) in ms of encoding, decoding, and both."""
+    import soxr
+
+    enc_ms, dec_ms = [], []
+    for i, (audio, sr) in enumerate(clips):
+        x = soxr.resample(audio, sr, 16000).astype(np.float32) if sr != 16000 else audio
+        enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        for start in range(0, len(x) - len(x) % 320, 320):
+            t0 = time.perf_counter()
+            made = enc.push(x[start:start + 320])
+            t1 = time.perf_counter()
+            for packet in made:
+                dec.pull(packet)
+            t2 = time.perf_counter()
+            if i or start >= 3200:  # the first clip's first 10 frames warm up
+                enc_ms.append((t1 - t0) * 1000)
+                dec_ms.append((t2 - t1) * 1000)
+    both = np.add(enc_ms, dec_ms)
+
+    def spread(v):
+        return float(np.median(v)), float(np.percentile(v, 99)), float(np.max(v))
+
+    return {"codec": codec.name, "frames": len(both), "encode_ms": spread(enc_ms), "decode_ms": spread(dec_ms),
+            "both_ms": spread(both)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("speech", nargs="?", type=Path, default=SPEECH,
@@ -106,6 +137,9 @@ def main() -> int:
     parser.add_argument("--csv", help="also write the table as CSV (read by scripts/model_card.py)")
     parser.add_argument("--transform-rates", nargs="*", type=int, default=[6000, 12000, 24000],
                         help="bps of the textbook transform coder to time ([] for none)")
+    parser.add_argument("--stream-model", default="pc", help="the model to time live coding with (default: pc)")
+    parser.add_argument("--stream-rates", nargs="*", type=int, default=[6000, 12000, 24000],
+                        help="bps to time live coding at, frame by frame ([] for none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
@@ -138,7 +172,18 @@ def main() -> int:
             row = measure(TransformCodec(bps), clips, args.repeats)
             print(f"{row['model']:<24} {row['kbps']:>9.2f} {row['encode_x_realtime']:>12.0f} "
                   f"{row['decode_x_realtime']:>12.0f}")
-    if args.csv:
+    if args.stream_rates:
+        print(f"\nlive coding, one 20 ms frame at a time (one thread of {cpu}; ms per frame over every "
+              "frame of the audio; goal: encode + decode < 2 ms)")
+        print(f"{'codec':<14} {'frames':>7} {'encode med':>10} {'p99':>6} {'decode med':>10} {'p99':>6} "
+              f"{'enc+dec med':>11} {'p99':>6} {'worst':>6}")
+        for bps in args.stream_rates:
+            row = measure_frames(speechcodec.load(args.stream_model, bitrate_bps=bps), clips)
+            print(f"{row['codec']:<14} {row['frames']:>7} {row['encode_ms'][0]:>10.3f} "
+                  f"{row['encode_ms'][1]:>6.3f} {row['decode_ms'][0]:>10.3f} {row['decode_ms'][1]:>6.3f} "
+                  f"{row['both_ms'][0]:>11.3f} "
+                  f"{row['both_ms'][1]:>6.3f} {row['both_ms'][2]:>6.3f}")
+    if args.csv and rows:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
