@@ -4,11 +4,14 @@ Every file of ../shared/data/speech (resampled to 16 kHz) goes through a stream 
 that loses each 20 ms packet at random with probability --losses (the same losses for both
 codecs: one seed per file), and the decoder, which conceals what was lost: ours
 (``speechcodec.perceptual.stream``) and libopus's own packet-loss concealment (a decode given no
-packet; no in-band FEC). Prints, per rate and loss, PESQ-WB and ViSQOL of each and how many
-files ours scores higher on; the real kbps of each from the bytes of its packets.
+packet; no in-band FEC), at the nominal rate whose real rate over the files is the one asked
+(libopus falls short of its nominal rate). Prints, per rate and loss, PESQ-WB and ViSQOL of
+each and how many files ours scores higher on; the real kbps of each from the bytes of its
+packets.
 
     .venv/bin/python benchmarks/loss.py [--rates 6000 12000 24000] [--losses 0 0.05 0.1 0.2]
                                         [--workers 2] [--csv FILE] [--plot FILE]
+    .venv/bin/python benchmarks/loss.py --from-csv FILE --plot FILE   # again, without measuring
 """
 
 from __future__ import annotations
@@ -24,22 +27,51 @@ import numpy as np
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "audio"
 
 
+def _clip(path: str) -> np.ndarray:
+    import soxr
+
+    from speechcodec.audio import read_audio
+
+    audio, rate = read_audio(path)
+    return soxr.resample(audio, rate, 16000).astype(np.float32) if rate != 16000 else audio
+
+
+def opus_rate_for(files: list[str], kbps: float, attempts: int = 4) -> int:
+    """The nominal bps at which libopus's packets over ``files`` come to ``kbps`` (it falls short
+    of its nominal rate on speech), by secant steps; the nearest tried."""
+    from speechcodec.baselines.opus import OpusCodec
+
+    clips = [_clip(f) for f in files]
+
+    def real(bps: int) -> float:
+        opus = OpusCodec(bps)
+        data = [opus.encode(x, 16000) for x in clips]
+        return (sum(opus.payload_bytes(d) for d in data) * 8
+                / (sum(opus.packet_count(d) for d in data) * 0.02) / 1000)
+
+    tried = {}
+    bps = int(round(kbps * 1000))
+    while len(tried) < attempts and bps not in tried:
+        tried[bps] = real(bps)
+        if abs(tried[bps] / kbps - 1) < 0.01:
+            break
+        bps = int(round(bps * kbps / tried[bps]))
+    return min(tried, key=lambda b: abs(tried[b] - kbps))
+
+
 def _job(job) -> dict:
     path, bps, loss, seed, which = job
-    import soxr
     import torch
 
     import speechcodec
-    from speechcodec.audio import read_audio
     from speechcodec.baselines.opus import OpusCodec
     from speechcodec.metrics import pesq_wb, visqol
     from speechcodec.perceptual.stream import loopback, loss_pattern
 
     torch.set_num_threads(1)
-    audio, rate = read_audio(path)
-    x = soxr.resample(audio, rate, 16000).astype(np.float32) if rate != 16000 else audio
-    if which == "opus":
-        opus = OpusCodec(bps)
+    x = _clip(path)
+    if which.startswith("opus:"):  # at the nominal rate whose real rate is ours
+        opus = OpusCodec(int(which[5:]))
         data = opus.encode(x, 16000)
         lost = loss_pattern(opus.packet_count(data), loss, seed)
         y, _ = opus.decode(data, lost)
@@ -60,15 +92,29 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--csv", help="also write every file's scores as CSV")
     parser.add_argument("--plot", help="also draw PESQ-WB and ViSQOL against loss (PNG)")
+    parser.add_argument("--from-csv", metavar="FILE", help="no measuring: the table and plot of a --csv run")
     args = parser.parse_args()
-    files = sorted(str(p) for p in args.speech.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
-    if not files:
-        sys.exit(f"no speech under {args.speech}")
-    jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
-            for which in (args.model, "opus") for seed, f in enumerate(files)]
-    with ProcessPoolExecutor(args.workers) as pool:
-        rows = list(pool.map(_job, jobs, chunksize=4))
-    print(f"{len(files)} files of {args.speech}; each packet lost with the probability given (the same "
+    if args.from_csv:  # a table and plot again from an earlier run's scores
+        with open(args.from_csv, newline="") as f:
+            rows = [r | {k: float(r[k]) for k in ("loss", "kbps", "pesq_wb", "visqol")}
+                    | {"bitrate_bps": int(r["bitrate_bps"])} for r in csv.DictReader(f)]
+        args.rates = sorted({r["bitrate_bps"] for r in rows})
+        args.losses = sorted({r["loss"] for r in rows})
+        files = sorted({r["file"] for r in rows})
+    else:
+        files = sorted(str(p) for p in args.speech.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+        if not files:
+            sys.exit(f"no speech under {args.speech}")
+        opus_bps = {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
+        jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
+                for which in (args.model, f"opus:{opus_bps[bps]}") for seed, f in enumerate(files)]
+        with ProcessPoolExecutor(args.workers) as pool:
+            rows = list(pool.map(_job, jobs, chunksize=4))
+        for r in rows:  # the nominal rate Opus was asked for stays in the CSV
+            if r["codec"].startswith("opus:"):
+                r["codec"], r["opus_nominal_bps"] = "opus", int(r["codec"][5:])
+    where = "" if args.from_csv else f" of {args.speech}"
+    print(f"{len(files)} files{where}; each packet lost with the probability given (the same "
           f"packets for both codecs); files better: how many {args.model} scores higher on\n")
     print(f"| kbps asked | loss | {args.model} kbps | {args.model} PESQ-WB | {args.model} ViSQOL | Opus kbps "
           "| Opus PESQ-WB | Opus ViSQOL | files better (PESQ-WB, ViSQOL) |")
@@ -90,7 +136,7 @@ def main() -> int:
                   f"{line['opus_visqol']:.2f} | {better[0]}, {better[1]} of {len(ours)} |")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
             writer.writeheader()
             writer.writerows(rows)
     if args.plot:
@@ -101,12 +147,13 @@ def main() -> int:
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, metric, label in ((axes[0], "pesq_wb", "PESQ-WB"), (axes[1], "visqol", "ViSQOL")):
-            for bps in args.rates:
+            for i, bps in enumerate(args.rates):  # one colour a rate: pc solid, Opus dashed
                 lines = [t for t in table if t["bps"] == bps]
                 loss = [100 * t["loss"] for t in lines]
-                ax.plot(loss, [t[f"ours_{metric}"] for t in lines], "o-",
+                ax.plot(loss, [t[f"ours_{metric}"] for t in lines], "o-", color=f"C{i}",
                         label=f"{args.model} {bps / 1000:g} kbps")
-                ax.plot(loss, [t[f"opus_{metric}"] for t in lines], "s--", label=f"Opus {bps / 1000:g} kbps")
+                ax.plot(loss, [t[f"opus_{metric}"] for t in lines], "s--", color=f"C{i}", alpha=0.7,
+                        label=f"Opus {bps / 1000:g} kbps")
             ax.set_xlabel("packets lost (%)")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

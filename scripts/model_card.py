@@ -265,6 +265,9 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         "quantiser step is chosen from the bytes; the enhancer was trained on the steps of 6 to 24 kbps |",
         "| algorithmic delay | 40 ms: a 20 ms frame and the other half of the MDCT's 40 ms window; the "
         "network looks at no later frame |",
+        "| streaming | `speechcodec stream-encode` / `stream-decode` / `loopback`, or `stream_encoder()` in "
+        "Python: a packet per 20 ms frame at 6 to 64 kbps (none more than 3 bytes over its 20 ms at the "
+        "rate), the same 40 ms of delay, lost packets concealed (README, \"Live coding\") |",
         f"| training | {train.get('steps', 0):,} steps, batch {train.get('batch')} x "
         f"{train.get('crop_frames')} "
         f"frames, Adam {train.get('lr')} held to step {train.get('decay_from', 0):,}, then cosine to "
