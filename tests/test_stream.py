@@ -218,6 +218,11 @@ def test_cli_stream_encode_decode_pipe(speech_file, tmp_path):
     facts = json.loads(info.stdout)
     assert facts["packets"] == frames and facts["algorithmic_delay_ms"] == 40 and facts["model"] == "pc"
     assert abs(facts["bitrate_kbps"] / 12 - 1) < 0.02 and facts["largest_packet_bytes"] <= 30 + SLACK_BYTES
+    # a saved packet stream decodes as a file: what the live decoder played, without its 20 ms lag
+    done = run_cli("decode", saved, tmp_path / "call.wav")
+    assert done.returncode == 0, done.stderr
+    call, _ = sf.read(tmp_path / "call.wav", dtype="float32")
+    assert len(call) == HOP * (frames - 1) and np.abs(call - pcm[HOP:]).max() <= 1.5 / 32768
     # a pipe cut inside a packet, and one that is not a packet stream: one line each
     bad_pipes = ((enc.stdout[:-7], "ends inside a packet"), (b"RIFF1234", "no SCPK magic"), (b"", "empty"))
     for stdin, says in bad_pipes:
