@@ -155,14 +155,14 @@ def test_bad_packets_are_concealed_or_dropped_never_a_crash(tmp_path, tiny):
     flipped = bytearray(stream[1])
     flipped[-1] ^= 0x10
     foreign = other.encode_packets(synth_speech(1.0, seed=4), 12000)[1]
-    for bad in (cut, bytes(flipped), foreign, b"", b"\x01\x02\x03"):
+    for bad in (cut, bytes(flipped), foreign, b"", b"\x01\x02\x03", "not bytes"):
         assert len(dec.pull(bad)) == HOP  # concealed as lost
-    assert dec.damaged == 5 and dec.lost == 5
-    # the sequence runs ahead by 5 frames (the bad ones took 1, 2, 3, 4, 5): frame 6 decodes now
-    assert len(dec.pull(stream[6])) == HOP
+    assert dec.damaged == 6 and dec.lost == 6
+    # the sequence runs ahead by 6 frames (the bad ones took 1 .. 6): frame 7 decodes now
+    assert len(dec.pull(stream[7])) == HOP
     assert len(dec.pull(stream[3])) == 0 and dec.late == 1  # late: dropped
-    assert len(dec.pull(stream[6])) == 0 and dec.late == 2  # repeated: dropped
-    assert len(dec.pull(stream[9])) == 3 * HOP  # 7 and 8 never came: concealed first
+    assert len(dec.pull(stream[7])) == 0 and dec.late == 2  # repeated: dropped
+    assert len(dec.pull(stream[10])) == 3 * HOP  # 8 and 9 never came: concealed first
     rng = np.random.default_rng(0)
     for _ in range(300):  # random bytes: concealed, never an exception
         junk = rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes()

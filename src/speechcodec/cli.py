@@ -450,6 +450,9 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     codec = _stream_codec(args, args.model, rate)
     enc = codec.stream_encoder(rate)
     out, src = sys.stdout.buffer, sys.stdin.buffer
+    if src.isatty():
+        raise SpeechCodecError("stream-encode reads raw 16-bit PCM at 16 kHz from stdin: pipe it in, e.g. "
+                               "'arecord -f S16_LE -r 16000 | speechcodec stream-encode'")
     if out.isatty():
         raise SpeechCodecError("stream-encode writes binary packets: pipe it into 'speechcodec stream-decode' "
                                "or a file, not the terminal")

@@ -168,6 +168,8 @@ def pack(seq: int, code: int, payload: bytes, fingerprint: bytes) -> bytes:
 def unpack(packet: bytes, fingerprint: bytes) -> tuple[int, DecodedChunk]:
     """``(sequence number, the frame decoded)``; a packet that is cut, damaged or of another
     model raises :class:`BitstreamError`."""
+    if not isinstance(packet, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"a packet is bytes, got {type(packet).__name__}")
     packet = bytes(packet)
     if len(packet) < HEAD_BYTES + 4 or (len(packet) - HEAD_BYTES) % 4:
         raise BitstreamError(f"a packet of {len(packet)} bytes is cut or padded (packets are 3 + 4k bytes)")
