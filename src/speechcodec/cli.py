@@ -660,10 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("stream-encode", help="live: raw 16 kHz PCM on stdin -> packets on stdout, 20 ms each",
-                       description="Read raw 16-bit little-endian mono PCM at 16 kHz from stdin (as "
-                                   "'arecord -f S16_LE -r 16000' writes it) and write a packet to stdout "
-                                   "for each 20 ms frame as it completes, each after its length. 40 ms "
-                                   "of algorithmic delay. Pipe it into 'speechcodec stream-decode'.",
+                       description="Read raw 16-bit little-endian mono PCM at 16 kHz from stdin (as\n"
+                                   "'arecord -f S16_LE -r 16000' writes it) and write a packet to stdout for\n"
+                                   "each 20 ms frame as it completes, each after its length: 40 ms of\n"
+                                   "algorithmic delay. Pipe it into 'speechcodec stream-decode', or save it\n"
+                                   "and read it with 'speechcodec info' and 'speechcodec decode'.",
                        epilog="example:\n  arecord -f S16_LE -r 16000 | speechcodec stream-encode "
                               "--bitrate 12k | speechcodec stream-decode | aplay -f S16_LE -r 16000",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -677,9 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stream_encode, if_stopped="the packets written so far stand")
 
     p = sub.add_parser("stream-decode", help="live: packets on stdin -> raw 16 kHz PCM on stdout",
-                       description="Read what 'speechcodec stream-encode' writes and write raw 16-bit "
-                                   "little-endian mono PCM at 16 kHz, 320 samples per packet as it "
-                                   "arrives. A lost (length 0) or damaged packet is concealed.",
+                       description="Read what 'speechcodec stream-encode' writes and write raw 16-bit\n"
+                                   "little-endian mono PCM at 16 kHz, 320 samples per packet as it arrives.\n"
+                                   "A lost (length 0) or damaged packet is concealed.",
                        epilog="example:\n  speechcodec stream-encode < speech.raw | speechcodec stream-decode "
                               "| aplay -f S16_LE -r 16000",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
