@@ -60,9 +60,7 @@ def _quantise(levels, a8, base, mean, c8=5, d8=2):
         for b in range(levels.shape[1]):
             anchor = mean[b] if a8 == 0 else base + ((a8 * (prev[b] - base) + 4) >> 3)
             pred = anchor + ((c8 * below + d8 * below2 + 4) >> 3)
-            miss = target[t, b] - pred
-            r = int(abs(miss) + 0.5 - bands.DEAD_ZONE)
-            v = max(pred + (r if miss >= 0 else -r), floor)
+            v = bands.closed_loop_level(target[t, b], pred, floor)
             res[t, b] = v - pred
             row.append(v)
             below, below2 = v - anchor, below

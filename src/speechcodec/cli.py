@@ -135,29 +135,23 @@ def _decode_packet_stream(args: argparse.Namespace, src: Path) -> int:
     import soxr
 
     from speechcodec.bitstream.pipe import read_header, read_packets
-    from speechcodec.files import AtomicWriter, check_not_input
+    from speechcodec.files import AtomicWriter, audio_format, check_not_input
 
     check_not_input(src, args.output)
     with open(src, "rb") as f:
         header = read_header(f)
         stream = list(read_packets(f))
-    codec = _stream_codec(args, args.model or header.model)
-    if codec.fingerprint != header.fingerprint:
-        raise SpeechCodecError(f"the packets were made by other weights than model {header.model!r} here "
-                               f"(fingerprint {header.fingerprint}, installed {codec.fingerprint})")
+    codec = _stream_codec(args, args.model or header.model, made=header)
     if all(p is not None for p in stream):
         audio = codec.decode_packets(stream)
     else:
-        dec = codec.stream_decoder()
-        audio = np.concatenate([dec.pull(p) for p in stream] or [np.zeros(0, np.float32)])[320:]
+        dec, lag = codec.stream_decoder(), codec.samples_per_frame  # as heard, less the decoder's lag
+        audio = np.concatenate([dec.pull(p) for p in stream] or [np.zeros(0, np.float32)])[lag:]
     rate = args.sample_rate or 16000
     if rate != 16000:
         audio = soxr.resample(audio, 16000, rate)
-    ext = Path(args.output).suffix.lstrip(".").upper() or "WAV"
     with AtomicWriter(args.output) as tmp:
-        if ext not in sf.available_formats():
-            raise SpeechCodecError(f"cannot write .{ext.lower()} files; use .wav, .flac, .ogg or .mp3")
-        subtype = "PCM_16" if sf.check_format(ext, "PCM_16") else sf.default_subtype(ext)
+        ext, subtype = audio_format(args.output)
         sf.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, subtype=subtype, format=ext)
     if not args.quiet:
         lost = sum(p is None for p in stream)
@@ -430,20 +424,25 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_codec(args: argparse.Namespace, name: str, bitrate: int | None = None):
-    """A perceptual model ready to stream, or a one-line error saying which model streams."""
+def _stream_codec(args: argparse.Namespace, name: str, bitrate: int | None = None, made=None):
+    """A perceptual model ready to stream, or a one-line error saying which model streams;
+    ``made``: the header of a packet stream it must decode (the weights that made it)."""
     import speechcodec
 
     codec = speechcodec.load(name, threads=_threads(args))
     if not hasattr(codec, "at"):
         raise SpeechCodecError(f"model {codec.name!r} codes whole files (it looks ahead); streaming takes a "
                                "perceptual-family model: --model pc")
+    if made is not None and codec.fingerprint != made.fingerprint:
+        raise SpeechCodecError(f"the packets were made by other weights than model {made.model!r} here "
+                               f"(fingerprint {made.fingerprint}, installed {codec.fingerprint})")
     return codec.at(bitrate) if bitrate else codec
 
 
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from speechcodec.audio import as_mono
     from speechcodec.bitstream.pipe import PipeHeader, write_packet
 
     rate = bitrate_bps(args.bitrate)
@@ -466,7 +465,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
         data = leftover + block
         whole = len(data) // 2 * 2
         leftover = data[whole:]
-        samples = np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768
+        samples = as_mono(np.frombuffer(data[:whole], "<i2"))
         for packet in enc.push(samples):
             write_packet(out, packet)
         out.flush()
@@ -491,13 +490,10 @@ def cmd_stream_decode(args: argparse.Namespace) -> int:
         raise SpeechCodecError("stream-decode writes raw 16-bit PCM: pipe it into 'aplay -f S16_LE -r 16000' "
                                "or a file, not the terminal")
     header = read_header(src)
-    codec = _stream_codec(args, args.model or header.model)
-    if codec.fingerprint != header.fingerprint:
-        raise SpeechCodecError(f"the packets were made by other weights than model {header.model!r} here "
-                               f"(fingerprint {header.fingerprint}, installed {codec.fingerprint})")
+    codec = _stream_codec(args, args.model or header.model, made=header)
     dec = codec.stream_decoder()
     for packet in read_packets(src):
-        pcm = np.round(np.clip(dec.pull(packet), -1, 1 - 1 / 32768) * 32768).astype("<i2")
+        pcm = np.round(np.clip(dec.pull(packet), -1, 1 - 1 / 32768) * 32768).astype("<i2")  # as sf.write
         out.write(pcm.tobytes())
         out.flush()
     if not args.quiet:
@@ -510,7 +506,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     import soundfile as sf
     import soxr
 
-    from speechcodec.audio import as_mono, check_finite, read_audio
+    from speechcodec.audio import read_audio
     from speechcodec.files import AtomicWriter, check_not_input, regular_input
     from speechcodec.perceptual.stream import loopback
 
@@ -519,10 +515,8 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     codec = _stream_codec(args, args.model, rate)
     check_not_input(args.input, args.output)
     with regular_input(args.input) as src:
-        audio, sr = read_audio(src)
-    mono = as_mono(audio)
-    check_finite(mono)
-    x = soxr.resample(mono, sr, 16000).astype("float32") if sr != 16000 else mono.astype("float32")
+        audio, sr = read_audio(src)  # float32 mono, every sample checked
+    x = soxr.resample(audio, sr, 16000).astype("float32") if sr != 16000 else audio
     y, stats = loopback(codec, x, rate, loss, args.seed)
     if sr != 16000:
         y = soxr.resample(y, 16000, sr)

@@ -43,7 +43,7 @@ from speechcodec.bitstream import (
     write_header,
 )
 from speechcodec.errors import AudioInputError, ModelMismatchError, SpeechCodecError
-from speechcodec.files import AtomicWriter, check_not_input
+from speechcodec.files import AtomicWriter, audio_format, check_not_input
 from speechcodec.modelfile import ModelFile
 from speechcodec.postfilter import OFF, PostfilterSettings, postfilter, postfilter_alignment, postfilter_context
 
@@ -232,7 +232,8 @@ class Codec:
         raise SpeechCodecError(f"model {self.name!r} codes whole files (it looks ahead); streaming takes a "
                                "perceptual-family model, e.g. speechcodec.load('pc')")
 
-    def stream_decoder(self):
+    def stream_decoder(self, *args, **kwargs):
+        """As :meth:`stream_encoder`: only the perceptual family streams."""
         return self.stream_encoder()
 
     def encode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
@@ -269,12 +270,7 @@ class Codec:
         with open(src, "rb") as f:
             header, blocks, rate = self._decode_stream(f, sample_rate_hz, postfilter)
             with AtomicWriter(dst) as tmp:
-                fmt = sf.available_formats()
-                ext = Path(dst).suffix.lstrip(".").upper() or "WAV"
-                if ext not in fmt:
-                    raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav, .flac, .ogg or .mp3")
-                # 16-bit PCM where the format has it (wav, flac, aiff); else its own (ogg, mp3)
-                subtype = "PCM_16" if sf.check_format(ext, "PCM_16") else sf.default_subtype(ext)
+                ext, subtype = audio_format(dst)
                 bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
                            disable=not progress,
                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")

@@ -20,6 +20,17 @@ from speechcodec.errors import AudioInputError, SpeechCodecError
 STDIO = "-"  # as an input: stdin; as an output: stdout
 
 
+def audio_format(path: str | os.PathLike) -> tuple[str, str]:
+    """(soundfile format, subtype) to write decoded speech to ``path``, by its extension (none:
+    WAV): 16-bit PCM where the format has it (wav, flac, aiff), else its own (ogg, mp3)."""
+    import soundfile as sf
+
+    ext = Path(path).suffix.lstrip(".").upper() or "WAV"
+    if ext not in sf.available_formats():
+        raise AudioInputError(f"cannot write .{ext.lower()} files; use .wav, .flac, .ogg or .mp3")
+    return ext, "PCM_16" if sf.check_format(ext, "PCM_16") else sf.default_subtype(ext)
+
+
 def _mode(path: Path) -> int | None:
     try:
         return os.stat(path).st_mode  # follows symlinks

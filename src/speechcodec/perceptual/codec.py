@@ -25,7 +25,7 @@ from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual import packets
 from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands, encode_chunk
-from speechcodec.perceptual.stream import StreamDecoder, StreamEncoder
+from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
@@ -124,10 +124,10 @@ class PerceptualCodec(Codec):
         (:mod:`speechcodec.perceptual.stream`); ``bitrate`` in bps, this codec's unless given."""
         return StreamEncoder(bytes.fromhex(self.fingerprint), self.bitrate_bps if bitrate is None else bitrate)
 
-    def stream_decoder(self) -> StreamDecoder:
+    def stream_decoder(self, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB) -> StreamDecoder:
         """A live decoder: ``pull(packet)`` returns the next 320 samples, ``pull(None)`` conceals
-        a lost packet."""
-        return StreamDecoder(self, bytes.fromhex(self.fingerprint), self.threads)
+        a lost packet (``conceal``, ``decay_db``: how; the defaults were chosen on held-out speech)."""
+        return StreamDecoder(self, conceal, decay_db)
 
     def encode_packets(self, audio: np.ndarray, bitrate: int | None = None) -> list[bytes]:
         """Every packet of a stream of ``audio`` (16 kHz mono): a stream encoder fed all of it."""

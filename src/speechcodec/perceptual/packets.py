@@ -75,9 +75,7 @@ def quantise_levels(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     below = below2 = 0
     for b, want in enumerate(target):
         predicted = int(LEVEL_PROFILE[b]) + _predicted(below, below2)
-        miss = want - predicted
-        r = int(abs(miss) + 0.5 - bands.DEAD_ZONE)
-        value = max(predicted + (r if miss >= 0 else -r), _FLOOR)
+        value = bands.closed_loop_level(want, predicted, _FLOOR)
         residual[b], q[b] = value - predicted, value
         below, below2 = value - int(LEVEL_PROFILE[b]), below
     return q, residual

@@ -129,15 +129,14 @@ class StreamDecoder:
     samples. A late or repeated packet (behind the one expected) is dropped: no samples.
     """
 
-    def __init__(self, codec, fingerprint: bytes, threads: int | None = None, conceal: str = "repeat",
-                 decay_db: float = CONCEAL_DECAY_DB):
+    def __init__(self, codec, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB):
         if conceal not in CONCEALMENTS:
             raise SpeechCodecError(f"unknown concealment {conceal!r}; choose one of {', '.join(CONCEALMENTS)}")
         self.conceal, self.decay_db = conceal, float(decay_db)
         self.codec = codec
-        self._fingerprint = fingerprint
+        self._fingerprint = bytes.fromhex(codec.fingerprint)
         self._net = StreamingEnhancer(codec.enhancer)
-        self.threads = threads
+        self.threads = codec.threads
         self._tail = np.zeros(HOP)  # the second half of the last block
         self._expected: int | None = None
         self._last_input: torch.Tensor | None = None
@@ -222,8 +221,7 @@ def loopback(codec, audio: np.ndarray, bitrate_bps: int | None = None, loss: flo
     (:func:`loss_pattern`) and a stream decoder, one 20 ms frame at a time. Returns the decoded
     speech aligned with the input (the decoder's 320-sample lag removed) and what happened
     (packets, lost, bytes, the real bitrate)."""
-    enc = codec.stream_encoder(bitrate_bps)
-    dec = StreamDecoder(codec, bytes.fromhex(codec.fingerprint), codec.threads, conceal, decay_db)
+    enc, dec = codec.stream_encoder(bitrate_bps), codec.stream_decoder(conceal, decay_db)
     sent = enc.push(audio) + enc.flush()
     lost = loss_pattern(len(sent), loss, seed)
     out = np.concatenate([dec.pull(None if gone else p) for p, gone in zip(sent, lost, strict=True)])

@@ -72,15 +72,21 @@ def quantise_levels(levels: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarr
         row, below, below2 = target[t].tolist(), 0, 0
         for b in range(bands):
             predicted = prev[b] + predicted_change(below, below2)
-            miss = row[b] - predicted
-            r = int(abs(miss) + 0.5 - DEAD_ZONE)
-            r = r if miss >= 0 else -r
-            value = max(predicted + r, floor)
+            value = closed_loop_level(row[b], predicted, floor)
             residual[t, b] = value - predicted
             q[t, b] = value
             below, below2 = value - prev[b], below
         prev = q[t].tolist()
     return q, residual
+
+
+def closed_loop_level(want: float, predicted: int, floor: int) -> int:
+    """The level coded for a band that wants ``want`` (in energy steps) given its prediction:
+    the prediction plus the rounded miss, which leaves zero only beyond ``0.5 + DEAD_ZONE`` steps;
+    never below ``floor``."""
+    miss = want - predicted
+    r = int(abs(miss) + 0.5 - DEAD_ZONE)
+    return max(predicted + (r if miss >= 0 else -r), floor)
 
 
 def predicted_change(below, below2):
