@@ -76,6 +76,16 @@ def _job(job) -> dict:
         lost = loss_pattern(opus.packet_count(data), loss, seed)
         y, _ = opus.decode(data, lost)
         kbps = opus.payload_bytes(data) * 8 / (opus.packet_count(data) * 0.02) / 1000
+    elif which.startswith("textbook:"):  # the same packets through the textbook decoder (no network)
+        from speechcodec.perceptual import packets
+        from speechcodec.transform.mdct import HOP, imdct
+
+        codec = speechcodec.load(which[9:], threads=1)
+        stream = codec.encode_packets(x, bps)
+        fingerprint = bytes.fromhex(codec.fingerprint)
+        c = np.concatenate([packets.unpack(p, fingerprint)[1].coefficients for p in stream])
+        y = np.clip(imdct(c, HOP * (len(stream) - 1), HOP), -1, 1).astype(np.float32)[: len(x)]
+        kbps = sum(map(len, stream)) * 8 / (len(stream) * 0.02) / 1000
     else:
         y, stats = loopback(speechcodec.load(which, threads=1), x, bps, loss, seed)
         kbps = stats["bitrate_bps"] / 1000
@@ -108,11 +118,14 @@ def main() -> int:
         opus_bps = {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
         jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
                 for which in (args.model, f"opus:{opus_bps[bps]}") for seed, f in enumerate(files)]
+        jobs += [(f, bps, 0.0, seed, f"textbook:{args.model}")
+                 for bps in args.rates for seed, f in enumerate(files)]
         with ProcessPoolExecutor(args.workers) as pool:
             rows = list(pool.map(_job, jobs, chunksize=4))
         for r in rows:  # the nominal rate Opus was asked for stays in the CSV
             if r["codec"].startswith("opus:"):
                 r["codec"], r["opus_nominal_bps"] = "opus", int(r["codec"][5:])
+            r["codec"] = r["codec"].split(":")[0]
     where = "" if args.from_csv else f" of {args.speech}"
     print(f"{len(files)} files{where}; each packet lost with the probability given (the same "
           f"packets for both codecs); files better: how many {args.model} scores higher on\n")
@@ -134,6 +147,26 @@ def main() -> int:
             print(f"| {bps / 1000:g} | {loss:.0%} | {line['ours_kbps']:.2f} | {line['ours_pesq_wb']:.2f} | "
                   f"{line['ours_visqol']:.2f} | {line['opus_kbps']:.2f} | {line['opus_pesq_wb']:.2f} | "
                   f"{line['opus_visqol']:.2f} | {better[0]}, {better[1]} of {len(ours)} |")
+    textbook = [r for r in rows if r["codec"] == "textbook"]
+    if textbook:
+        print(f"\nno loss: {args.model} against the textbook decoder on the same packets (no network); "
+              f"files better: how many {args.model} scores higher on\n")
+        print(f"| kbps | {args.model} PESQ-WB | {args.model} ViSQOL | textbook PESQ-WB | textbook ViSQOL "
+              "| files better |")
+        print("|---|---|---|---|---|---|")
+        for bps in args.rates:
+            ours = {r["file"]: r for r in rows if r["codec"] == args.model and r["bitrate_bps"] == bps
+                    and r["loss"] == 0.0}
+            theirs = {r["file"]: r for r in textbook if r["bitrate_bps"] == bps}
+            pairs = [(ours[f], theirs[f]) for f in sorted(ours) if f in theirs]
+            if not pairs:
+                continue
+            mean = {k: [float(np.mean([p[i][k] for p in pairs])) for i in (0, 1)]
+                    for k in ("pesq_wb", "visqol")}
+            better = [sum(a[k] > b[k] for a, b in pairs) for k in ("pesq_wb", "visqol")]
+            print(f"| {bps / 1000:g} | {mean['pesq_wb'][0]:.2f} | {mean['visqol'][0]:.2f} | "
+                  f"{mean['pesq_wb'][1]:.2f} | {mean['visqol'][1]:.2f} | "
+                  f"{better[0]}, {better[1]} of {len(pairs)} |")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
