@@ -181,11 +181,66 @@ def test_training_resumes_where_it_was_stopped_and_writes_a_model_that_codes(tmp
     assert said[0] == "resuming at step 4" and said[1].startswith("step 5:") and len(said) == 3
     codec = PerceptualCodec(load_model_file(out), threads=1)
     assert codec.info["train"]["steps"] == 6 and codec.bitrate_bps == 12000
-    assert (codec.config.energy_full_step, codec.config.energy_none_step) == (-250, -100)
+    ramp = (codec.config.energy_full_step, codec.config.energy_none_step, codec.config.fill_gain16)
+    assert ramp == (-250, -100, 20)
     audio = synth_speech(1.0)
     assert codec.decode(codec.encode(audio, 16000))[0].shape == audio.shape
     with pytest.raises(TrainingError, match="other settings"):
         train_enhancer(synth_corpus, out, "mine", EnhancerTraining(width=8, res_blocks=1), work)
+
+
+def test_fine_steps_fill_the_empty_bands_louder(tmp_path):
+    """``fill_gain16``: along the energy ramp, the bands that quantised to all zeros get the
+    textbook decoder's noise fill times up to fill_gain16/16 (in proportion to the ramp's
+    weight); the other bands keep the textbook decoder's energies. Off unless set."""
+    from speechcodec.model.family import family_of
+    from speechcodec.perceptual.frames import empty_bands
+    from speechcodec.transform import bands
+
+    assert "fill_gain16" not in ModelConfig(arch="perceptual", code_channels=320).to_dict()
+    with pytest.raises(ValueError, match="fill_gain16"):
+        ModelConfig(arch="perceptual", code_channels=320, fill_gain16=0)
+    louder = PerceptualCodec(load_model_file(_model(tmp_path, name="louder", energy_full_step=1023,
+                                                    energy_none_step=1024, fill_gain16=32)))
+    assert "32/16 of the textbook decoder's noise fill" in family_of(louder.config).describe(louder.config)
+    header, chunks = read_stream(io.BytesIO(louder.at(6000).encode(synth_speech(2.0, seed=5), 16000)))
+    pieces = list(louder._decoded(header, chunks))
+    empty = empty_bands(pieces[0].symbols, pieces[0].settings.layout)
+    assert empty.any() and not empty.all()
+    edges = np.asarray(bands.LAYOUTS["bark16"])[:-1]
+    out = louder.enhance(pieces)
+    np.testing.assert_allclose(out[empty], 2 * pieces[0].coefficients[empty], rtol=1e-9)
+    filled = np.add.reduceat(empty, edges, axis=1) > 0
+    energies = [np.add.reduceat(x ** 2, edges, axis=1)[~filled] for x in (out, pieces[0].coefficients)]
+    np.testing.assert_allclose(*energies, rtol=1e-6, atol=1e-12)
+    half = PerceptualCodec(load_model_file(_model(tmp_path, name="half", energy_full_step=-300,
+                                                  energy_none_step=pieces[0].step + (pieces[0].step + 300),
+                                                  fill_gain16=32)))
+    assert half.energy_weight(pieces[0].step) == 0.5
+    np.testing.assert_allclose(half.enhance(pieces)[empty], 1.5 * pieces[0].coefficients[empty], rtol=1e-9)
+
+
+def test_a_further_round_starts_from_a_model_and_lists_3_kbps(tmp_path, synth_corpus):
+    """``init_from``: a run starts from a model's weights (a further round); ``step_high`` up to
+    3 kbps's steps lists pc-3k too; a model of another shape is refused in one line."""
+    from speechcodec.errors import TrainingError
+    from speechcodec.perceptual.train import EnhancerTraining, train_enhancer
+
+    small = dict(width=16, res_blocks=1, batch=2, crop_frames=16, bf16=False)
+    first = train_enhancer(synth_corpus, tmp_path / "a.safetensors", "a", EnhancerTraining(steps=3, **small),
+                           tmp_path / "a.work", log=lambda line: None)
+    assert load_model_file(first).info["bitrates_bps"] == [6000, 12000, 24000]
+    said = []
+    cfg = EnhancerTraining(steps=1, lr=1e-9, lr_end=1e-9, step_high=40, init_from=str(first), **small)
+    second = train_enhancer(synth_corpus, tmp_path / "b.safetensors", "b", cfg, tmp_path / "b.work",
+                            log=said.append)
+    assert said == [f"starting from {first}"]
+    assert load_model_file(second).info["bitrates_bps"] == [3000, 6000, 12000, 24000]
+    a, b = (load_model_file(m).state_dict for m in (first, second))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # one step at lr 1e-9 from its weights
+    other = EnhancerTraining(steps=1, init_from=str(first), **dict(small, width=8))
+    with pytest.raises(TrainingError, match="not a perceptual model of this shape"):
+        train_enhancer(synth_corpus, tmp_path / "c.safetensors", "c", other, tmp_path / "c.work")
 
 
 def test_a_one_rate_model_refuses_a_bitrate_beside_it(model_path_env, synth_corpus, tmp_path):

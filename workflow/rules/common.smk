@@ -158,6 +158,17 @@ def ship_setting(key):
     return SHIP[key]
 
 
+def perceptual_train_flags(wildcards):
+    """A perceptual model's training flags: its settings in `ship.perceptual`, and the installed
+    model of its name to start from with `ship.continue_installed`."""
+    settings = SHIP_PERCEPTUAL[wildcards.model]
+    flags = ["--steps", str(settings.get("steps", 60000)), "--decay-from", str(settings.get("decay_from", 40000))]
+    flags += [f"--{key.replace('_', '-')}={settings[key]}" for key in ("lr", "step_high") if key in settings]
+    if ship_setting("continue_installed"):
+        flags += ["--init-from", wildcards.model]
+    return " ".join(flags)
+
+
 def ship_train_flags(wildcards):
     """What a shipped model's training adds to its config's settings."""
     flags = []

@@ -75,14 +75,13 @@ rule ship_perceptual:
         RUN.log("ship_perceptual", "{model}"),
     params:
         data=lambda w: ship_setting("data"),
-        steps=lambda w: SHIP_PERCEPTUAL[w.model].get("steps", 60000),
-        decay_from=lambda w: SHIP_PERCEPTUAL[w.model].get("decay_from", 40000),
+        flags=perceptual_train_flags,
     threads: 1
     conda:
         "../envs/speechcodec.yaml"
     shell:
         "python -m speechcodec.perceptual.train --data {params.data} --hold-out --name {wildcards.model}"
-        " --steps {params.steps} --decay-from {params.decay_from} --out {output} > {log} 2>&1"
+        " {params.flags} --out {output} > {log} 2>&1"
 
 
 rule ship_quality:

@@ -40,7 +40,8 @@ DECODER_HEADS = ("subpixel", "istft")
 PRIOR_CONTEXTS = ("none", "previous")
 # Fields added after the first model files: written (and fingerprinted) only when not at their
 # default, so every model file made before them keeps its config and its fingerprint.
-LATER_FIELDS = {"prior_context": "none", "istft_window_frames": 4, "energy_full_step": 0, "energy_none_step": 0}
+LATER_FIELDS = {"prior_context": "none", "istft_window_frames": 4, "energy_full_step": 0, "energy_none_step": 0,
+                "fill_gain16": 16}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class ModelConfig:
     # energy_none_step (64ths of an octave), in between in proportion; equal: never
     energy_full_step: int = 0
     energy_none_step: int = 0
+    # perceptual: along the same ramp, the bands that quantised to all zeros are filled at up to
+    # fill_gain16 sixteenths of the textbook decoder's noise fill (16: as the textbook decoder)
+    fill_gain16: int = 16
 
     def __post_init__(self) -> None:
         if self.arch not in FAMILIES:

@@ -138,6 +138,8 @@ def _describe_perceptual(cfg: ModelConfig) -> str:
             f"{cfg.width} channels and {cfg.res_blocks} residual blocks; one model for every bitrate"
             + (f"; its output keeps the textbook decoder's band energies at steps below "
                f"2^({cfg.energy_none_step}/64), fully below 2^({cfg.energy_full_step}/64)"
+               + (f", and its all-zero bands filled at up to {cfg.fill_gain16}/16 of the textbook decoder's "
+                  "noise fill along the same ramp" if cfg.fill_gain16 != 16 else "")
                if cfg.energy_none_step > cfg.energy_full_step else ""))
 
 
@@ -145,6 +147,9 @@ def _check_perceptual(cfg: ModelConfig) -> None:
     if cfg.code_channels != 320 or cfg.sample_rate_hz != 16000:
         raise ValueError("arch 'perceptual' codes 320 MDCT coefficients a 20 ms frame at 16000 Hz "
                          "(code_channels 320, sample_rate_hz 16000)")
+    if not 1 <= cfg.fill_gain16 <= 64:
+        raise ValueError(f"fill_gain16 is in sixteenths of the textbook noise fill, 1 to 64, "
+                         f"got {cfg.fill_gain16}")
 
 
 register(Family(
@@ -152,7 +157,7 @@ register(Family(
     network="speechcodec.perceptual.network:Enhancer",
     samples_per_frame=lambda cfg: 320,
     describe=_describe_perceptual,
-    settings=("width", "res_blocks", "energy_full_step", "energy_none_step"),
+    settings=("width", "res_blocks", "energy_full_step", "energy_none_step", "fill_gain16"),
     check=_check_perceptual,
     summary="the textbook transform coder's stream with a network at its decoder: one model, every rate",
     codec="speechcodec.perceptual.codec:PerceptualCodec",

@@ -217,8 +217,9 @@ class PerceptualCodec(Codec):
 
     def enhance(self, pieces: list) -> np.ndarray:
         """The MDCT coefficients ``[T, 320]`` to synthesise from decoded chunks: the network's,
-        except in bands that quantised to all zeros, which keep the textbook decoder's noise fill,
-        with band energies drawn towards the textbook decoder's (:meth:`energy_weight`)."""
+        except in bands that quantised to all zeros, which keep the textbook decoder's noise fill
+        (louder at fine steps, by ``fill_gain16``), with band energies drawn towards the textbook
+        decoder's (:meth:`energy_weight`)."""
         corrected = self.corrected_units(pieces)
         out = [self.synthesis_coefficients(c, y) for c, y in zip(pieces, corrected, strict=True)]
         return np.concatenate(out) if out else np.zeros((0, HOP))
@@ -226,12 +227,17 @@ class PerceptualCodec(Codec):
     def synthesis_coefficients(self, c, y: np.ndarray) -> np.ndarray:
         """MDCT coefficients ``[T, 320]`` of a decoded chunk ``c`` from the network's corrected
         units ``y`` (:meth:`enhance`, frame by frame; a stream decoder calls it per packet)."""
-        units = np.where(empty_bands(c.symbols, c.settings.layout), c.units, y)
         weight = self.energy_weight(c.step)
+        empty = empty_bands(c.symbols, c.settings.layout)
+        textbook = c.units
+        if np.any(weight) and self.config.fill_gain16 != 16:
+            fill = 1 + (self.config.fill_gain16 / 16 - 1) * np.reshape(weight, (-1, 1))
+            textbook = np.where(empty, c.units * fill, c.units)
+        units = np.where(empty, textbook, y)
         if np.any(weight):
             edges = np.asarray(bands.LAYOUTS[c.settings.layout])
             have = np.add.reduceat(units ** 2, edges[:-1], axis=1)
-            want = np.add.reduceat(c.units ** 2, edges[:-1], axis=1)
+            want = np.add.reduceat(textbook ** 2, edges[:-1], axis=1)
             gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
             units = units * np.repeat(gain, np.diff(edges), axis=1)
         return units * _gain(c.settings, c.level_qo, c.step)

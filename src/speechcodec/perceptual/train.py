@@ -44,12 +44,14 @@ class EnhancerTraining:
     crop_frames: int = 64  # 1.28 s
     step_low: int = -374  # quantiser steps trained on, 64ths of an octave: the textbook coder's
     step_high: int = -22  # at 24 and 6 kbps on held-out speech, with a quarter octave either side
+    init_from: str = ""  # a model (name or file) of the same shape to start from: a further round
     bf16: bool = True  # bfloat16 autocast on the CPU (about twice the speed)
     seed: int = 0
     # the decoder's band-energy ramp written into the model (ModelConfig): chosen on the held-out
     # speakers (docs/history.md, 2026-12-05)
     energy_full_step: int = -250
     energy_none_step: int = -100
+    fill_gain16: int = 20  # ... and along that ramp, the noise fill up to 20/16 (chosen there, 2026-12-05)
 
     def lr_at(self, step: int) -> float:
         if step < self.decay_from:
@@ -129,11 +131,14 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
     data = analyse(files, work / "analysis.npz", workers)
     model_cfg = ModelConfig(arch="perceptual", code_channels=COEFFICIENTS, width=cfg.width,
                             res_blocks=cfg.res_blocks, energy_full_step=cfg.energy_full_step,
-                            energy_none_step=cfg.energy_none_step)
+                            energy_none_step=cfg.energy_none_step, fill_gain16=cfg.fill_gain16)
     net = Enhancer(model_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     path = work / "checkpoint.pt"
     step, seconds = 0, 0.0
+    if cfg.init_from and not path.exists():
+        _start_from(net, cfg.init_from)
+        log(f"starting from {cfg.init_from}")
     if path.exists():
         state = torch.load(path, weights_only=True)
         if _resumable(state["settings"]) != _resumable(asdict(cfg)):
@@ -158,12 +163,28 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
         raise
     save()
     seconds += time.time() - t0
-    info = {"bitrate_bps": 12000, "bitrates_bps": [6000, 12000, 24000],
+    # the rates it lists (pc-3k...): 3 kbps's steps reach about +14 on held-out speech
+    rates = [3000, 6000, 12000, 24000] if cfg.step_high >= 30 else [6000, 12000, 24000]
+    info = {"bitrate_bps": 12000, "bitrates_bps": rates,
             "description": "perceptual family: the textbook transform coder's stream, a frame-causal enhancer "
                            "at its decoder; one model for every rate",
             "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
     net.eval()
     return save_model(out, net, None, name, info)
+
+
+def _start_from(net, model: str) -> None:
+    """``net``'s weights from ``model`` (an installed model's name or a model file), which must be
+    a perceptual model of its shape."""
+    from speechcodec.modelfile import load_model_file
+    from speechcodec.registry import model_path
+
+    source = load_model_file(model_path(model))
+    shape = ("arch", "width", "res_blocks")
+    if any(getattr(source.config, k) != getattr(net.cfg, k) for k in shape):
+        raise TrainingError(f"--init-from {model} is not a perceptual model of this shape "
+                            f"({', '.join(f'{k} {getattr(net.cfg, k)}' for k in shape)})")
+    net.load_state_dict(source.build().state_dict())
 
 
 def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every: int, save) -> None:
@@ -211,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="pc", help="the model's name (default: pc)")
     parser.add_argument("--steps", type=int, default=EnhancerTraining.steps)
     parser.add_argument("--decay-from", type=int, default=EnhancerTraining.decay_from)
+    parser.add_argument("--lr", type=float, default=EnhancerTraining.lr,
+                        help="the learning rate until --decay-from")
+    parser.add_argument("--step-high", type=int, default=EnhancerTraining.step_high,
+                        help="the coarsest quantiser step trained on, 64ths of an octave "
+                             f"(default {EnhancerTraining.step_high}; about +40 takes in 3 kbps)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="start from this model (an installed name or a file; same shape): a further round")
     parser.add_argument("--hold-out", action="store_true", help="leave every tenth speaker out")
     parser.add_argument("--workers", type=int, default=1, help="processes for the analysis")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
@@ -221,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.data.is_dir():
             raise TrainingError(f"--data {args.data} is not a folder")
-        cfg = EnhancerTraining(steps=args.steps, decay_from=min(args.decay_from, args.steps))
+        cfg = EnhancerTraining(steps=args.steps, decay_from=min(args.decay_from, args.steps), lr=args.lr,
+                               step_high=args.step_high, init_from=args.init_from or "")
         files = speech_files(args.data, args.hold_out)
         out = train_enhancer(files, args.out, args.name, cfg, args.out.with_suffix(".work"), args.workers)
     except SpeechCodecError as exc:
