@@ -243,10 +243,35 @@ def rows_of(table: pd.DataFrame, path: Path) -> list[tuple[str, int | None, pd.S
     return [(name, bps, table.loc[name]) for name, bps in named if name in table.index]
 
 
+def _perceptual_round(train: dict) -> str:
+    """One training round of a perceptual model, as its card says it."""
+    start = f"from `{train['init_from']}`, " if train.get("init_from") else ""
+    held = (f"held to step {train.get('decay_from', 0):,}, then cosine" if train.get("decay_from")
+            else "cosine from the first step")
+    return (f"{start}{train.get('steps', 0):,} steps, batch {train.get('batch')} x {train.get('crop_frames')} "
+            f"frames, quantiser steps {train.get('step_low')} to {train.get('step_high')} (64ths of an "
+            "octave), "
+            f"Adam {train.get('lr')} {held} to {train.get('lr_end')}; MSE in the normalised domain (in "
+            f"quantiser steps); {'bfloat16 autocast' if train.get('bf16') else 'float32'} on one CPU thread, "
+            f"{train.get('seconds', 0) / 3600:.2f} h")
+
+
+def _perceptual_command(name: str, train: dict, i: int, count: int) -> list[str]:
+    """The ``speechcodec.perceptual.train`` command of round ``i`` (from 0) of ``count``."""
+    out = f"{name}.round{i + 1}.safetensors" if i < count - 1 else f"{name}.safetensors"
+    flags = f"--steps {train.get('steps')} --decay-from {train.get('decay_from')}"
+    if i:
+        flags += (f" --lr {train.get('lr')} --step-high {train.get('step_high')} "
+                  f"--init-from {name}.round{i}.safetensors")
+    return ["python -m speechcodec.perceptual.train --data ../shared/data/train/audio --hold-out \\",
+            f"  --name {name} {flags} --out {out}"]
+
+
 def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame, note: str) -> str:
     """The card of a perceptual-family model: one row per rate it is listed at."""
     mf = load_model_file(model_path)
     train = mf.info.get("train", {})
+    rounds = [*mf.info.get("earlier", []), train]  # the training rounds that made it, first first
     params = sum(t.numel() for t in mf.state_dict.values())
     rows = rows_of(quality, model_path)
     fast = next((speed.loc[name] for name, _, _ in rows if name in speed.index), None)
@@ -262,23 +287,22 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         "| entropy model | the textbook coder's Laplace tables, computed from integers (none learned): "
         "each coefficient's scale from its band's decoded energy and the step |",
         "| rates | any from 2 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`); each 10-s chunk's "
-        "quantiser step is chosen from the bytes; the enhancer was trained on the steps of 6 to 24 kbps |",
+        "quantiser step is chosen from the bytes; the enhancer was trained on the steps of "
+        f"{3 if train.get('step_high', -22) >= 30 else 6} to 24 kbps |",
         "| algorithmic delay | 40 ms: a 20 ms frame and the other half of the MDCT's 40 ms window; the "
         "network looks at no later frame |",
         "| streaming | `speechcodec stream-encode` / `stream-decode` / `loopback`, or `stream_encoder()` in "
         "Python: a packet per 20 ms frame at 6 to 64 kbps (none more than 3 bytes over its 20 ms at the "
         "rate), the same 40 ms of delay, lost packets concealed (README, \"Live coding\") |",
-        f"| training | {train.get('steps', 0):,} steps, batch {train.get('batch')} x "
-        f"{train.get('crop_frames')} "
-        f"frames, Adam {train.get('lr')} held to step {train.get('decay_from', 0):,}, then cosine to "
-        f"{train.get('lr_end')}; MSE in the normalised domain (in quantiser steps); "
-        f"{'bfloat16 autocast' if train.get('bf16') else 'float32'} on one CPU thread, "
-        f"{train.get('seconds', 0) / 3600:.2f} h |",
+        "| training | " + "; ".join(f"round {i}: {_perceptual_round(r)}" if len(rounds) > 1
+                                     else _perceptual_round(r) for i, r in enumerate(rounds, 1)) + " |",
         f"| training data | {train.get('files')} files of `shared/data/train` (every tenth speaker held out "
         "for validation: `speechcodec.data.held_out_speakers`) |",
     ]
-    if train.get("recipe"):  # how these weights were made, where it is not the command below
-        lines.append(f"| lineage | {train['recipe']} |")
+    recipes = [f"round {i}: {r['recipe']}" if len(rounds) > 1 else r["recipe"]
+               for i, r in enumerate(rounds, 1) if r.get("recipe")]
+    if recipes:  # how these weights were made, where it is not the commands below
+        lines.append(f"| lineage | {'; '.join(recipes)} |")
     lines.append("")
     if note:
         lines += [note, ""]
@@ -306,12 +330,11 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
                   "on one thread."]
     lines += [
         "",
-        "Retrain from the data (resumable: rerun the same command after an interruption):",
+        "Retrain from the data (resumable: rerun the same command after an interruption"
+        + ("; each round starts from the one before" if len(rounds) > 1 else "") + "):",
         "",
         "```bash",
-        "python -m speechcodec.perceptual.train --data ../shared/data/train/audio --hold-out \\",
-        f"  --name {mf.name} --steps {train.get('steps')} --decay-from {train.get('decay_from')} "
-        f"--out {mf.name}.safetensors",
+        *(line for i, r in enumerate(rounds) for line in _perceptual_command(mf.name, r, i, len(rounds))),
         "```",
         "",
         ATTRIBUTION,

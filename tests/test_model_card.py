@@ -162,3 +162,27 @@ def test_each_shipped_model_has_one_nominal_bitrate():
         else:
             assert f"| nominal bitrate | {kbps} kbps" in card, (m["name"], kbps)
         assert f"| {m['name']} | {kbps} |" in readme, (m["name"], kbps)
+
+
+def test_card_of_a_perceptual_model_shows_every_round_and_its_command(tmp_path, synth_corpus):
+    """A perceptual model continued from another (``--init-from``) lists both rounds, in order,
+    and the commands that redo them, the second starting from the first's file."""
+    from speechcodec.perceptual.train import EnhancerTraining, train_enhancer
+
+    small = dict(width=16, res_blocks=1, batch=2, crop_frames=16, bf16=False)
+    quiet = {"log": lambda line: None}
+    first = train_enhancer(synth_corpus, tmp_path / "one.safetensors", "tiny-pc",
+                           EnhancerTraining(steps=2, **small), tmp_path / "one.work", **quiet)
+    second = EnhancerTraining(steps=3, decay_from=0, lr=2e-4, step_high=40, init_from=str(first), **small)
+    model = train_enhancer(synth_corpus, tmp_path / "tiny-pc.safetensors", "tiny-pc", second,
+                           tmp_path / "two.work", **quiet)
+    earlier = load_model_file(model).info["earlier"]
+    assert len(earlier) == 1 and earlier[0]["fingerprint"] == load_model_file(first).fingerprint
+    quality, speed = _benchmarks(tmp_path, "tiny-pc-12k")
+    card = _card(model, quality, speed)
+    assert "round 1: 2 steps" in card and f"round 2: from `{first}`, 3 steps" in card
+    assert "quantiser steps -374 to 40" in card and "trained on the steps of 3 to 24 kbps" in card
+    commands = card.split("```bash")[1].split("```")[0]
+    assert "--steps 2 --decay-from 40000 --out tiny-pc.round1.safetensors" in commands
+    assert ("--lr 0.0002 --step-high 40 --init-from tiny-pc.round1.safetensors --out tiny-pc.safetensors"
+            in commands)

@@ -169,8 +169,21 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
             "description": "perceptual family: the textbook transform coder's stream, a frame-causal enhancer "
                            "at its decoder; one model for every rate",
             "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
+    if cfg.init_from:  # the rounds before this one, first first (the model card shows them all)
+        info["earlier"] = earlier_rounds(cfg.init_from)
     net.eval()
     return save_model(out, net, None, name, info)
+
+
+def earlier_rounds(model: str) -> list[dict]:
+    """The training rounds that made ``model`` (name or file), first first: each its ``train``
+    settings with the fingerprint of the model it wrote."""
+    from speechcodec.modelfile import load_model_file
+    from speechcodec.registry import model_path
+
+    source = load_model_file(model_path(model))
+    last = {**source.info.get("train", {}), "fingerprint": source.fingerprint}
+    return [*source.info.get("earlier", []), last]
 
 
 def _start_from(net, model: str) -> None:
