@@ -12,6 +12,7 @@ packets.
     .venv/bin/python benchmarks/loss.py [--rates 6000 12000 24000] [--losses 0 0.05 0.1 0.2]
                                         [--workers 2] [--csv FILE] [--plot FILE]
     .venv/bin/python benchmarks/loss.py --from-csv FILE --plot FILE   # again, without measuring
+    .venv/bin/python benchmarks/loss.py --others-from OLD.csv ...     # a new model beside the same Opus
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def _job(job) -> dict:
             "pesq_wb": pesq_wb(x, y), "visqol": visqol(x, y)}
 
 
+def _read_rows(path: str) -> list[dict]:
+    """The rows of a --csv run, numbers as numbers."""
+    with open(path, newline="") as f:
+        return [r | {k: float(r[k]) for k in ("loss", "kbps", "pesq_wb", "visqol")}
+                | {"bitrate_bps": int(r["bitrate_bps"])} for r in csv.DictReader(f)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("speech", nargs="?", type=Path, default=SPEECH, help="folder of speech")
@@ -103,11 +111,13 @@ def main() -> int:
     parser.add_argument("--csv", help="also write every file's scores as CSV")
     parser.add_argument("--plot", help="also draw PESQ-WB and ViSQOL against loss (PNG)")
     parser.add_argument("--from-csv", metavar="FILE", help="no measuring: the table and plot of a --csv run")
+    parser.add_argument("--others-from", metavar="FILE", nargs="+",
+                        help="Opus's and the textbook decoder's scores from --csv runs of the same files, "
+                             "rates and losses (neither depends on the model's network): only the model is "
+                             "measured")
     args = parser.parse_args()
     if args.from_csv:  # a table and plot again from an earlier run's scores
-        with open(args.from_csv, newline="") as f:
-            rows = [r | {k: float(r[k]) for k in ("loss", "kbps", "pesq_wb", "visqol")}
-                    | {"bitrate_bps": int(r["bitrate_bps"])} for r in csv.DictReader(f)]
+        rows = _read_rows(args.from_csv)
         args.rates = sorted({r["bitrate_bps"] for r in rows})
         args.losses = sorted({r["loss"] for r in rows})
         files = sorted({r["file"] for r in rows})
@@ -115,17 +125,28 @@ def main() -> int:
         files = sorted(str(p) for p in args.speech.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
         if not files:
             sys.exit(f"no speech under {args.speech}")
-        opus_bps = {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
+        others = []
+        if args.others_from:
+            others = [r for path in args.others_from for r in _read_rows(path)
+                      if r["codec"] in ("opus", "textbook")]
+            wanted = {(Path(f).name, bps, loss) for f in files for bps in args.rates for loss in args.losses}
+            if not wanted <= {(r["file"], r["bitrate_bps"], r["loss"]) for r in others if r["codec"] == "opus"}:
+                sys.exit(f"{' '.join(args.others_from)}: Opus was not run on these files, rates and losses")
+            others = [r for r in others if (r["file"], r["bitrate_bps"], r["loss"]) in wanted]
+        opus_bps = {} if others else {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
         jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
-                for which in (args.model, f"opus:{opus_bps[bps]}") for seed, f in enumerate(files)]
+                for which in (args.model, *(f"opus:{opus_bps[bps]}" for _ in opus_bps))
+                for seed, f in enumerate(files)]
         jobs += [(f, bps, 0.0, seed, f"textbook:{args.model}")
-                 for bps in args.rates for seed, f in enumerate(files)]
+                 for bps in args.rates for seed, f in enumerate(files)
+                 if not any(r["codec"] == "textbook" for r in others)]
         with ProcessPoolExecutor(args.workers) as pool:
             rows = list(pool.map(_job, jobs, chunksize=4))
         for r in rows:  # the nominal rate Opus was asked for stays in the CSV
             if r["codec"].startswith("opus:"):
                 r["codec"], r["opus_nominal_bps"] = "opus", int(r["codec"][5:])
             r["codec"] = r["codec"].split(":")[0]
+        rows += others
     where = "" if args.from_csv else f" of {args.speech}"
     print(f"{len(files)} files{where}; each packet lost with the probability given (the same "
           f"packets for both codecs); files better: how many {args.model} scores higher on\n")
