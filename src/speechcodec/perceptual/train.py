@@ -136,8 +136,9 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     path = work / "checkpoint.pt"
     step, seconds = 0, 0.0
-    if cfg.init_from and not path.exists():
-        _start_from(net, cfg.init_from)
+    source = _source(net, cfg.init_from) if cfg.init_from else None
+    if source and not path.exists():
+        net.load_state_dict(source.build().state_dict())
         log(f"starting from {cfg.init_from}")
     if path.exists():
         state = torch.load(path, weights_only=True)
@@ -169,26 +170,16 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
             "description": "perceptual family: the textbook transform coder's stream, a frame-causal enhancer "
                            "at its decoder; one model for every rate",
             "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
-    if cfg.init_from:  # the rounds before this one, first first (the model card shows them all)
-        info["earlier"] = earlier_rounds(cfg.init_from)
+    if source:  # the rounds before this one, first first (the model card shows them all)
+        last = {**source.info.get("train", {}), "fingerprint": source.fingerprint}
+        info["earlier"] = [*source.info.get("earlier", []), last]
     net.eval()
     return save_model(out, net, None, name, info)
 
 
-def earlier_rounds(model: str) -> list[dict]:
-    """The training rounds that made ``model`` (name or file), first first: each its ``train``
-    settings with the fingerprint of the model it wrote."""
-    from speechcodec.modelfile import load_model_file
-    from speechcodec.registry import model_path
-
-    source = load_model_file(model_path(model))
-    last = {**source.info.get("train", {}), "fingerprint": source.fingerprint}
-    return [*source.info.get("earlier", []), last]
-
-
-def _start_from(net, model: str) -> None:
-    """``net``'s weights from ``model`` (an installed model's name or a model file), which must be
-    a perceptual model of its shape."""
+def _source(net, model: str):
+    """The model file a further round starts from (an installed name or a file), which must be a
+    perceptual model of ``net``'s shape."""
     from speechcodec.modelfile import load_model_file
     from speechcodec.registry import model_path
 
@@ -197,7 +188,7 @@ def _start_from(net, model: str) -> None:
     if any(getattr(source.config, k) != getattr(net.cfg, k) for k in shape):
         raise TrainingError(f"--init-from {model} is not a perceptual model of this shape "
                             f"({', '.join(f'{k} {getattr(net.cfg, k)}' for k in shape)})")
-    net.load_state_dict(source.build().state_dict())
+    return source
 
 
 def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every: int, save) -> None:
