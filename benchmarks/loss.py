@@ -7,7 +7,8 @@ codecs: one seed per file), and the decoder, which conceals what was lost: ours
 packet; no in-band FEC), at the nominal rate whose real rate over the files is the one asked
 (libopus falls short of its nominal rate). Prints, per rate and loss, PESQ-WB and ViSQOL of
 each and how many files ours scores higher on; the real kbps of each from the bytes of its
-packets.
+packets (the codec's own: the framing a transport adds, ours or Ogg's and RTP's, is not counted
+for either; ``speechcodec info`` gives ours).
 
     .venv/bin/python benchmarks/loss.py [--rates 6000 12000 24000] [--losses 0 0.05 0.1 0.2]
                                         [--workers 2] [--csv FILE] [--plot FILE]
@@ -78,13 +79,11 @@ def _job(job) -> dict:
         y, _ = opus.decode(data, lost)
         kbps = opus.payload_bytes(data) * 8 / (opus.packet_count(data) * 0.02) / 1000
     elif which.startswith("textbook:"):  # the same packets through the textbook decoder (no network)
-        from speechcodec.perceptual import packets
         from speechcodec.transform.mdct import HOP, imdct
 
         codec = speechcodec.load(which[9:], threads=1)
         stream = codec.encode_packets(x, bps)
-        fingerprint = bytes.fromhex(codec.fingerprint)
-        c = np.concatenate([packets.unpack(p, fingerprint)[1].coefficients for p in stream])
+        c = codec.frames_of(stream).coefficients
         y = np.clip(imdct(c, HOP * (len(stream) - 1), HOP), -1, 1).astype(np.float32)[: len(x)]
         kbps = sum(map(len, stream)) * 8 / (len(stream) * 0.02) / 1000
     else:

@@ -286,14 +286,16 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
         "| entropy model | the textbook coder's Laplace tables, computed from integers (none learned): "
         "each coefficient's scale from its band's decoded energy and the step |",
-        "| rates | any from 2 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`); each 10-s chunk's "
-        "quantiser step is chosen from the bytes; the enhancer was trained on the steps of "
+        "| rates | any from 6 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`), counted over its "
+        "packets as Opus counts its own; each 20 ms packet's quantiser step is set by a causal, constrained "
+        "VBR rate control (`--cbr`: constant); the enhancer was trained on the steps of "
         f"{3 if train.get('step_high', -22) >= 30 else 6} to 24 kbps |",
         "| algorithmic delay | 40 ms: a 20 ms frame and the other half of the MDCT's 40 ms window; the "
         "network looks at no later frame |",
-        "| streaming | `speechcodec stream-encode` / `stream-decode` / `loopback`, or `stream_encoder()` in "
-        "Python: a packet per 20 ms frame at 6 to 64 kbps (none more than 3 bytes over its 20 ms at the "
-        "rate), the same 40 ms of delay, lost packets concealed (README, \"Live coding\") |",
+        "| streaming | one packet format for calls and files: `speechcodec stream-encode` / `stream-decode` / "
+        "`loopback`, or `stream_encoder()` in Python, a packet per 20 ms frame (no packet over 3 times the "
+        "mean, no second over 5 % above the rate), the same 40 ms of delay, lost packets concealed; "
+        "`speechcodec decode` of a file gives what a call plays (README, \"Live coding\") |",
         "| training | " + "; ".join(f"round {i}: {_perceptual_round(r)}" if len(rounds) > 1
                                      else _perceptual_round(r) for i, r in enumerate(rounds, 1)) + " |",
         f"| training data | {train.get('files')} files of `shared/data/train` (every tenth speaker held out "

@@ -10,13 +10,16 @@ scores are on the first file of each, cut to 8 s.
                fitted on the training speakers
     conceal    PESQ-WB and ViSQOL of each concealment at --loss (default 10 %), and the stream
                at no loss beside the file coder at the same rate
-    vbr        packets at one step for the whole file (the size of each free, the mean at the
-               rate) against the shipped rate control (each packet within its 20 ms of bytes)
+    inter      bits a frame of a packet's band energies, intra only or predicted from the frame
+               before as well with an intra packet every N, for several predictors
+    vbr        rate controls: CBR against VBR of several spreads and gains (mean and worst second
+               against the rate asked, the largest packet, PESQ-WB, ViSQOL, files better)
 
     .venv/bin/python scripts/premise_stream.py energies
     .venv/bin/python scripts/premise_stream.py conceal --kbps 12 --loss 0.1 --workers 2
     .venv/bin/python scripts/premise_stream.py conceal --options repeat@3,repeat@1.5,repeat@6,repeat@0
-    .venv/bin/python scripts/premise_stream.py vbr --kbps 12
+    .venv/bin/python scripts/premise_stream.py inter
+    .venv/bin/python scripts/premise_stream.py vbr --rates 6,12,24 --options cbr,vbr@16/0.5,vbr@8/0.5
 
 The numbers: docs/history.md ("issue 35, streaming").
 """
@@ -105,6 +108,55 @@ def energies(args) -> None:
             print(f"\nper-band scales {scales.tolist()}  (shipped: {packets.RESIDUAL_SCALES.tolist()})")
 
 
+def _packet_residuals(levels: np.ndarray, interval: int) -> tuple[np.ndarray, np.ndarray]:
+    """The residuals of a file's frames as packets code them (intra every ``interval``), and
+    which frames are intra."""
+    from speechcodec.perceptual import packets
+
+    res, intra, previous = [], [], None
+    for t, row in enumerate(levels):
+        first = t % interval == 0
+        q, r = packets.quantise_levels(row, None if first else previous)
+        res.append(r)
+        intra.append(first)
+        previous = q
+    return np.array(res), np.array(intra)
+
+
+def inter(args) -> None:
+    """Bits a frame of a packet's band energies: intra only, or inter (predicted from the frame
+    before as well) with an intra packet every N, for several predictors; each predictor's
+    per-band Laplace scales fitted on training speakers."""
+    from speechcodec.perceptual import packets
+    from speechcodec.transform import bands
+    from speechcodec.transform.laplace import TABLES
+
+    train, held = split_speakers(args.speech)
+    fit = [_levels(sorted(s.glob("*.flac"))[0]) for s in train[:: max(1, len(train) // 40)]]
+    test = [_levels(sorted(s.glob("*.flac"))[0]) for s in held]
+    frames = sum(len(t) for t in test)
+    print(f"fitted on {sum(map(len, fit))} frames of {len(fit)} training speakers; held-out: {len(held)} "
+          f"speakers, {frames} frames\n")
+    print("| inter prediction (eighths: previous frame / band below / the next below) | intra every "
+          "| bits a frame | kbps | scales |")
+    print("|---|---|---|---|---|")
+    shipped = (packets.INTER_PREVIOUS8, packets.INTER_BELOW8, packets.INTER_BELOW2_8)
+    for option in args.options.split(","):
+        packets.INTER_PREVIOUS8, packets.INTER_BELOW8, packets.INTER_BELOW2_8 = map(int, option.split("/"))
+        pooled = np.concatenate([_packet_residuals(lv, 10 ** 9)[0][1:] for lv in fit])
+        scales = np.array([bands.residual_scale(pooled[:, b]) for b in range(pooled.shape[1])])
+        for interval in (1, 4, 8, 16):
+            bits = 0.0
+            for lv in test:
+                r, intra = _packet_residuals(lv, interval)
+                bits += TABLES.bits(r[intra], np.broadcast_to(packets.RESIDUAL_SCALES, r[intra].shape))
+                bits += TABLES.bits(r[~intra], np.broadcast_to(scales, r[~intra].shape))
+            name = "none (intra only)" if interval == 1 else option
+            print(f"| {name} | {interval} | {bits / frames:.1f} | {bits / frames * 0.05:.2f} | "
+                  f"{scales.tolist() if interval > 1 else ''} |")
+    packets.INTER_PREVIOUS8, packets.INTER_BELOW8, packets.INTER_BELOW2_8 = shipped
+
+
 def _score(job):
     path, kbps, loss, seed, conceal = job
     import soundfile as sf
@@ -159,67 +211,95 @@ def conceal(args) -> None:
 
 
 def _vbr_job(job):
-    path, kbps = job
+    path, kbps, variant = job
     import soundfile as sf
     import torch
 
     import speechcodec
     from speechcodec.metrics import pesq_wb, visqol
-    from speechcodec.perceptual import packets
-    from speechcodec.perceptual.stream import packet_budget_bytes
-    from speechcodec.transform.mdct import odft
+    from speechcodec.perceptual.stream import WINDOW_PACKETS, RateControl
 
     torch.set_num_threads(1)
     codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
-    fingerprint = bytes.fromhex(codec.fingerprint)
     x, _ = sf.read(path, dtype="float32")
     x = x[: int(MAX_S * 16000)]
-    frames = [packets.analyse(s) for s in odft(x)]
-    budget = packet_budget_bytes(kbps * 1000)
+    enc = codec.stream_encoder(kbps * 1000, cbr=variant == "cbr")
+    if variant.startswith("vbr"):  # vbr@SPREAD/GAIN[/FLOOR[/WINDOW]]: see RateControl
+        spread, gain, *more = variant[4:].split("/")
+        enc.rate = RateControl(kbps * 1000, False, int(spread))
+        enc.rate.gain = float(gain)
+        if more:
+            enc.rate.floor_ratio = float(more[0])
+        if len(more) > 1:
+            enc.rate.window_ratio = float(more[1])
+    stream = enc.push(x) + enc.flush()
+    sizes = np.array([len(p) for p in stream])
+    y = codec.decode_packets(stream)[: len(x)]
+    mean = kbps * 1000 * 0.02 / 8
+    window = np.convolve(sizes, np.ones(WINDOW_PACKETS), "valid").max() / (WINDOW_PACKETS * mean)
+    return sizes.mean() / mean, window, sizes.max(), pesq_wb(x, y), visqol(x, y)
 
-    def at(code):
-        return [packets.pack(i, code, packets.payload_at(a, code), fingerprint) for i, a in enumerate(frames)]
 
-    low, high = 0, packets.CODES - 1  # the finest code whose mean packet fits the rate
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if np.mean([len(p) for p in at(mid)]) > budget else (low, mid)
-    rows = []
-    for stream in (at(high), codec.encode_packets(x)):
-        sizes = [len(p) for p in stream]
-        y = codec.decode_packets(stream)[: len(x)]
-        rows.append((np.mean(sizes), max(sizes), pesq_wb(x, y), visqol(x, y)))
-    return rows
+def _save_rows(path, kbps, variants, files, got) -> None:
+    """Per-file scores beside the table (``--csv``), appended: kbps, variant, file and the five."""
+    import csv
+
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as f:
+        out = csv.writer(f)
+        if new:
+            out.writerow(["kbps", "variant", "file", "mean_ratio", "worst_second_ratio", "largest_bytes",
+                          "pesq_wb", "visqol"])
+        for k, name in enumerate(variants):
+            for i, file in enumerate(files):
+                out.writerow([kbps, name, Path(file).name, *[round(float(v), 4) for v in got[k, i]]])
 
 
 def vbr(args) -> None:
+    """Rate controls on held-out speakers: CBR (each packet within its 20 ms of bytes) against
+    VBR with a spread (how far a packet's step may leave the CBR step) and a gain (how fast the
+    step follows the bytes)."""
     _, held = split_speakers(args.speech)
-    files = [str(sorted(s.glob("*.flac"))[0]) for s in held]
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = np.array(list(pool.map(_vbr_job, [(f, args.kbps) for f in files])))  # [file, way, 4]
-    print(f"\n{len(files)} held-out files, {MAX_S:g} s, {args.kbps} kbps\n")
-    print("| packets | mean bytes | largest | PESQ-WB | ViSQOL | files better than per-packet |")
-    print("|---|---|---|---|---|---|")
-    for k, name in enumerate(("one step a file (free sizes)", "per packet, within 20 ms of bytes (shipped)")):
-        better = ((results[:, k, 2] > results[:, 1, 2]).sum(), (results[:, k, 3] > results[:, 1, 3]).sum())
-        print(f"| {name} | {results[:, k, 0].mean():.1f} | {results[:, k, 1].max():.0f} | "
-              f"{results[:, k, 2].mean():.3f} | {results[:, k, 3].mean():.3f} | {better[0]}, {better[1]} |")
+    files = [str(sorted(s.glob("*.flac"))[0]) for s in held][: args.files]
+    variants = args.options.split(",")
+    for kbps in [int(k) for k in args.rates.split(",")]:
+        jobs = [(f, kbps, v) for v in variants for f in files]
+        with ProcessPoolExecutor(args.workers) as pool:
+            got = np.array(list(pool.map(_vbr_job, jobs))).reshape(len(variants), len(files), 5)
+        if args.csv:
+            _save_rows(args.csv, kbps, variants, files, got)
+        print(f"\n{len(files)} held-out files, {MAX_S:g} s, {kbps} kbps; files better than {variants[0]} "
+              "(PESQ-WB, ViSQOL)\n")
+        print("| rate control | mean / asked (worst file) | worst second / asked | largest packet | PESQ-WB | "
+              "ViSQOL | files better |")
+        print("|---|---|---|---|---|---|---|")
+        for k, name in enumerate(variants):
+            r = got[k]
+            better = ((r[:, 3] > got[0][:, 3]).sum(), (r[:, 4] > got[0][:, 4]).sum())
+            worst = r[np.argmax(np.abs(r[:, 0] - 1)), 0]
+            print(f"| {name} | {r[:, 0].mean():.3f} ({worst:.3f}) | {r[:, 1].max():.3f} | "
+                  f"{r[:, 2].max():.0f} | "
+                  f"{r[:, 3].mean():.3f} | {r[:, 4].mean():.3f} | {better[0]}, {better[1]} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("energies", "conceal", "vbr"))
+    parser.add_argument("command", choices=("energies", "inter", "conceal", "vbr"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--kbps", type=int, default=12)
+    parser.add_argument("--rates", default="6,12,24", help="kbps, for vbr")
+    parser.add_argument("--files", type=int, default=None, help="vbr: the first N held-out files only")
+    parser.add_argument("--csv", type=Path, help="vbr: append every file's scores to this CSV")
     parser.add_argument("--loss", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lossy-only", action="store_true", help="no rows without loss")
     parser.add_argument("--options", default="shape,noise,repeat,silence,opus",
-                        help="concealments to compare (NAME or NAME@DB: its fade a frame), and opus")
+                        help="conceal: concealments to compare (NAME or NAME@DB: its fade a frame), and opus; "
+                             "inter: predictors P/B/B2 (eighths); vbr: cbr and vbr@SPREAD/GAIN")
     args = parser.parse_args()
     if not args.speech.is_dir():
         sys.exit(f"no training speech at {args.speech}: pass --speech")
-    {"energies": energies, "conceal": conceal, "vbr": vbr}[args.command](args)
+    {"energies": energies, "inter": inter, "conceal": conceal, "vbr": vbr}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,9 @@
-"""The perceptual family: the textbook coder's frames in the container, decoded through a network."""
+"""The perceptual family: the textbook coder's frames in packets, decoded through a network."""
 
 from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,16 +11,18 @@ import torch
 
 import speechcodec
 from conftest import run_cli, synth_speech
-from speechcodec.baselines.transform import TransformCodec, decode_symbols, dequantise
-from speechcodec.bitstream import read_stream
-from speechcodec.errors import BitstreamError, ChecksumError, ModelError, TruncatedBitstreamError
+from speechcodec.bitstream import pipe
+from speechcodec.errors import BitstreamError, ModelError, TruncatedBitstreamError
 from speechcodec.model.config import ModelConfig
 from speechcodec.modelfile import load_model_file, save_model
+from speechcodec.perceptual import packets
 from speechcodec.perceptual.codec import PerceptualCodec
+from speechcodec.perceptual.frames import DecodedChunk
 from speechcodec.perceptual.network import Enhancer
-from speechcodec.transform.mdct import HOP, imdct
+from speechcodec.transform.mdct import HOP, imdct, odft
 
 RATES = [6000, 12000, 24000]
+FILL_CODE = 150  # a step at which this sound leaves some bands empty, not all
 
 
 def _model(folder, name="tiny-pc", identity=False, seed=0, **config) -> object:
@@ -39,40 +39,55 @@ def pc(tmp_path_factory):
     return PerceptualCodec(load_model_file(_model(tmp_path_factory.mktemp("pc"))), threads=1)
 
 
+def _packets_at(audio: np.ndarray, code: int) -> list[bytes]:
+    """Packets of ``audio`` all at one step code (no rate control), intra as the encoder puts them."""
+    out, levels = [], None
+    for t, spectrum in enumerate(odft(audio)):
+        a = packets.analyse(spectrum, None if t % packets.INTRA_INTERVAL == 0 else levels)
+        levels = a.levels
+        out.append(packets.payload_at(a, code))
+    return out
+
+
+def _pieces(chunk, parts: int) -> list:
+    """A DecodedChunk of many frames cut into ``parts`` runs of frames."""
+    cuts = np.linspace(0, len(chunk.symbols), parts + 1).astype(int)
+    names = ("step", "symbols", "level_qo", "coefficients", "units", "band_levels_qo")
+    return [DecodedChunk(chunk.settings, *(getattr(chunk, n)[a:b] for n in names))
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
 @pytest.mark.parametrize("bps", RATES)
 def test_one_model_meets_every_rate_from_the_bytes(pc, bps):
+    """The rate counts the packets (the framing apart): at most the rate asked, and near it
+    (this speech-like sound pauses, and a pause takes what it needs)."""
     audio = synth_speech(4.0, seed=3)
     data = pc.at(bps).encode(audio, 16000)
-    assert abs(len(data) * 8 / 4.0 / bps - 1) < 0.03
-    header, _ = read_stream(io.BytesIO(data))
-    assert header.bitrate_bps == bps and header.model == "tiny-pc"
+    assert 0.8 < pc.payload_bytes(data) * 8 / 4.0 / bps <= 1.01
+    header = pipe.read_header(io.BytesIO(data))
+    assert header.bitrate_bps == bps and header.model == "tiny-pc" and header.num_samples == len(audio)
     assert pc.at(bps).name == f"tiny-pc-{bps // 1000}k"
     decoded, rate = pc.decode(data)
     assert rate == 16000 and decoded.shape == audio.shape and np.isfinite(decoded).all()
 
 
 def test_with_the_identity_network_it_is_the_textbook_decoder(tmp_path):
-    """A network that changes nothing gives the textbook coder's output at the chunk's step, to
-    the bit: the family is the textbook stream plus the network, nothing else."""
+    """A network that changes nothing gives the textbook decoder's output on the same packets, to
+    the bit: the family is the textbook frames plus the network, nothing else."""
     codec = PerceptualCodec(load_model_file(_model(tmp_path, identity=True)), threads=1)
     audio = synth_speech(2.0, seed=1)
     data = codec.encode(audio, 16000)
-    header, chunks = read_stream(io.BytesIO(data))
-    (chunk,) = list(chunks)
-    step = struct.unpack_from("<h", chunk.payload)[0]
-    textbook = TransformCodec(12000)
-    settings, symbols, level_qo, _, samples = decode_symbols(textbook.encode_at(textbook.analyse(audio), step))
-    expected = np.clip(imdct(dequantise(settings, symbols, level_qo, step), samples, HOP), -1, 1)
+    textbook = codec.frames_of(data)
+    expected = np.clip(imdct(textbook.coefficients, len(audio), HOP), -1, 1)
     np.testing.assert_allclose(codec.decode(data)[0], expected, atol=1e-6)
 
 
 def test_chunked_decoding_is_the_network_over_the_whole_signal(tmp_path):
-    """Each chunk runs with the frames before it as context: what one run over every frame gives."""
-    codec = PerceptualCodec(load_model_file(_model(tmp_path)), chunk_s=0.5, threads=1)
-    data = codec.encode(synth_speech(3.0, seed=2), 16000)
-    header, chunks = read_stream(io.BytesIO(data))
-    pieces = list(codec._decoded(header, chunks))
-    assert len(pieces) == 6 and len({p.step for p in pieces}) > 1  # each chunk its own step
+    """Each run of frames goes through the network with the frames before it as context: what one
+    run over every frame gives."""
+    codec = PerceptualCodec(load_model_file(_model(tmp_path)), threads=1)
+    pieces = _pieces(codec.frames_of(codec.encode(synth_speech(3.0, seed=2), 16000)), 6)
+    assert len({int(s) for s in np.concatenate([p.step for p in pieces]).ravel()}) > 1  # a step a frame
     chunked = np.concatenate(codec.corrected_units(pieces))
     whole = codec.run_network(np.concatenate([codec.network_input(p) for p in pieces]))
     np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-5)
@@ -82,7 +97,7 @@ def test_chunked_decoding_is_the_network_over_the_whole_signal(tmp_path):
 def test_the_network_changes_the_output_and_sees_no_later_frame(pc):
     audio = synth_speech(2.0, seed=4)
     data = pc.encode(audio, 16000)
-    textbook = next(pc._chunks_of(data))
+    textbook = pc.frames_of(data)
     plain = np.clip(imdct(textbook.coefficients, len(audio), HOP), -1, 1)
     assert np.abs(pc.decode(data)[0] - plain).max() > 1e-4
     t = torch.randn(1, 657, 40)
@@ -94,25 +109,32 @@ def test_the_network_changes_the_output_and_sees_no_later_frame(pc):
     torch.testing.assert_close(full[..., :25], cut[..., :25])
 
 
-def test_damaged_cut_and_forged_streams_fail_in_one_line(pc):
-    data = bytearray(pc.encode(synth_speech(1.0), 16000))
-    for bad, error in ((data[:-20], TruncatedBitstreamError), (data[:70], TruncatedBitstreamError)):
-        with pytest.raises(error):
+def test_cut_damaged_and_forged_files(pc):
+    """A cut file fails in one line; a damaged page (its CRC fails) is concealed; a page forged
+    with its CRC recomputed decodes to bounded, finite audio; a damaged header fails."""
+    data = bytearray(pc.encode(synth_speech(2.0), 16000))
+    for bad in (data[:-20], data[:70]):
+        with pytest.raises(TruncatedBitstreamError):
             pc.decode(bytes(bad))
     flipped = bytearray(data)
     flipped[-30] ^= 0x40
-    with pytest.raises(ChecksumError):
-        pc.decode(bytes(flipped))
-    # a chunk whose CRC is right but whose step no encoder writes
-    header, chunks = read_stream(io.BytesIO(bytes(data)))
-    chunk = next(chunks)
-    at = chunk.offset + 8
-    forged = bytearray(data)
-    forged[at:at + 2] = struct.pack("<h", 30000)
-    record = bytes(forged[chunk.offset: at + len(chunk.payload)])
-    forged[at + len(chunk.payload): at + len(chunk.payload) + 4] = struct.pack("<I", zlib.crc32(record))
-    with pytest.raises(BitstreamError, match="values no encoder writes"):
-        pc.decode(bytes(forged))
+    y, _ = pc.decode(bytes(flipped))
+    assert len(y) == 32000 and pc.last_decode["damaged_pages"] == 1
+    head = bytearray(data)
+    head[12] ^= 0x01
+    with pytest.raises(BitstreamError, match="header is damaged"):
+        pc.decode(bytes(head))
+    # the second page's packets replaced by noise, its CRC made right: decoded, never out of range
+    src = io.BytesIO(bytes(data))
+    pipe.read_header(src)
+    first = len(data) - len(src.read()) + len(pipe.page_bytes(0, pc.packets_of(bytes(data))[:50]))
+    rng = np.random.default_rng(0)
+    packets_ = pc.packets_of(bytes(data))
+    forged = [rng.integers(0, 256, len(p), dtype=np.uint8).tobytes() or b"x" for p in packets_[50:100]]
+    page = pipe.page_bytes(50, forged)
+    forged_data = bytes(data[:first]) + page + bytes(data[first + len(page):])
+    y, _ = pc.decode(forged_data)
+    assert np.isfinite(y).all() and np.abs(y).max() <= 1.0 and pc.last_decode["damaged_pages"] == 0
 
 
 def test_a_perceptual_model_file_holds_no_tables(tmp_path):
@@ -150,11 +172,16 @@ def test_cli_codes_a_perceptual_model_at_the_rate_asked(tmp_path, synth_corpus):
     out = tmp_path / "speech.spcd"
     result = run_cli("encode", synth_corpus[0], out, "--model", "tiny-pc", "--bitrate", "9k", env=env)
     assert result.returncode == 0, result.stderr
-    assert abs(out.stat().st_size * 8 / 3.0 / 9000 - 1) < 0.03
+    assert "kbps of packets" in result.stderr and "bytes of framing" in result.stderr
     result = run_cli("decode", out, tmp_path / "back.wav", env=env)
     assert result.returncode == 0, result.stderr
     info = run_cli("info", out, "--json", env=env)
-    assert info.returncode == 0 and json.loads(info.stdout)["bitrate_asked_kbps"] == 9.0
+    facts = json.loads(info.stdout)
+    assert info.returncode == 0 and facts["bitrate_asked_kbps"] == 9.0 and facts["rate_control"] == "vbr"
+    assert 0.8 < facts["bitrate_kbps"] / 9 <= 1.01 and facts["framing_kbps"] > 0
+    cbr = run_cli("encode", synth_corpus[0], out, "--model", "tiny-pc", "--bitrate", "9k", "--cbr", env=env)
+    assert cbr.returncode == 0, cbr.stderr
+    assert json.loads(run_cli("info", out, "--json", env=env).stdout)["rate_control"] == "cbr"
     listed = run_cli("models", env=env).stdout
     assert "tiny-pc-6k" in listed and "perceptual" in listed
     sc = run_cli("encode", synth_corpus[0], tmp_path / "x.spcd", "--model", "tiny-pc-6k", "--bitrate", "1k",
@@ -203,8 +230,7 @@ def test_fine_steps_fill_the_empty_bands_louder(tmp_path):
     louder = PerceptualCodec(load_model_file(_model(tmp_path, name="louder", energy_full_step=1023,
                                                     energy_none_step=1024, fill_gain16=32)))
     assert "32/16 of the textbook decoder's noise fill" in family_of(louder.config).describe(louder.config)
-    header, chunks = read_stream(io.BytesIO(louder.at(6000).encode(synth_speech(2.0, seed=5), 16000)))
-    pieces = list(louder._decoded(header, chunks))
+    pieces = [louder.frames_of(_packets_at(synth_speech(2.0, seed=5), FILL_CODE))]
     empty = empty_bands(pieces[0].symbols, pieces[0].settings.layout)
     assert empty.any() and not empty.all()
     edges = np.asarray(bands.LAYOUTS["bark16"])[:-1]
@@ -213,10 +239,10 @@ def test_fine_steps_fill_the_empty_bands_louder(tmp_path):
     filled = np.add.reduceat(empty, edges, axis=1) > 0
     energies = [np.add.reduceat(x ** 2, edges, axis=1)[~filled] for x in (out, pieces[0].coefficients)]
     np.testing.assert_allclose(*energies, rtol=1e-6, atol=1e-12)
+    step = packets.step_of(FILL_CODE)
     half = PerceptualCodec(load_model_file(_model(tmp_path, name="half", energy_full_step=-300,
-                                                  energy_none_step=pieces[0].step + (pieces[0].step + 300),
-                                                  fill_gain16=32)))
-    assert half.energy_weight(pieces[0].step) == 0.5
+                                                  energy_none_step=step + (step + 300), fill_gain16=32)))
+    assert half.energy_weight(step) == 0.5
     np.testing.assert_allclose(half.enhance(pieces)[empty], 1.5 * pieces[0].coefficients[empty], rtol=1e-9)
 
 
@@ -259,8 +285,7 @@ def test_fine_steps_keep_the_textbook_decoders_band_energies(tmp_path):
     assert [codec.energy_weight(s) for s in (-400, -300, -200, -100, 0)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     always = PerceptualCodec(load_model_file(_model(tmp_path, name="always", energy_full_step=1023,
                                                     energy_none_step=1024)))
-    header, chunks = read_stream(io.BytesIO(always.encode(synth_speech(2.0, seed=5), 16000)))
-    pieces = list(always._decoded(header, chunks))
+    pieces = [always.frames_of(always.encode(synth_speech(2.0, seed=5), 16000))]
     edges = np.asarray(bands.LAYOUTS["bark16"])[:-1]
     kept = np.add.reduceat(always.enhance(pieces) ** 2, edges, axis=1)
     textbook = np.add.reduceat(pieces[0].coefficients ** 2, edges, axis=1)

@@ -79,12 +79,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
             raise SpeechCodecError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps): drop "
                                    "--bitrate, or drop --model to pick the installed model nearest it")
         codec = codec.at(bitrate_bps(args.bitrate))
+    if args.cbr:
+        if not hasattr(codec, "at"):
+            raise SpeechCodecError(f"--cbr is the perceptual family's (model {codec.name!r} codes whole files)")
+        codec = codec.at(codec.bitrate_bps, cbr=True)
     with regular_input(args.input) as src:
         stats = codec.encode_file(src, args.output, progress=_progress_wanted(args))
     if not args.quiet:
-        clipped = f", {stats.clipped_symbols} symbols clipped" if stats.clipped_symbols else ""
+        what = "symbols" if stats.payload_bytes is None else "samples beyond full scale"
+        clipped = f", {stats.clipped_symbols} {what} clipped" if stats.clipped_symbols else ""
+        framing = "" if stats.payload_bytes is None else \
+            f" of packets, {stats.num_bytes - stats.payload_bytes} bytes of framing"
         print(f"{_shown(args.output)}: {stats.duration_s:.2f} s with {codec.name} -> {stats.num_bytes} bytes, "
-              f"{stats.bitrate_bps / 1000:.2f} kbps{clipped}", file=sys.stderr)
+              f"{stats.payload_bitrate_bps / 1000:.2f} kbps{framing}{clipped}", file=sys.stderr)
     return 0
 
 
@@ -101,14 +108,13 @@ def _read_header(path: str):
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    import speechcodec
     from speechcodec.files import regular_input
 
     with regular_input(args.input) as src:
-        if _magic(src) == b"SCPK":  # a saved packet stream (stream-encode > FILE)
+        if _magic(src) == b"SCPK":  # the perceptual family's packets (a file, or a saved stream)
             return _decode_packet_stream(args, src)
         header = _read_header(src)
-        codec = speechcodec.load(args.model or header.model, threads=_threads(args))
+        codec = _codec_named(args, header.model)
         codec.decode_file(src, args.output, sample_rate_hz=args.sample_rate,
                           progress=_progress_wanted(args), postfilter=_postfilter_spec(args.postfilter))
     if not args.quiet:
@@ -116,6 +122,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"{_shown(args.output)}: {header.duration_s:.2f} s at {rate} Hz from {header.model}",
               file=sys.stderr)
     return 0
+
+
+def _codec_named(args: argparse.Namespace, named: str):
+    """The model a stream names (an installed model's name, never a path), unless --model (the
+    local user's choice: a name or a model file)."""
+    import speechcodec
+    from speechcodec.registry import load_named
+
+    if args.model:
+        return speechcodec.load(args.model, threads=_threads(args))
+    return load_named(named, threads=_threads(args))
 
 
 def _magic(path: Path) -> bytes:
@@ -127,36 +144,22 @@ def _magic(path: Path) -> bytes:
 
 
 def _decode_packet_stream(args: argparse.Namespace, src: Path) -> int:
-    """``speechcodec decode`` of a saved packet stream (``stream-encode > FILE``): as the file
-    decoder decodes (one network pass, one inverse MDCT) when no packet is missing, else frame by
-    frame with the lost ones concealed, as the far end of the link heard it."""
-    import numpy as np
-    import soundfile as sf
-    import soxr
+    """``speechcodec decode`` of packets (a perceptual ``.spcd`` file, or ``stream-encode > FILE``):
+    every packet at once, the lost and damaged ones concealed as ``stream-decode`` conceals them,
+    so the audio is what the far end of a call heard (without the decoder's 20 ms lag)."""
+    from speechcodec.bitstream.pipe import read_header
 
-    from speechcodec.bitstream.pipe import read_header, read_packets
-    from speechcodec.files import AtomicWriter, audio_format, check_not_input
-
-    check_not_input(src, args.output)
     with open(src, "rb") as f:
         header = read_header(f)
-        stream = list(read_packets(f))
-    codec = _stream_codec(args, args.model or header.model, made=header)
-    if all(p is not None for p in stream):
-        audio = codec.decode_packets(stream)
-    else:
-        dec, lag = codec.stream_decoder(), codec.samples_per_frame  # as heard, less the decoder's lag
-        audio = np.concatenate([dec.pull(p) for p in stream] or [np.zeros(0, np.float32)])[lag:]
-    rate = args.sample_rate or 16000
-    if rate != 16000:
-        audio = soxr.resample(audio, 16000, rate)
-    with AtomicWriter(args.output) as tmp:
-        ext, subtype = audio_format(args.output)
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, subtype=subtype, format=ext)
+    codec = _stream_codec(args, header.model, made=header)
+    codec.decode_file(src, args.output, sample_rate_hz=args.sample_rate, progress=_progress_wanted(args))
     if not args.quiet:
-        lost = sum(p is None for p in stream)
-        print(f"{_shown(args.output)}: {len(audio) / rate:.2f} s at {rate} Hz from {len(stream)} packets of "
-              f"{header.model} ({lost} lost)", file=sys.stderr)
+        done = codec.last_decode
+        rate = args.sample_rate or header.source_sample_rate_hz or 16000
+        missing = done["lost"] + done["damaged"]
+        seconds = done["packets"] * 0.02
+        print(f"{_shown(args.output)}: {seconds:.2f} s of {done['packets']} packets at {rate} Hz from "
+              f"{header.model} ({missing} lost or damaged, concealed)", file=sys.stderr)
     return 0
 
 
@@ -222,30 +225,43 @@ def _print_facts(facts: dict, as_json: bool) -> int:
 
 
 def _packet_stream_facts(f, shown: str, size: int) -> dict:
-    """What ``speechcodec info`` says of a packet stream (``stream-encode``'s output); reads
-    every packet's length (a packet's own check byte is for the decoder)."""
-    from speechcodec.bitstream.pipe import read_header, read_packets
-    from speechcodec.perceptual.stream import ALGORITHMIC_DELAY_MS, FRAME_MS
+    """What ``speechcodec info`` says of packets (a perceptual file or a saved live stream):
+    reads every page (checks every CRC). The bitrate counts the packets, as Opus's does; the
+    framing's bytes (header, page heads, CRCs) are given apart."""
+    from speechcodec.bitstream.pipe import Sequencer, read_header, read_pages
+    from speechcodec.perceptual.stream import ALGORITHMIC_DELAY_MS, FRAME_MS, largest_packet_bytes
 
     header = read_header(f)
-    sizes = [len(p) if p is not None else None for p in read_packets(f)]
-    sent = [n for n in sizes if n is not None]
-    seconds = len(sizes) * FRAME_MS / 1000
-    return {
+    sequencer = Sequencer()
+    stream = list(sequencer.packets(read_pages(f)))
+    sent = [len(p) for p in stream if p is not None]
+    seconds = len(stream) * FRAME_MS / 1000
+    payload = sum(sent)
+    facts = {
         "file": shown,
-        "kind": "packet stream (speechcodec stream-encode)",
+        "kind": "packets (speechcodec encode, or stream-encode)",
         "model": header.model,
         "fingerprint": header.fingerprint,
         "bitrate_asked_kbps": header.bitrate_bps / 1000,
-        "packets": len(sizes),
-        "packets_lost": len(sizes) - len(sent),
-        "duration_s": round(seconds, 3),
+        "rate_control": "cbr" if header.cbr else "vbr",
+        "packets": len(stream),
+        "packets_lost": len(stream) - len(sent),
+        "pages_damaged": sequencer.damaged_pages,
+        "duration_s": round(header.duration_s if header.duration_s is not None else seconds, 3),
         "num_bytes": size,
-        "bitrate_kbps": round(sum(sent) * 8 / seconds / 1000, 3) if seconds else 0.0,
+        "payload_bytes": payload,
+        "bitrate_kbps": round(payload * 8 / seconds / 1000, 3) if seconds else 0.0,
+        "framing_bytes": size - payload,
+        "framing_kbps": round((size - payload) * 8 / seconds / 1000, 3) if seconds else 0.0,
         "largest_packet_bytes": max(sent, default=0),
+        "largest_packet_allowed_bytes": largest_packet_bytes(header.bitrate_bps, header.cbr),
         "frame_ms": FRAME_MS,
         "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
     }
+    if header.source_sample_rate_hz:
+        facts["source_sample_rate_hz"] = header.source_sample_rate_hz
+        facts["source_channels"] = header.source_channels
+    return facts
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -426,28 +442,25 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def _stream_codec(args: argparse.Namespace, name: str, bitrate: int | None = None, made=None):
     """A perceptual model ready to stream, or a one-line error saying which model streams;
-    ``made``: the header of a packet stream it must decode (the weights that made it)."""
+    ``made``: the header of a packet stream it must decode (the weights that made it; the model
+    it names is looked up by name only, unless --model)."""
     import speechcodec
 
-    codec = speechcodec.load(name, threads=_threads(args))
+    codec = _codec_named(args, name) if made is not None else speechcodec.load(name, threads=_threads(args))
     if not hasattr(codec, "at"):
         raise SpeechCodecError(f"model {codec.name!r} codes whole files (it looks ahead); streaming takes a "
                                "perceptual-family model: --model pc")
     if made is not None and codec.fingerprint != made.fingerprint:
         raise SpeechCodecError(f"the packets were made by other weights than model {made.model!r} here "
                                f"(fingerprint {made.fingerprint}, installed {codec.fingerprint})")
-    return codec.at(bitrate) if bitrate else codec
+    return codec.at(bitrate, cbr=getattr(args, "cbr", False)) if bitrate else codec
 
 
 def cmd_stream_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from speechcodec.audio import as_mono
-    from speechcodec.bitstream.pipe import PipeHeader, write_packet
+    from speechcodec.perceptual.stream import encode_pipe
 
     rate = bitrate_bps(args.bitrate)
     codec = _stream_codec(args, args.model, rate)
-    enc = codec.stream_encoder(rate)
     out, src = sys.stdout.buffer, sys.stdin.buffer
     if src.isatty():
         raise SpeechCodecError("stream-encode reads raw 16-bit PCM at 16 kHz from stdin: pipe it in, e.g. "
@@ -455,50 +468,33 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     if out.isatty():
         raise SpeechCodecError("stream-encode writes binary packets: pipe it into 'speechcodec stream-decode' "
                                "or a file, not the terminal")
-    out.write(PipeHeader(codec.model_file.name, codec.fingerprint, rate).to_bytes())
-    out.flush()
-    leftover = b""
-    while True:
-        block = src.read1(2 * 320) if hasattr(src, "read1") else src.read(2 * 320)
-        if not block:
-            break
-        data = leftover + block
-        whole = len(data) // 2 * 2
-        leftover = data[whole:]
-        samples = as_mono(np.frombuffer(data[:whole], "<i2"))
-        for packet in enc.push(samples):
-            write_packet(out, packet)
-        out.flush()
-    if leftover:
+    enc, stats = encode_pipe(codec, src, out)
+    if stats["odd_byte"]:
         print("speechcodec: warning: input ended mid-sample; its last byte was dropped", file=sys.stderr)
-    for packet in enc.flush():
-        write_packet(out, packet)
-    out.flush()
     if not args.quiet:
         seconds = enc.samples_in / 16000
-        print(f"stream-encode: {seconds:.2f} s -> {enc.seq} packets at {codec.name}", file=sys.stderr)
+        kbps = stats["payload_bytes"] * 8 / max(enc.packets * 0.02, 1e-9) / 1000
+        print(f"stream-encode: {seconds:.2f} s -> {enc.packets} packets at {codec.name} "
+              f"({'cbr' if enc.cbr else 'vbr'}): {kbps:.2f} kbps of packets, "
+              f"{stats['framing_bytes']} bytes of framing", file=sys.stderr)
     return 0
 
 
 def cmd_stream_decode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from speechcodec.bitstream.pipe import read_header, read_packets
+    from speechcodec.bitstream.pipe import read_header
+    from speechcodec.perceptual.stream import decode_pipe
 
     src, out = sys.stdin.buffer, sys.stdout.buffer
     if out.isatty():
         raise SpeechCodecError("stream-decode writes raw 16-bit PCM: pipe it into 'aplay -f S16_LE -r 16000' "
                                "or a file, not the terminal")
     header = read_header(src)
-    codec = _stream_codec(args, args.model or header.model, made=header)
-    dec = codec.stream_decoder()
-    for packet in read_packets(src):
-        pcm = np.round(np.clip(dec.pull(packet), -1, 1 - 1 / 32768) * 32768).astype("<i2")  # as sf.write
-        out.write(pcm.tobytes())
-        out.flush()
+    codec = _stream_codec(args, header.model, made=header)
+    dec, sequencer = decode_pipe(codec, src, out)
     if not args.quiet:
         print(f"stream-decode: {dec.frames} frames ({dec.frames * 0.02:.2f} s) from {header.model}, "
-              f"{dec.lost} lost, {dec.damaged} damaged, {dec.late} late", file=sys.stderr)
+              f"{sequencer.lost} lost, {dec.damaged} damaged, {sequencer.damaged_pages} damaged pages, "
+              f"{sequencer.late} late", file=sys.stderr)
     return 0
 
 
@@ -517,7 +513,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     with regular_input(args.input) as src:
         audio, sr = read_audio(src)  # float32 mono, every sample checked
     x = soxr.resample(audio, sr, 16000).astype("float32") if sr != 16000 else audio
-    y, stats = loopback(codec, x, rate, loss, args.seed)
+    y, stats = loopback(codec, x, rate, loss, args.seed, cbr=args.cbr)
     if sr != 16000:
         y = soxr.resample(y, 16000, sr)
     with AtomicWriter(args.output) as tmp:
@@ -539,6 +535,13 @@ def _percent(text: str) -> float:
     if not 0 <= value < 1:
         raise SpeechCodecError(f"--loss must lie from 0% up to (not including) 100%, got {text!r}")
     return value
+
+
+def _add_cbr(p) -> None:
+    p.add_argument("--cbr", action="store_true",
+                   help="perceptual family: constant bitrate, every packet within its 20 ms of bytes (default: "
+                        "variable, as Opus: no packet over 3 times the mean, no second over 5 %% above the "
+                        "rate)")
 
 
 def _add_data_parser(sub) -> None:
@@ -624,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed model nearest it; with --model it sets the rate of a model that codes "
                         "every rate (the perceptual family's)")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="installed model name or model file")
+    _add_cbr(p)
     _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode, if_stopped="nothing was written")
@@ -656,17 +660,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream-encode", help="live: raw 16 kHz PCM on stdin -> packets on stdout, 20 ms each",
                        description="Read raw 16-bit little-endian mono PCM at 16 kHz from stdin (as\n"
                                    "'arecord -f S16_LE -r 16000' writes it) and write a packet to stdout for\n"
-                                   "each 20 ms frame as it completes, each after its length: 40 ms of\n"
+                                   "each 20 ms frame as it completes, framed with its length, sequence\n"
+                                   "number and CRC32 (docs/format.md): 40 ms of\n"
                                    "algorithmic delay. Pipe it into 'speechcodec stream-decode', or save it\n"
                                    "and read it with 'speechcodec info' and 'speechcodec decode'.",
                        epilog="example:\n  arecord -f S16_LE -r 16000 | speechcodec stream-encode "
                               "--bitrate 12k | speechcodec stream-decode | aplay -f S16_LE -r 16000",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bitrate", metavar="BPS", default="12k",
-                   help="bits per second, or kbps with a k: 6k to 64k (default: 12k); no packet exceeds "
-                        "its 20 ms at this rate by more than 3 bytes")
+                   help="bits per second, or kbps with a k: 6k to 64k (default: 12k), counted over the "
+                        "packets (the framing apart, as Opus's rate is)")
     p.add_argument("--model", metavar="NAME_OR_PATH", default="pc",
                    help="a perceptual-family model (default: pc)")
+    _add_cbr(p)
     _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_stream_encode, if_stopped="the packets written so far stand")
@@ -674,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream-decode", help="live: packets on stdin -> raw 16 kHz PCM on stdout",
                        description="Read what 'speechcodec stream-encode' writes and write raw 16-bit\n"
                                    "little-endian mono PCM at 16 kHz, 320 samples per packet as it arrives.\n"
-                                   "A lost (length 0) or damaged packet is concealed.",
+                                   "A lost packet (length 0, or missing from the sequence numbers) or a\n"
+                                   "damaged one is concealed, as 'speechcodec decode' conceals it.",
                        epilog="example:\n  speechcodec stream-encode < speech.raw | speechcodec stream-decode "
                               "| aplay -f S16_LE -r 16000",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -696,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bitrate", metavar="BPS", default="12k", help="6k to 64k (default: 12k)")
     p.add_argument("--model", metavar="NAME_OR_PATH", default="pc",
                    help="a perceptual-family model (default: pc)")
+    _add_cbr(p)
     _add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(func=cmd_loopback, if_stopped="nothing was written")

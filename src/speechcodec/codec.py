@@ -64,7 +64,7 @@ def _rate_ok(rate_hz: int) -> bool:
     return MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ
 
 
-def _rate_hz(value, what: str) -> int:
+def checked_rate_hz(value, what: str) -> int:
     """``value`` as a sample rate in Hz: a whole number (``16000.0`` too) in the supported range."""
     whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or \
         isinstance(value, (float, np.floating)) and float(value).is_integer()
@@ -81,10 +81,17 @@ class EncodeStats:
     duration_s: float
     num_chunks: int
     clipped_symbols: int
+    payload_bytes: int | None = None  # the codec's own bytes, framing left out (packet streams)
 
     @property
     def bitrate_bps(self) -> float:
         return self.num_bytes * 8 / self.duration_s
+
+    @property
+    def payload_bitrate_bps(self) -> float:
+        """The rate of the codec's own bytes (as Opus's bitrate counts its packets), or of the
+        whole file where the format has no framing apart."""
+        return (self.num_bytes if self.payload_bytes is None else self.payload_bytes) * 8 / self.duration_s
 
 
 def _windows(blocks: Iterable[np.ndarray], lead_shape: tuple[int, ...], total: int, step: int,
@@ -130,7 +137,7 @@ def checked_threads(threads: int | None) -> int | None:
     return threads
 
 
-def _in_its_threads(method):
+def in_its_threads(method):
     """Run a Codec method with torch set to the codec's ``threads`` (intra-op), restored after."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
@@ -184,7 +191,7 @@ class Codec:
 
     # ---- the array API -------------------------------------------------------------------
 
-    @_in_its_threads
+    @in_its_threads
     def encode(self, audio: np.ndarray, sample_rate: int) -> bytes:
         """Code ``audio`` (float ``[N]``, ``[N, ch]`` or ``[ch, N]``, any rate) into bytes."""
         mono = self._checked_array(audio, sample_rate)
@@ -193,7 +200,7 @@ class Codec:
         self._encode_stream(out, lambda: iter((mono,)), int(sample_rate), channels)
         return out.getvalue()
 
-    @_in_its_threads
+    @in_its_threads
     def decode(self, data: bytes, sample_rate_hz: int | None = None,
                postfilter: str | PostfilterSettings | None = None) -> tuple[np.ndarray, int]:
         """Bytes -> ``(float32 [N], rate)``; the rate is the input's unless ``sample_rate_hz``.
@@ -208,7 +215,7 @@ class Codec:
         """Bytes the bitrate is computed from: every byte of the stream, header included."""
         return len(data)
 
-    @_in_its_threads
+    @in_its_threads
     def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
         mono = self._checked_array(audio, sample_rate)
@@ -225,7 +232,7 @@ class Codec:
 
     # ---- the file API (streams: bounded memory) ------------------------------------------
 
-    @_in_its_threads
+    @in_its_threads
     def stream_encoder(self, bitrate: int | None = None):
         """Live coding is the perceptual family's (:mod:`speechcodec.perceptual.stream`); this
         model looks ahead over whole chunks."""
@@ -255,7 +262,7 @@ class Codec:
                                             info.channels, on_chunk=bar.update)
         return stats
 
-    @_in_its_threads
+    @in_its_threads
     def decode_file(self, src: str | os.PathLike, dst: str | os.PathLike,
                     sample_rate_hz: int | None = None, progress: bool = False,
                     postfilter: str | PostfilterSettings | None = None) -> StreamHeader:
@@ -271,7 +278,7 @@ class Codec:
             header, blocks, rate = self._decode_stream(f, sample_rate_hz, postfilter)
             with AtomicWriter(dst) as tmp:
                 ext, subtype = audio_format(dst)
-                bar = tqdm(total=round(header.duration_s, 1), unit="s", desc="decode",
+                bar = tqdm(total=round(header.duration_s or 0, 1), unit="s", desc="decode",
                            disable=not progress,
                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
                 try:
@@ -289,7 +296,7 @@ class Codec:
     # ---- internals -------------------------------------------------------------------------
 
     def _checked_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        _rate_hz(sample_rate, "sample_rate")
+        checked_rate_hz(sample_rate, "sample_rate")
         mono = as_mono(audio)
         if mono.size == 0:
             raise AudioInputError("input audio has no samples")
@@ -379,7 +386,7 @@ class Codec:
         self._check_header(header)
         settings = self.postfilter_for(header, postfilter_spec)
         rate = header.source_sample_rate_hz if sample_rate_hz is None else \
-            _rate_hz(sample_rate_hz, "output sample rate")
+            checked_rate_hz(sample_rate_hz, "output sample rate")
         if rate == header.source_sample_rate_hz:
             out_n = header.source_num_samples
         else:

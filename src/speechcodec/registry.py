@@ -142,8 +142,24 @@ def load(name_or_path: str | os.PathLike, threads: int | None = 1, bitrate_bps: 
     return codec
 
 
+def load_named(name: str, threads: int | None = 1) -> Codec:
+    """:func:`load` of an installed model's name only, never a path: for the name a stream's
+    header gives (a stranger's bytes must not name a file to read)."""
+    if not isinstance(name, str) or not name or os.sep in name or "/" in name or name in (".", ".."):
+        raise UnknownModelError(f"a stream names its model {name!r}: not a model name")
+    entry = _installed(name)
+    path = Path(entry["path"])
+    stat = path.stat()
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
+
+
 def decode(data: bytes, sample_rate_hz: int | None = None):
     """Decode a stream with the installed model named in its header: ``(audio, rate)``."""
+    from speechcodec.bitstream import pipe
+
     data = stream_bytes(data)
-    header, _ = read_header(io.BytesIO(data))
-    return load(header.model).decode(data, sample_rate_hz)
+    if data[:4] == pipe.MAGIC:
+        header = pipe.read_header(io.BytesIO(data))
+    else:
+        header, _ = read_header(io.BytesIO(data))
+    return load_named(header.model).decode(data, sample_rate_hz)

@@ -39,6 +39,16 @@ from speechcodec.errors import (
 from speechcodec.transform import bands
 from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES, finish, new_decoder, new_encoder
 from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
+from speechcodec.transform.quantiser import (  # noqa: F401  (STEP_RANGE, MAX_SYMBOL, dequantise: this module's API too)
+    MAX_SYMBOL,
+    STEP_RANGE,
+    TransformSettings,
+    dequantise,
+    expand_levels,
+    gain,
+    index_base,
+    scale_index,
+)
 
 SAMPLE_RATE_HZ = 16000
 MAGIC = b"SCTB"
@@ -46,33 +56,7 @@ VERSION = 1
 _HEAD = struct.Struct("<4sBBBBBBbbhII")
 HEADER_BYTES = _HEAD.size + 4  # and the CRC32
 MAX_SAMPLES = SAMPLE_RATE_HZ * 3600  # one hour a stream: bounds what a crafted header can allocate
-STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
-MAX_SYMBOL = 60000
 RATE_TOLERANCE = 0.03
-
-
-@dataclass(frozen=True)
-class TransformSettings:
-    """What a stream is coded with; all of it travels in the header.
-
-    The defaults were chosen on held-out speakers of the training speech (README, "The textbook
-    baseline"); ``scripts/tune_transform.py`` measures the alternatives.
-    """
-
-    layout: str = "bark16"
-    energy_step: int = 4  # quarter-octaves: 4 = 6 dB
-    energy_frames: int = 1  # MDCT frames per energy frame: 1 = 20 ms
-    alpha16: int = 8  # coefficients divided by RMS**(alpha16 / 16)
-    noise_fill16: int = 8  # an all-zero band is filled with noise at this many sixteenths of its RMS
-
-    def __post_init__(self):
-        if self.layout not in bands.LAYOUTS:
-            raise SpeechCodecError(f"unknown band layout {self.layout!r}; choose one of "
-                                   f"{', '.join(bands.LAYOUTS)}")
-        for name, low, high in (("energy_step", 1, 8), ("energy_frames", 1, 4), ("alpha16", 0, 16),
-                                ("noise_fill16", 0, 16)):
-            if not low <= getattr(self, name) <= high:
-                raise SpeechCodecError(f"{name} must lie within {low}..{high}")
 
 
 @dataclass
@@ -86,29 +70,6 @@ class _Analysis:
     residuals: np.ndarray  # int [E, B]
     energy_scale: int
     energy_bits: float
-
-
-def _expand(settings: TransformSettings, levels: np.ndarray, frames: int) -> np.ndarray:
-    """int ``[T, HOP]``: each coefficient's band level (in quarter-octaves), per MDCT frame."""
-    per_frame = np.repeat(levels, settings.energy_frames, axis=0)[:frames] * settings.energy_step
-    return per_frame[:, bands.band_of_bin(bands.LAYOUTS[settings.layout])]
-
-
-def _index_base(settings: TransformSettings, level_qo: np.ndarray) -> np.ndarray:
-    """log2 of each coefficient's band RMS**(1 - alpha) in 64ths of an octave, in integers:
-    (1 - alpha) x level / 4 octaves, the level in quarter-octaves."""
-    return (16 - settings.alpha16) * level_qo
-
-
-def _scale_index(index_base: np.ndarray, step: int, offset: int) -> np.ndarray:
-    """Grid index of each coefficient's Laplace, in integers: its band's RMS**(1 - alpha) over
-    the quantiser step, in eighth-octaves, plus ``offset``."""
-    return np.clip(((index_base - step + 4) >> 3) + offset, J_MIN, J_MAX)
-
-
-def _gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
-    """Each coefficient's quantiser step in the MDCT domain: RMS**alpha x 2**(step / 64)."""
-    return np.exp2(settings.alpha16 * level_qo / 64.0 + step / 64.0)
 
 
 class TransformCodec:
@@ -141,15 +102,15 @@ class TransformCodec:
             bands.band_levels(spectrum, bands.LAYOUTS[s.layout], s.energy_frames), s.energy_step)
         energy_scale = bands.residual_scale(residuals)
         bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
-        level_qo = _expand(s, levels, len(spectrum))
-        return _Analysis(num_samples, spectrum.real / _gain(s, level_qo, 0), _index_base(s, level_qo),
+        level_qo = expand_levels(s, levels, len(spectrum))
+        return _Analysis(num_samples, spectrum.real / gain(s, level_qo, 0), index_base(s, level_qo),
                          levels, residuals, energy_scale, bits)
 
     def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The symbols at quantiser ``step`` and their Laplace grid indices."""
         symbols = np.rint(a.normalised * 2.0 ** (-step / 64))
         symbols = np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-        return symbols, _scale_index(a.index_base, step, self.coefficient_offset)
+        return symbols, scale_index(a.index_base, step, self.coefficient_offset)
 
     def estimate_bits(self, a: _Analysis, step: int) -> float:
         """The stream's size at quantiser ``step`` if range coding were ideal (it is within bytes)."""
@@ -307,36 +268,10 @@ def decode_payload(payload: bytes, settings: TransformSettings, energy_scale: in
         levels = bands.levels_from_residuals(residuals, settings.energy_step)
         if levels.size and levels.max() * settings.energy_step > bands.CEILING_QUARTER_OCTAVES:
             raise BitstreamError("band energies beyond any encoder's ceiling")
-        level_qo = _expand(settings, levels, frames)
-        symbols = TABLES.decode(decoder, _scale_index(_index_base(settings, level_qo), step, offset))
+        level_qo = expand_levels(settings, levels, frames)
+        symbols = TABLES.decode(decoder, scale_index(index_base(settings, level_qo), step, offset))
     except BitstreamError:
         raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"transform-baseline payload does not decode: {exc}") from None
     return symbols, level_qo
-
-
-def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int,
-               seed: int = 0) -> np.ndarray:
-    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill
-    (drawn from ``seed``: a stream's packets each give their own)."""
-    coefficients = symbols * _gain(settings, level_qo, step)
-    if settings.noise_fill16:
-        _fill_noise(coefficients, symbols, level_qo, step, settings, seed)
-    return coefficients
-
-
-def _fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
-                settings: TransformSettings, seed: int = 0) -> None:
-    """Noise, in place, in every band of every frame that quantised to all zeros: its RMS is
-    ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step."""
-    edges = np.asarray(bands.LAYOUTS[settings.layout])
-    nonzero = np.add.reduceat(symbols != 0, edges[:-1], axis=1)  # [T, B]
-    band_level = level_qo[:, edges[:-1]]
-    rms = np.exp2(band_level / 4.0)
-    ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
-    empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
-    level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
-    per_bin = np.repeat(level, np.diff(edges), axis=1)
-    noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
-    coefficients += per_bin * noise

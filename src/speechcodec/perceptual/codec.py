@@ -10,25 +10,43 @@ header records it.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import io
+import itertools
+import warnings
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
+import soxr
 import torch
 
 from speechcodec.audio import expected_length, resample_blocks
-from speechcodec.baselines.transform import MAX_SAMPLES, TransformCodec, _gain
-from speechcodec.bitstream import StreamHeader, write_chunk, write_end, write_header
-from speechcodec.bitstream.container import _CRC, _RECORD
-from speechcodec.codec import DEFAULT_CHUNK_S, Codec, EncodeStats, _in_its_threads, checked_threads
-from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
+from speechcodec.bitstream import StreamHeader, pipe, stream_bytes
+from speechcodec.bitstream.pipe import PipeHeader
+from speechcodec.codec import (
+    DEFAULT_CHUNK_S,
+    Codec,
+    EncodeStats,
+    checked_rate_hz,
+    checked_threads,
+    in_its_threads,
+)
+from speechcodec.errors import (
+    AudioInputError,
+    BitstreamError,
+    ModelMismatchError,
+    SpeechCodecError,
+    TruncatedBitstreamError,
+)
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual import packets
-from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands, encode_chunk
-from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder
+from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands
+from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder, decode_all
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
-from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
+from speechcodec.transform.mdct import HOP, imdct, num_frames
+from speechcodec.transform.quantiser import gain
 
 SAMPLE_RATE_HZ = 16000
 BITRATE_RANGE_BPS = (2000, 64000)  # what the rate control may be asked for (the enhancer learnt 6-24 kbps)
@@ -51,6 +69,7 @@ class PerceptualCodec(Codec):
         self.postfilter = OFF
         self._bitrate_bps = self._checked_bitrate(bitrate_bps if bitrate_bps is not None
                                                   else self.info.get("bitrate_bps", 12000))
+        self.cbr = False  # the rate is variable (as Opus's) unless at(..., cbr=True)
 
     @staticmethod
     def _checked_bitrate(bps) -> int:
@@ -68,10 +87,12 @@ class PerceptualCodec(Codec):
         """The model at this rate, as ``speechcodec models`` lists it: ``pc-12k``."""
         return f"{self.model_file.name}-{self.bitrate_bps / 1000:g}k"
 
-    def at(self, bitrate_bps: int) -> PerceptualCodec:
-        """The same model (network shared) coding at ``bitrate_bps``."""
+    def at(self, bitrate_bps: int, cbr: bool | None = None) -> PerceptualCodec:
+        """The same model (network shared) coding at ``bitrate_bps`` (``cbr``: each packet within
+        its 20 ms of bytes; default as this codec)."""
         other = copy.copy(self)
         other._bitrate_bps = self._checked_bitrate(bitrate_bps)
+        other.cbr = self.cbr if cbr is None else bool(cbr)
         return other
 
     def __repr__(self) -> str:
@@ -86,81 +107,149 @@ class PerceptualCodec(Codec):
     def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
                        rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
                        ) -> EncodeStats:
+        """A file: the packets a stream encoder makes of the audio (at 16 kHz), framed in pages of
+        a second (:mod:`speechcodec.bitstream.pipe`), so that it decodes to what a call plays."""
         _, source_n = self._gain(make_blocks, rate)  # rejects empty and non-finite input first
         n = expected_length(source_n, rate, SAMPLE_RATE_HZ)
-        if n > MAX_SAMPLES:
-            raise AudioInputError(f"a perceptual model codes at most {MAX_SAMPLES // SAMPLE_RATE_HZ} s a "
-                                  "stream; split the audio")
-        audio = np.concatenate(list(resample_blocks(make_blocks(), rate, SAMPLE_RATE_HZ, n)))
-        spectrum = odft(audio)
-        header = StreamHeader(
-            model=self.model_file.name, fingerprint=self.fingerprint, sample_rate_hz=SAMPLE_RATE_HZ,
-            num_samples=n, samples_per_frame=HOP, code_channels=HOP, chunk_frames=self.chunk_frames, gain=1.0,
-            source_sample_rate_hz=rate, source_num_samples=source_n, source_channels=channels,
-            bitrate_bps=self.bitrate_bps)
-        written = write_header(out, header)
-        frames = header.num_frames
-        record = _RECORD.size + _CRC.size
-        # the bits left for the chunks' payloads, shared out by their frames
-        budget = self.bitrate_bps * n / SAMPLE_RATE_HZ - 8 * (written + record)
-        coder = TransformCodec(self.bitrate_bps)
-        chunks = 0
-        for start in range(0, frames, self.chunk_frames):
-            stop = min(start + self.chunk_frames, frames)
-            end = stop + 1 if stop == frames else stop  # the last chunk holds the closing frame
-            target = budget * (stop - start) / frames - 8 * record
-            payload = encode_chunk(coder, spectrum[start:end], max(target, 1.0))
-            written += write_chunk(out, stop - start, payload)
-            chunks += 1
-            if on_chunk:
-                on_chunk((stop - start) * HOP / SAMPLE_RATE_HZ)
-        written += write_end(out)
-        return EncodeStats(written, n / SAMPLE_RATE_HZ, chunks, 0)
+        if n > pipe.MAX_SAMPLES:
+            raise AudioInputError(f"a perceptual model codes at most {pipe.MAX_SAMPLES // SAMPLE_RATE_HZ} s a "
+                                  "file; split the audio")
+        header = PipeHeader(self.model_file.name, self.fingerprint, self.bitrate_bps, self.cbr, rate,
+                            min(channels, 64), n)
+        written = len(header.to_bytes())
+        out.write(header.to_bytes())
+        enc = StreamEncoder(self.bitrate_bps, self.cbr)
+        pending: list[bytes] = []
+        seq = payload = pages = 0
+
+        def page(packets_: list[bytes]) -> int:
+            data = pipe.page_bytes(seq, packets_)
+            out.write(data)
+            return len(data)
+
+        with warnings.catch_warnings():  # a file was checked on reading: its peaks are the file's
+            warnings.simplefilter("ignore")
+            blocks = resample_blocks(make_blocks(), rate, SAMPLE_RATE_HZ, n)
+            for block in itertools.chain(blocks, [None]):
+                made = enc.flush() if block is None else enc.push(block)
+                pending += made
+                while len(pending) >= pipe.FILE_PAGE_PACKETS or (block is None and pending):
+                    take, pending = pending[:pipe.FILE_PAGE_PACKETS], pending[pipe.FILE_PAGE_PACKETS:]
+                    written += page(take)
+                    payload += sum(map(len, take))
+                    seq += len(take)
+                    pages += 1
+                if on_chunk and block is not None:
+                    on_chunk(len(block) / SAMPLE_RATE_HZ)
+        return EncodeStats(written, n / SAMPLE_RATE_HZ, pages, enc.clipped, payload)
+
+    def payload_bytes(self, data: bytes) -> int:
+        """The bytes the bitrate counts: a packet file's packets (as Opus's rate counts its
+        packets; the framing is reported apart), or the whole of an older file."""
+        data = stream_bytes(data)
+        if data[:4] != pipe.MAGIC:
+            return len(data)
+        src = io.BytesIO(data)
+        pipe.read_header(src)
+        return sum(len(p) for page in pipe.read_pages(src) for p in page.packets)
 
     # ---- streaming -------------------------------------------------------------------------
 
-    def stream_encoder(self, bitrate: int | None = None) -> StreamEncoder:
+    def stream_encoder(self, bitrate: int | None = None, cbr: bool | None = None) -> StreamEncoder:
         """A live encoder: ``push(samples)`` returns a packet per 20 ms frame completed
-        (:mod:`speechcodec.perceptual.stream`); ``bitrate`` in bps, this codec's unless given."""
-        return StreamEncoder(bytes.fromhex(self.fingerprint), self.bitrate_bps if bitrate is None else bitrate)
+        (:mod:`speechcodec.perceptual.stream`); ``bitrate`` in bps, this codec's unless given;
+        ``cbr``: every packet within its 20 ms of bytes (default: variable, as this codec's)."""
+        return StreamEncoder(self.bitrate_bps if bitrate is None else bitrate, self.cbr if cbr is None else cbr)
 
     def stream_decoder(self, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB) -> StreamDecoder:
         """A live decoder: ``pull(packet)`` returns the next 320 samples, ``pull(None)`` conceals
         a lost packet (``conceal``, ``decay_db``: how; the defaults were chosen on held-out speech)."""
         return StreamDecoder(self, conceal, decay_db)
 
-    def encode_packets(self, audio: np.ndarray, bitrate: int | None = None) -> list[bytes]:
+    def encode_packets(self, audio: np.ndarray, bitrate: int | None = None,
+                       cbr: bool | None = None) -> list[bytes]:
         """Every packet of a stream of ``audio`` (16 kHz mono): a stream encoder fed all of it."""
-        enc = self.stream_encoder(bitrate)
+        enc = self.stream_encoder(bitrate, cbr)
         return enc.push(audio) + enc.flush()
 
-    @_in_its_threads
-    def decode_packets(self, stream: list[bytes]) -> np.ndarray:
-        """A whole, lossless packet stream decoded as the file decoder decodes a file (one
-        network pass over every frame, one inverse MDCT): float32 samples from the first input
-        sample on, ``320 x (packets - 1)`` of them. A stream decoder gives the same 320 samples later."""
-        fingerprint = bytes.fromhex(self.fingerprint)
-        frames = []
-        for i, packet in enumerate(stream):
-            seq, frame = packets.unpack(packet, fingerprint)
-            if seq != i % 256:
-                raise BitstreamError(f"packet {i} has sequence number {seq}: the stream is not whole "
-                                     "and in order")
-            frames.append(frame)
-        if not frames:
-            return np.zeros(0, np.float32)
-        first = frames[0]
-        joined = DecodedChunk(first.settings, np.array([[f.step] for f in frames]),
-                              *(np.concatenate([getattr(f, name) for f in frames])
-                                for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
-        coefficients = self.enhance([joined])
-        return np.clip(imdct(coefficients, HOP * (len(frames) - 1), HOP), -1.0, 1.0).astype(np.float32)
+    @in_its_threads
+    def decode_packets(self, stream: list) -> np.ndarray:
+        """A whole packet stream (``None`` for a lost packet) decoded as the file decoder decodes
+        a file (one network pass over every frame, one inverse MDCT, losses concealed as a stream
+        decoder conceals them): float32 samples from the first input sample on,
+        ``320 x (packets - 1)`` of them. A stream decoder gives the same 320 samples later."""
+        return decode_all(self, stream)[0]
 
     # ---- decoder ---------------------------------------------------------------------------
 
     def codes_from_bytes(self, data: bytes) -> np.ndarray:
         """The quantised coefficients ``[320, F + 1]`` a stream holds (range decoding only)."""
+        data = stream_bytes(data)
+        if data[:4] == pipe.MAGIC:
+            return self.frames_of(data).symbols.T
         return np.concatenate([c.symbols for c in self._chunks_of(data)], axis=0).T
+
+    def packets_of(self, data: bytes) -> list:
+        """The packets of a packet file (``None`` for each one lost), in order."""
+        src = io.BytesIO(stream_bytes(data))
+        self._check_packet_header(pipe.read_header(src))
+        return list(pipe.Sequencer().packets(pipe.read_pages(src)))
+
+    def frames_of(self, data_or_packets) -> DecodedChunk:
+        """What the textbook decoder makes of a packet file, or of a list of packets, none lost
+        (range decoding only): one :class:`DecodedChunk` of every frame, a step each."""
+        stream = data_or_packets if isinstance(data_or_packets, list) else self.packets_of(data_or_packets)
+        levels, frames = None, []
+        for packet in stream:
+            if packet is None:
+                raise BitstreamError("a packet of the stream is lost: its frame is not there")
+            frame, levels, _ = packets.unpack(packet, levels)
+            frames.append(frame)
+        if not frames:
+            raise BitstreamError("the stream holds no packets")
+        return DecodedChunk(frames[0].settings, np.array([[f.step] for f in frames]),
+                            *(np.concatenate([getattr(f, name) for f in frames])
+                              for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
+
+    def _check_packet_header(self, header: PipeHeader) -> None:
+        if header.model != self.model_file.name or header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"stream was written by model {header.model!r} (fingerprint {header.fingerprint}); "
+                f"this is {self.model_file.name!r} ({self.fingerprint}): decode it with the model that "
+                "wrote it")
+
+    def _decode_stream(self, src: BinaryIO, sample_rate_hz: int | None, postfilter_spec=None):
+        """A packet file (or a saved live stream): every packet decoded at once with losses
+        concealed (:func:`speechcodec.perceptual.stream.decode_all`), cut to the length its
+        header gives, at its source rate; an older chunked file as before."""
+        magic = src.read(4)
+        src.seek(-len(magic), io.SEEK_CUR)
+        if magic != pipe.MAGIC:
+            return super()._decode_stream(src, sample_rate_hz, postfilter_spec)
+        header = pipe.read_header(src)
+        self._check_packet_header(header)
+        sequencer = pipe.Sequencer()
+        stream = list(sequencer.packets(pipe.read_pages(src)))
+        if header.num_samples is not None:  # the packets of damaged pages at the end, concealed too
+            missing = num_frames(header.num_samples, HOP) - len(stream)
+            if 0 < missing <= pipe.MAX_PAGE_PACKETS * sequencer.damaged_at_end:
+                stream += [None] * missing
+                sequencer.lost += missing
+        audio, counts = decode_all(self, stream)
+        self.last_decode = {"packets": len(stream), "lost": counts["lost"], "damaged": counts["damaged"],
+                            "late": sequencer.late, "damaged_pages": sequencer.damaged_pages}
+        if header.num_samples is not None:
+            if len(audio) < header.num_samples:
+                raise TruncatedBitstreamError(f"packet file is cut short: {len(stream)} packets hold "
+                                              f"{len(audio)} of its {header.num_samples} samples")
+            audio = audio[:header.num_samples]
+        source = header.source_sample_rate_hz or SAMPLE_RATE_HZ
+        rate = source if sample_rate_hz is None else checked_rate_hz(sample_rate_hz, "output sample rate")
+        if rate != SAMPLE_RATE_HZ:
+            audio = soxr.resample(audio, SAMPLE_RATE_HZ, rate).astype(np.float32)
+        audio = np.clip(audio, -1.0, 1.0)  # after the last resampling
+        shown = dataclasses.replace(header, num_samples=len(audio) * SAMPLE_RATE_HZ // rate)
+        return shown, iter([audio]), rate
 
     def _chunks_of(self, data: bytes):
         import io
@@ -238,9 +327,9 @@ class PerceptualCodec(Codec):
             edges = np.asarray(bands.LAYOUTS[c.settings.layout])
             have = np.add.reduceat(units ** 2, edges[:-1], axis=1)
             want = np.add.reduceat(textbook ** 2, edges[:-1], axis=1)
-            gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
-            units = units * np.repeat(gain, np.diff(edges), axis=1)
-        return units * _gain(c.settings, c.level_qo, c.step)
+            band_gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
+            units = units * np.repeat(band_gain, np.diff(edges), axis=1)
+        return units * gain(c.settings, c.level_qo, c.step)
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         coefficients = self.enhance(list(self._decoded(header, chunks)))

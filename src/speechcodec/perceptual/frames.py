@@ -19,17 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speechcodec.baselines.transform import (
-    STEP_RANGE,
-    TransformCodec,
-    TransformSettings,
-    _gain,
-    decode_payload,
-    dequantise,
-)
+from speechcodec.baselines.transform import TransformCodec, decode_payload
 from speechcodec.errors import BitstreamError, SpeechCodecError
 from speechcodec.transform import bands
 from speechcodec.transform.laplace import J_MAX, J_MIN
+from speechcodec.transform.quantiser import STEP_RANGE, TransformSettings, dequantise, gain
 
 _HEAD = struct.Struct("<hbbBBBB")
 HEAD_BYTES = _HEAD.size  # 8: the payload stays 32-bit aligned
@@ -78,7 +72,7 @@ def decode_chunk(payload: bytes, frames: int) -> DecodedChunk:
     coefficients = dequantise(settings, symbols, level_qo, step)
     edges = np.asarray(bands.LAYOUTS[settings.layout])
     return DecodedChunk(settings, step, symbols, level_qo, coefficients,
-                        coefficients / _gain(settings, level_qo, step), level_qo[:, edges[:-1]])
+                        coefficients / gain(settings, level_qo, step), level_qo[:, edges[:-1]])
 
 
 def empty_bands(symbols: np.ndarray, layout: str) -> np.ndarray:

@@ -3,7 +3,7 @@
 The encoder is not trained: it is the textbook coder's. So a training example is made without a
 stream: analyse the speech once (MDCT frames, band levels, the coefficients over their band's
 RMS**alpha), then for a random crop and a random quantiser step, quantise and dequantise as the
-decoder does (noise fill included, :func:`speechcodec.baselines.transform.dequantise`) and teach
+decoder does (noise fill included, :func:`speechcodec.transform.quantiser.dequantise`) and teach
 the network to return the unquantised coefficients: MSE in the normalised domain, in steps.
 One model learns every step in ``step_range`` (6 to 24 kbps on speech at 12-dB-ish levels).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _expand, _gain, dequantise
+from speechcodec.baselines.transform import TransformCodec
 from speechcodec.errors import SpeechCodecError, TrainingError
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
@@ -91,6 +91,7 @@ def example(data: dict, cfg: EnhancerTraining, rng: np.random.Generator):
     """One batch: (network input ``[B, 657, F]``, target units ``[B, 320, F]``), float32."""
     from speechcodec.perceptual.codec import PerceptualCodec
     from speechcodec.perceptual.frames import DecodedChunk
+    from speechcodec.transform.quantiser import MAX_SYMBOL, dequantise, expand_levels, gain
 
     starts = np.concatenate([[0], np.cumsum(data["lengths"])[:-1]])
     ok = np.flatnonzero(data["lengths"] > cfg.crop_frames)
@@ -101,11 +102,11 @@ def example(data: dict, cfg: EnhancerTraining, rng: np.random.Generator):
         at = starts[i] + rng.integers(0, data["lengths"][i] - cfg.crop_frames)
         norm = data["normalised"][at:at + cfg.crop_frames].astype(np.float64)
         levels = data["levels"][at:at + cfg.crop_frames].astype(np.int64)
-        level_qo = _expand(settings, levels // settings.energy_step, len(norm))
+        level_qo = expand_levels(settings, levels // settings.energy_step, len(norm))
         symbols = np.clip(np.rint(norm * 2.0 ** (-step / 64)), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
         coefficients = dequantise(settings, symbols, level_qo, step)
-        gain = _gain(settings, level_qo, step)
-        chunk = DecodedChunk(settings, step, symbols, level_qo, coefficients, coefficients / gain, levels)
+        step_gain = gain(settings, level_qo, step)
+        chunk = DecodedChunk(settings, step, symbols, level_qo, coefficients, coefficients / step_gain, levels)
         inputs.append(PerceptualCodec.network_input(chunk).T)
         targets.append((norm * 2.0 ** (-step / 64)).T.astype(np.float32))
     return np.stack(inputs), np.stack(targets)

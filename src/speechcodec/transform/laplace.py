@@ -146,11 +146,16 @@ class LaplaceTables:
             encoder.encode((values[big] > 0).astype(np.int32), _uniform(1))
             encoder.encode(magnitude.astype(np.int32), _uniform(ESCAPE_BITS))
 
-    def decode(self, decoder, index: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`encode`: int64 symbols in the shape of ``index``."""
-        self._ready()
+    def plan(self, index: np.ndarray) -> tuple:
+        """What :meth:`decode` works out from ``index`` alone, to decode many times with it."""
         flat = np.ravel(index).astype(np.int64)
-        order, groups = self._groups(flat)
+        return (flat, *self._groups(flat))
+
+    def decode(self, decoder, index: np.ndarray, plan: tuple | None = None) -> np.ndarray:
+        """Inverse of :meth:`encode`: int64 symbols in the shape of ``index`` (``plan``:
+        :meth:`plan` of the same ``index``, if made already)."""
+        self._ready()
+        flat, order, groups = plan or self.plan(index)
         values = np.empty(len(flat), np.int64)
         for j, a, b in groups:
             values[a:b] = decoder.decode(self.models[j - J_MIN], b - a)

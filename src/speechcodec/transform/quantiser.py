@@ -1,0 +1,94 @@
+"""The transform coder's quantiser (numpy, no torch): each MDCT coefficient divided by its band's
+RMS**alpha and one step, the Laplace grid index that codes it, and the decoder's dequantisation
+with noise fill of bands that quantised to all zeros.
+
+Every family that codes MDCT frames builds on these: the textbook coder
+(:mod:`speechcodec.baselines.transform`) and the perceptual family's packets
+(:mod:`speechcodec.perceptual.packets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from speechcodec.errors import SpeechCodecError
+from speechcodec.transform import bands
+from speechcodec.transform.laplace import J_MAX, J_MIN
+
+STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
+MAX_SYMBOL = 60000
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """What a stream is coded with; all of it travels in the header.
+
+    The defaults were chosen on held-out speakers of the training speech (README, "The textbook
+    baseline"); ``scripts/tune_transform.py`` measures the alternatives.
+    """
+
+    layout: str = "bark16"
+    energy_step: int = 4  # quarter-octaves: 4 = 6 dB
+    energy_frames: int = 1  # MDCT frames per energy frame: 1 = 20 ms
+    alpha16: int = 8  # coefficients divided by RMS**(alpha16 / 16)
+    noise_fill16: int = 8  # an all-zero band is filled with noise at this many sixteenths of its RMS
+
+    def __post_init__(self):
+        if self.layout not in bands.LAYOUTS:
+            raise SpeechCodecError(f"unknown band layout {self.layout!r}; choose one of "
+                                   f"{', '.join(bands.LAYOUTS)}")
+        for name, low, high in (("energy_step", 1, 8), ("energy_frames", 1, 4), ("alpha16", 0, 16),
+                                ("noise_fill16", 0, 16)):
+            if not low <= getattr(self, name) <= high:
+                raise SpeechCodecError(f"{name} must lie within {low}..{high}")
+
+
+def expand_levels(settings: TransformSettings, levels: np.ndarray, frames: int) -> np.ndarray:
+    """int ``[T, HOP]``: each coefficient's band level (in quarter-octaves), per MDCT frame."""
+    per_frame = np.repeat(levels, settings.energy_frames, axis=0)[:frames] * settings.energy_step
+    return per_frame[:, bands.band_of_bin(bands.LAYOUTS[settings.layout])]
+
+
+def index_base(settings: TransformSettings, level_qo: np.ndarray) -> np.ndarray:
+    """log2 of each coefficient's band RMS**(1 - alpha) in 64ths of an octave, in integers:
+    (1 - alpha) x level / 4 octaves, the level in quarter-octaves."""
+    return (16 - settings.alpha16) * level_qo
+
+
+def scale_index(index_base: np.ndarray, step: int, offset: int) -> np.ndarray:
+    """Grid index of each coefficient's Laplace, in integers: its band's RMS**(1 - alpha) over
+    the quantiser step, in eighth-octaves, plus ``offset``."""
+    return np.clip(((index_base - step + 4) >> 3) + offset, J_MIN, J_MAX)
+
+
+def gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
+    """Each coefficient's quantiser step in the MDCT domain: RMS**alpha x 2**(step / 64)."""
+    return np.exp2(settings.alpha16 * level_qo / 64.0 + step / 64.0)
+
+
+def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int,
+               seed: int = 0) -> np.ndarray:
+    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill
+    (drawn from ``seed``: a stream's packets each give their own)."""
+    coefficients = symbols * gain(settings, level_qo, step)
+    if settings.noise_fill16:
+        fill_noise(coefficients, symbols, level_qo, step, settings, seed)
+    return coefficients
+
+
+def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
+                settings: TransformSettings, seed: int = 0) -> None:
+    """Noise, in place, in every band of every frame that quantised to all zeros: its RMS is
+    ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step."""
+    edges = np.asarray(bands.LAYOUTS[settings.layout])
+    nonzero = np.add.reduceat(symbols != 0, edges[:-1], axis=1)  # [T, B]
+    band_level = level_qo[:, edges[:-1]]
+    rms = np.exp2(band_level / 4.0)
+    ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
+    empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
+    level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
+    per_bin = np.repeat(level, np.diff(edges), axis=1)
+    noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
+    coefficients += per_bin * noise
