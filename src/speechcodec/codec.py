@@ -394,7 +394,10 @@ class Codec:
         blocks = self._decode_chunks(header, chunks)
         if not settings.off:
             blocks = self._postfilter_blocks(blocks, header.num_samples, settings)
-        return header, resample_blocks(blocks, header.sample_rate_hz, rate, out_n), rate
+        resampled = resample_blocks(blocks, header.sample_rate_hz, rate, out_n)
+        # finite and within full scale after the last resampling (which can overshoot)
+        clipped = (np.clip(np.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0) for b in resampled)
+        return header, clipped, rate
 
     def _postfilter_blocks(self, blocks: Iterable[np.ndarray], num_samples: int,
                            settings: PostfilterSettings) -> Iterator[np.ndarray]:

@@ -268,6 +268,8 @@ def decode_payload(payload: bytes, settings: TransformSettings, energy_scale: in
         levels = bands.levels_from_residuals(residuals, settings.energy_step)
         if levels.size and levels.max() * settings.energy_step > bands.CEILING_QUARTER_OCTAVES:
             raise BitstreamError("band energies beyond any encoder's ceiling")
+        # and none below the floor an encoder writes (far below it a band's step would be zero)
+        levels = np.maximum(levels, bands.floor_level(settings.energy_step))
         level_qo = expand_levels(settings, levels, frames)
         symbols = TABLES.decode(decoder, scale_index(index_base(settings, level_qo), step, offset))
     except BitstreamError:

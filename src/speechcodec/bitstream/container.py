@@ -62,6 +62,10 @@ FORMAT_VERSION = 3
 MAX_HEADER_BYTES = 1024
 MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ = 1000, 384_000  # what a stream can record
 MAX_DURATION_S = 7 * 24 * 3600  # a week: anything larger is a forged header, not speech
+# The most audio a chunk's payload byte may stand for, in samples at the model's rate: 4 times what
+# any encoder here writes (an autoencoder's silence: about 1,100), so the output is in proportion
+# to the input whatever a header or a chunk claims.
+MAX_SAMPLES_PER_BYTE = 4096
 _PREFIX = struct.Struct("<4sBH")
 # sample_rate_hz, num_samples, samples_per_frame, code_channels, chunk_frames, gain,
 # source_sample_rate_hz, source_num_samples, source_channels, model name length
@@ -154,12 +158,20 @@ class StreamHeader:
             raise bad(f"num_samples={self.num_samples} is out of range")
         if not 1 <= self.source_num_samples <= MAX_DURATION_S * self.source_sample_rate_hz:
             raise bad(f"source_num_samples={self.source_num_samples} is out of range")
+        # the source's length is the coded length at the source's rate (an encoder resamples it):
+        # a header that says more would make a decoder pad the output with what was never coded
+        ratio = self.source_sample_rate_hz / self.sample_rate_hz
+        if abs(self.source_num_samples - self.num_samples * ratio) > ratio + 1:
+            raise bad(f"source_num_samples={self.source_num_samples} disagrees with num_samples="
+                      f"{self.num_samples} at these rates")
         if not 1 <= self.source_channels <= 65535:
             raise bad(f"source_channels={self.source_channels} is out of range")
         if not (1e-6 < self.gain < 1e6):  # also rejects NaN
             raise bad(f"gain={self.gain} is out of range")
         if not self.model or len(self.model.encode("utf-8")) > 255:
             raise bad("model name is empty or too long")
+        if any(c in self.model for c in "/\\\0") or self.model in (".", "..") or self.model[0] in ".-~":
+            raise bad(f"model name {self.model!r} is not a model's name (a stream names models, never files)")
         if len(self.fingerprint) != 16 or any(c not in "0123456789abcdef" for c in self.fingerprint):
             raise bad("fingerprint is not 16 hex digits")
         for name in ("postfilter_comb_pct", "postfilter_formant_pct"):
@@ -279,6 +291,9 @@ def iter_chunks(src: BinaryIO, header: StreamHeader, start_offset: int) -> Itera
             if src.read(1):
                 raise BitstreamError(f"unexpected bytes after the end record at byte {crc_at + 4}")
             return
+        if num_frames * header.samples_per_frame > MAX_SAMPLES_PER_BYTE * max(payload_len, 4):
+            raise BitstreamError(f"chunk {index} at byte {offset} claims {num_frames} frames, more than its "
+                                 f"{payload_len} bytes can carry")
         frames_seen += num_frames
         if frames_seen > header.num_frames:
             raise BitstreamError(f"chunk {index} runs past the {header.num_frames} frames promised")

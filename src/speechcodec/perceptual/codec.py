@@ -46,7 +46,7 @@ from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, Strea
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, num_frames
-from speechcodec.transform.quantiser import gain
+from speechcodec.transform.quantiser import MAX_COEFFICIENT, gain
 
 SAMPLE_RATE_HZ = 16000
 BITRATE_RANGE_BPS = (2000, 64000)  # what the rate control may be asked for (the enhancer learnt 6-24 kbps)
@@ -329,7 +329,9 @@ class PerceptualCodec(Codec):
             want = np.add.reduceat(textbook ** 2, edges[:-1], axis=1)
             band_gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
             units = units * np.repeat(band_gain, np.diff(edges), axis=1)
-        return units * gain(c.settings, c.level_qo, c.step)
+        coefficients = np.nan_to_num(units * gain(c.settings, c.level_qo, c.step),
+                                     nan=0.0, posinf=0.0, neginf=0.0)
+        return np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT)  # finite, whatever the network says
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         coefficients = self.enhance(list(self._decoded(header, chunks)))

@@ -19,6 +19,9 @@ from speechcodec.transform.laplace import J_MAX, J_MIN
 
 STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
 MAX_SYMBOL = 60000
+# A full-scale sine's MDCT coefficient is about 160 (320 samples at 1, windowed): a decoded
+# coefficient beyond this bound was not coded from sound, and is held to it (finite output always)
+MAX_COEFFICIENT = 4096.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.nd
     coefficients = symbols * gain(settings, level_qo, step)
     if settings.noise_fill16:
         fill_noise(coefficients, symbols, level_qo, step, settings, seed)
-    return coefficients
+    return np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT)
 
 
 def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
