@@ -232,7 +232,7 @@ class PerceptualCodec(Codec):
         stream = list(sequencer.packets(pipe.read_pages(src)))
         if header.num_samples is not None:  # the packets of damaged pages at the end, concealed too
             missing = num_frames(header.num_samples, HOP) - len(stream)
-            if 0 < missing <= pipe.MAX_PAGE_PACKETS * sequencer.damaged_at_end:
+            if 0 < missing <= pipe.MAX_GAP_PACKETS * sequencer.damaged_at_end:
                 stream += [None] * missing
                 sequencer.lost += missing
         audio, counts = decode_all(self, stream)

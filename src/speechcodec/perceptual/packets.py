@@ -214,16 +214,19 @@ def estimated_bits(a: FrameAnalysis, codes: np.ndarray) -> np.ndarray:
     return a.energy_bits + TABLES.bits_rows(symbols, scale_index(a.index_base, steps, COEFFICIENT_OFFSET))
 
 
-def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, finest: int = 0) -> int:
+def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, finest: int = 0,
+                 bits=None) -> int:
     """The finest step code, ``finest`` or coarser, whose packet would fit ``budget_bytes`` if
-    range coding were ideal (the coarsest when none does). ``hint``: where to look first."""
+    range coding were ideal (the coarsest when none does). ``hint``: where to look first;
+    ``bits``: the estimates of a :class:`Sizes` (else computed)."""
     room_bits = 8 * budget_bytes - 2  # the coder's last interval takes a bit or two
+    bits = bits or (lambda codes: estimated_bits(a, codes))
 
     def first_fitting(codes: np.ndarray) -> int | None:
         codes = codes[codes >= finest]
         if not len(codes):
             return None
-        fits = estimated_bits(a, codes) <= room_bits
+        fits = bits(codes) <= room_bits
         return int(codes[np.argmax(fits)]) if fits.any() else None
 
     # sizes fall as codes grow: the 16 codes from the hint, else every 8th code, then its 8
@@ -236,10 +239,37 @@ def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, 
     return finest if code is None else code
 
 
-def fit(a: FrameAnalysis, budget_bytes: int, hint: int = CODES // 2, finest: int = 0) -> tuple[int, bytes]:
+class Sizes:
+    """A frame's estimated packet sizes at the step codes around ``center`` (one pass), answering
+    :func:`fitting_code`'s question from them where they can and asking it where they cannot."""
+
+    SPAN = 40
+
+    def __init__(self, a: FrameAnalysis, center: int):
+        self.a = a
+        self.lo = min(max(center - self.SPAN // 2, 0), CODES - self.SPAN)
+        self.bits = estimated_bits(a, np.arange(self.lo, self.lo + self.SPAN))
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        """Estimated bits at ``codes``: from the span where it has them."""
+        if len(codes) and self.lo <= codes[0] and codes[-1] < self.lo + self.SPAN:
+            return self.bits[codes - self.lo]
+        return estimated_bits(self.a, codes)
+
+    def bits_at(self, code: int) -> float:
+        return float(self(np.array([code]))[0])
+
+    def fitting_code(self, budget_bytes: float, hint: int, finest: int = 0) -> int:
+        """:func:`fitting_code` of this frame, the same answer, mostly from the span."""
+        return fitting_code(self.a, budget_bytes, hint, finest, self)
+
+
+def fit(a: FrameAnalysis, budget_bytes: int, hint: int = CODES // 2, finest: int = 0,
+        code: int | None = None) -> tuple[int, bytes]:
     """``(code, packet)``: the finest step code, ``finest`` or coarser, whose packet fits
-    ``budget_bytes`` (the coarsest when none does). ``hint``: where to look first."""
-    code = fitting_code(a, budget_bytes, hint, finest)
+    ``budget_bytes`` (the coarsest when none does). ``hint``: where to look first; ``code``: the
+    code the estimates gave already."""
+    code = fitting_code(a, budget_bytes, hint, finest) if code is None else code
     packet = payload_at(a, code)
     while len(packet) > budget_bytes and code < CODES - 1:  # the estimate was a little short
         code += 1

@@ -124,19 +124,19 @@ class RateControl:
             # the file's mean: never more than FILE_RATIO of the rate, plus a packet's worth
             ahead = math.floor(FILE_RATIO * self.mean_bytes * (self._made + 1) + self.mean_bytes - self._spent)
             allowed = max(1, min(self.largest, self._window_room(), ahead))
-            reference = packets.fitting_code(a, self.mean_bytes, self._code)
+            sizes = packets.Sizes(a, self._code)
+            reference = sizes.fitting_code(self.mean_bytes, self._code)
             if self._q is None:
                 self._q = float(reference)
             finest = int(np.clip(round(self._q), reference - self.spread, reference + self.spread))
             if self.floor_ratio:  # a quiet frame gets at least this share of the mean
-                finest = min(finest, packets.fitting_code(a, self.floor_ratio * self.mean_bytes, finest))
+                finest = min(finest, sizes.fitting_code(self.floor_ratio * self.mean_bytes, finest))
             finest = min(max(finest, 0), packets.CODES - 1)
-            code, packet = packets.fit(a, allowed, finest, finest)
+            code, packet = packets.fit(a, allowed, finest, finest, sizes.fitting_code(allowed, finest, finest))
             if reference > 0:  # a frame that could take the mean (not a pause): the integrator learns
                 # from the size the step asked for, not the one the bounds allowed (else a held
                 # packet reads as room to spare, and the step winds finer against the bounds)
-                wanted = len(packet) if code == finest else \
-                    float(packets.estimated_bits(a, np.array([finest]))[0]) / 8 + 1
+                wanted = len(packet) if code == finest else sizes.bits_at(finest) / 8 + 1
                 self._q += self.gain * (wanted - self.mean_bytes) / self.mean_bytes
                 self._q = min(max(self._q, 0.0), packets.CODES - 1.0)
             self._window.append(len(packet))
