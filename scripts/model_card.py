@@ -286,7 +286,7 @@ def perceptual_card(model_path: Path, quality: pd.DataFrame, speed: pd.DataFrame
         f"| parameters | {params / 1e6:.2f} M ({model_path.stat().st_size / 1e6:.1f} MB file) |",
         "| entropy model | the textbook coder's Laplace tables, computed from integers (none learned): "
         "each coefficient's scale from its band's decoded energy and the step |",
-        "| rates | any from 6 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`), counted over its "
+        "| rates | any from 2 to 64 kbps (`speechcodec encode --model pc --bitrate 9k`), counted over its "
         "packets as Opus counts its own; each 20 ms packet's quantiser step is set by a causal, constrained "
         "VBR rate control (`--cbr`: constant); the enhancer was trained on the steps of "
         f"{3 if train.get('step_high', -22) >= 30 else 6} to 24 kbps |",

@@ -718,12 +718,10 @@ def _decoder_variants(model: str, path: str, bps: int, changes: list[dict]) -> l
     textbook decoder and by the model with each of ``changes`` made to its config: their
     (PESQ-WB, ViSQOL)."""
     import dataclasses
-    import io
 
     import torch
 
     from speechcodec.audio import read_audio
-    from speechcodec.bitstream import read_stream
     from speechcodec.metrics import to_pesq_rate
     from speechcodec.modelfile import load_model_file
     from speechcodec.perceptual.codec import PerceptualCodec
@@ -734,8 +732,7 @@ def _decoder_variants(model: str, path: str, bps: int, changes: list[dict]) -> l
     ref = to_pesq_rate(audio, rate)[: int(MAX_S * 16000)]
     base = load_model_file(model)
     codec = PerceptualCodec(base, bitrate_bps=bps)
-    header, chunks = read_stream(io.BytesIO(codec.encode(ref, 16000)))
-    pieces = list(codec._decoded(header, chunks))
+    pieces = [codec.frames_of(codec.encode(ref, 16000))]  # the packets' frames, a step each
     out = [_score((ref, np.clip(imdct(np.concatenate([p.coefficients for p in pieces]), len(ref), HOP), -1, 1)
                    .astype(np.float32)))]
     for change in changes:

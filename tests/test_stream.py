@@ -339,6 +339,10 @@ def test_the_sequence_numbers_say_what_was_lost_late_or_repeated():
     assert got == [b"a"] + [None] * MAX_GAP_PACKETS + [b"b"]
     got, _ = _page_stream([(100, [b"a"]), (100 + 40000, [b"b"])])  # more than half the range: behind
     assert got == [b"a"]
+    # a stray page far ahead (a forged one, or the sender's count reset): the good packets after
+    # it are behind; the first is dropped, the second followed, and the stream goes on
+    got, seq = _page_stream([(10, [b"a"]), (3000, [b"stray"]), (11, [b"b"]), (12, [b"c"]), (13, [b"d"])])
+    assert got == [b"a"] + [None] * MAX_GAP_PACKETS + [b"stray", b"c", b"d"] and seq.late == 1
 
 
 def test_a_file_is_the_packets_of_a_call(tiny):

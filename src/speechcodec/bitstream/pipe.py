@@ -225,13 +225,16 @@ class Sequencer:
     one expected (late or repeated) is dropped. One rule for ``stream-decode`` and ``decode``.
 
     A gap of more than :data:`MAX_GAP_PACKETS` is concealed as that many (a second: what follows
-    is silence anyway), so the output is bounded by the input's size.
+    is silence anyway), so the output is bounded by the input's size. Two packets in a row far
+    behind the one expected are followed from the second on (the numbering jumped), so one stray
+    page costs at most one good packet after it.
     """
 
     def __init__(self):
         self.expected: int | None = None
         self.lost = self.damaged_pages = self.late = 0
         self.damaged_at_end = 0  # damaged pages after the last good one (their packets are not counted)
+        self._stray: int | None = None  # the last packet dropped as behind
 
     def packets(self, pages) -> Iterator[bytes | None]:
         for page in pages:
@@ -247,10 +250,17 @@ class Sequencer:
         for packet in page.packets:
             if self.expected is not None:
                 ahead = (seq - self.expected) % 65536
-                if ahead >= 32768:  # behind the one expected: late or repeated
+                behind = (65536 - ahead) % 65536
+                # behind the one expected: late or repeated, unless it is the second packet in a
+                # row from far off (the sender's count jumped, or a stray page made ours jump):
+                # then it is followed, as RTP receivers do (RFC 3550, A.1)
+                if ahead >= 32768 and not (behind > MAX_GAP_PACKETS and self._stray == (seq - 1) % 65536):
                     self.late += 1
+                    self._stray = seq
                     seq = (seq + 1) % 65536
                     continue
+                if ahead >= 32768:
+                    ahead = 0
                 for _ in range(min(ahead, MAX_GAP_PACKETS)):
                     self.lost += 1
                     yield None

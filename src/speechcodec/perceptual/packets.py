@@ -66,6 +66,7 @@ INTER_SCALES = np.array([-8, -4, -5, -5, -6, -7, -8, -8, -8, -7, -8, -9, -8, -8,
 _BAND_OF_BIN = bands.band_of_bin(bands.LAYOUTS[SETTINGS.layout])
 _FLOOR = bands.floor_level(SETTINGS.energy_step)
 _CEILING = bands.CEILING_QUARTER_OCTAVES // SETTINGS.energy_step
+_SCALE_PLANS = {True: TABLES.plan(RESIDUAL_SCALES), False: TABLES.plan(INTER_SCALES)}  # by intra
 _KIND = constriction.stream.model.Uniform(1 << KIND_BITS)
 _CODE = constriction.stream.model.Uniform(CODES)
 
@@ -176,7 +177,7 @@ def payload_at(a: FrameAnalysis, code: int) -> bytes:
         try:
             decoder = _decoder(candidate)
             return bool(decoder.decode(_KIND, 1)[0]) == a.intra and int(decoder.decode(_CODE, 1)[0]) == code \
-                and np.array_equal(TABLES.decode(decoder, scales), a.residuals) \
+                and np.array_equal(TABLES.decode(decoder, scales, _SCALE_PLANS[a.intra]), a.residuals) \
                 and np.array_equal(TABLES.decode(decoder, index, plan), symbols)
         except Exception:  # a cut that no longer decodes (constriction raises plain exceptions)
             return False
@@ -289,7 +290,7 @@ def _symbols_of(packet: bytes, previous: np.ndarray | None):
     decoder = _decoder(packet)
     intra = bool(decoder.decode(_KIND, 1)[0])
     code = int(decoder.decode(_CODE, 1)[0])
-    residuals = TABLES.decode(decoder, RESIDUAL_SCALES if intra else INTER_SCALES)
+    residuals = TABLES.decode(decoder, RESIDUAL_SCALES if intra else INTER_SCALES, _SCALE_PLANS[intra])
     levels = levels_from_residuals(residuals, None if intra else _known(previous))
     # an encoder writes levels within these; an inter packet predicted from levels a loss made
     # stale (or a forged one) may say more, and is held to them
