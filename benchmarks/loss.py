@@ -134,7 +134,7 @@ def main() -> int:
             others = [r for r in others if (r["file"], r["bitrate_bps"], r["loss"]) in wanted]
         opus_bps = {} if others else {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
         jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
-                for which in (args.model, *(f"opus:{opus_bps[bps]}" for _ in opus_bps))
+                for which in (args.model, *([f"opus:{opus_bps[bps]}"] if opus_bps else []))
                 for seed, f in enumerate(files)]
         jobs += [(f, bps, 0.0, seed, f"textbook:{args.model}")
                  for bps in args.rates for seed, f in enumerate(files)
@@ -146,6 +146,11 @@ def main() -> int:
                 r["codec"], r["opus_nominal_bps"] = "opus", int(r["codec"][5:])
             r["codec"] = r["codec"].split(":")[0]
         rows += others
+    if args.csv and not args.from_csv:  # first: the scores outlive anything below
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+            writer.writeheader()
+            writer.writerows(rows)
     where = "" if args.from_csv else f" of {args.speech}"
     print(f"{len(files)} files{where}; each packet lost with the probability given (the same "
           f"packets for both codecs); files better: how many {args.model} scores higher on\n")
@@ -187,11 +192,6 @@ def main() -> int:
             print(f"| {bps / 1000:g} | {mean['pesq_wb'][0]:.2f} | {mean['visqol'][0]:.2f} | "
                   f"{mean['pesq_wb'][1]:.2f} | {mean['visqol'][1]:.2f} | "
                   f"{better[0]}, {better[1]} of {len(pairs)} |")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
-            writer.writeheader()
-            writer.writerows(rows)
     if args.plot:
         import matplotlib
 
