@@ -135,10 +135,11 @@ def energy_fill(coefficients, symbols, level_qo, edges, gain=1.0, seed=0):
 
 def _fill_job(job):
     from speechcodec.audio import read_audio
-    from speechcodec.baselines.transform import TransformCodec, _gain, decode, decode_symbols
+    from speechcodec.baselines.transform import TransformCodec, decode, decode_symbols
     from speechcodec.metrics import pesq_wb, to_pesq_rate, visqol
     from speechcodec.transform import bands
     from speechcodec.transform.mdct import HOP, imdct
+    from speechcodec.transform.quantiser import gain
 
     path, bps, gains = job
     audio, rate = read_audio(path)
@@ -146,7 +147,7 @@ def _fill_job(job):
     data = TransformCodec(bps).encode(ref, 16000)
     plain, _ = decode(data)
     settings, symbols, level_qo, step, samples = decode_symbols(data)
-    coefficients = symbols * _gain(settings, level_qo, step)
+    coefficients = symbols * gain(settings, level_qo, step)
     row = [len(data) * 8 / (len(ref) / 16000) / 1000, pesq_wb(ref, plain), visqol(ref, plain)]
     for g in gains:
         filled = energy_fill(coefficients, symbols, level_qo, bands.LAYOUTS[settings.layout], g)
@@ -286,10 +287,11 @@ def entropy_features(torch, symbols, j0, levels_bin, step, edges):
 
 
 def _symbols_at(norm, levels_qo, step, bins_of):
-    from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _scale_index
+    from speechcodec.baselines.transform import TransformCodec
+    from speechcodec.transform.quantiser import MAX_SYMBOL, scale_index
     sym = np.clip(np.rint(norm * 2.0 ** (-step / 64)), -MAX_SYMBOL, MAX_SYMBOL)
     lev_bin = levels_qo[..., bins_of]
-    j0 = _scale_index(8 * lev_bin.astype(np.int64), step, TransformCodec.coefficient_offset)
+    j0 = scale_index(8 * lev_bin.astype(np.int64), step, TransformCodec.coefficient_offset)
     return sym, j0, lev_bin
 
 
@@ -473,9 +475,10 @@ def evaluate_transform(args, model, in_scale, files, steps_done, tag, edges, r=0
     import torch
 
     from speechcodec.audio import read_audio
-    from speechcodec.baselines.transform import TransformCodec, _expand, _gain
+    from speechcodec.baselines.transform import TransformCodec
     from speechcodec.metrics import to_pesq_rate
     from speechcodec.transform.mdct import HOP, imdct
+    from speechcodec.transform.quantiser import expand_levels, gain
 
     model.eval()
     jobs = {"network": [], "network + energy fill": []}
@@ -491,8 +494,8 @@ def evaluate_transform(args, model, in_scale, files, steps_done, tag, edges, r=0
         with torch.no_grad():
             out, bits, _ = model(x, lv, noise=False, r=r)
         norm_hat = out[0].T.numpy() / in_scale
-        level_bin = _expand(codec.settings, a.levels, len(norm_hat))
-        coef = norm_hat * _gain(codec.settings, level_bin, 0)
+        level_bin = expand_levels(codec.settings, a.levels, len(norm_hat))
+        coef = norm_hat * gain(codec.settings, level_bin, 0)
         bits_total += bits.sum().item() + a.energy_bits
         seconds += len(ref) / 16000
         jobs["network"].append((ref, np.clip(imdct(coef, len(ref), HOP), -1, 1).astype(np.float32)))
@@ -517,8 +520,8 @@ def _textbook_decoded(norm, levels_qo, q, edges, rng, fill16=8):
     """The textbook decoder's normalised coefficients (its noise fill included) at step ``q``:
     (decoded [.., F, 320], symbols), from clean normalised ``norm`` and the band levels
     ``[.., F, 16]`` (quarter-octaves)."""
-    from speechcodec.baselines.transform import MAX_SYMBOL
     from speechcodec.transform import bands
+    from speechcodec.transform.quantiser import MAX_SYMBOL
     delta = 2.0 ** (q / 64)
     sym = np.clip(np.rint(norm / delta), -MAX_SYMBOL, MAX_SYMBOL)
     e = np.asarray(edges)
@@ -592,9 +595,10 @@ def evaluate_enhance(args, model, files, steps, steps_done, tag, edges) -> None:
     import torch
 
     from speechcodec.audio import read_audio
-    from speechcodec.baselines.transform import TransformCodec, _expand, _gain
+    from speechcodec.baselines.transform import TransformCodec
     from speechcodec.metrics import to_pesq_rate
     from speechcodec.transform.mdct import HOP, imdct
+    from speechcodec.transform.quantiser import expand_levels, gain
 
     model.eval()
     print(f"\n{tag}, {steps_done} steps, {len(files)} held-out files, each at the textbook coder's step:\n")
@@ -607,7 +611,7 @@ def evaluate_enhance(args, model, files, steps, steps_done, tag, edges) -> None:
             ref = to_pesq_rate(audio, rate)[: int(MAX_S * 16000)]
             codec = TransformCodec(bps)
             a = codec.analyse(ref)
-            lev_bin = _expand(codec.settings, a.levels, len(a.normalised))
+            lev_bin = expand_levels(codec.settings, a.levels, len(a.normalised))
             lev = a.levels * codec.settings.energy_step
             q = st[r]
             decoded, sym = _textbook_decoded(a.normalised[None], lev[None], q, edges,
@@ -618,7 +622,7 @@ def evaluate_enhance(args, model, files, steps, steps_done, tag, edges) -> None:
             e = np.asarray(edges)
             empty = np.repeat(np.add.reduceat(sym[0] != 0, e[:-1], axis=-1) == 0, np.diff(e), axis=-1)
             kept = np.where(empty, decoded[0], out)
-            g = _gain(codec.settings, lev_bin, 0)
+            g = gain(codec.settings, lev_bin, 0)
             variants = (("textbook", decoded[0]), ("textbook + enhancer", out), ("enhancer, fill kept", kept))
             for name, n in variants:
                 jobs[name].append((ref, np.clip(imdct(n * g, len(ref), HOP), -1, 1).astype(np.float32)))
@@ -643,15 +647,16 @@ J_RANGE = (-16, 48)  # base Laplace indices with a row of their own (clipped to 
 def _context_cells(norm, levels, norm_prev, levels_prev, step):
     """(symbols, base Laplace indices, context cell) of frames ``[N, 320]`` at ``step``, each
     with its previous frame."""
-    from speechcodec.baselines.transform import MAX_SYMBOL, TransformCodec, _expand, _index_base, _scale_index
+    from speechcodec.baselines.transform import TransformCodec
+    from speechcodec.transform.quantiser import MAX_SYMBOL, expand_levels, index_base, scale_index
 
     settings = TransformCodec(12000).settings
     q = 2.0 ** (-step / 64)
     s = np.clip(np.rint(norm * q), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
     a = np.abs(np.clip(np.rint(norm_prev * q), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64))
-    level = _expand(settings, levels // 4, len(levels))
-    level_prev = _expand(settings, levels_prev // 4, len(levels))
-    j0 = _scale_index(_index_base(settings, level), step, TransformCodec.coefficient_offset)
+    level = expand_levels(settings, levels // 4, len(levels))
+    level_prev = expand_levels(settings, levels_prev // 4, len(levels))
+    j0 = scale_index(index_base(settings, level), step, TransformCodec.coefficient_offset)
     m = 2 * a + np.pad(a, ((0, 0), (1, 0)))[:, :-1] + np.pad(a, ((0, 0), (0, 1)))[:, 1:]
     row = (np.clip(j0, *J_RANGE) - J_RANGE[0]) * (len(M_EDGES) + 1) + np.searchsorted(M_EDGES, m, side="right")
     cell = row * (len(D_EDGES) + 1) + np.searchsorted(D_EDGES, level - level_prev, side="right")

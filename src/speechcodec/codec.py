@@ -285,7 +285,7 @@ class Codec:
                     with bar, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format=ext,
                                            subtype=subtype) as out:
                         for block in blocks:
-                            out.write(np.clip(block, -1.0, 1.0))
+                            out.write(block)  # clipped after the last resampling already
                             bar.update(len(block) / rate)
                 except sf.LibsndfileError as exc:  # libsndfile says "System error" on a full disk
                     hint = "; is the disk full?" if "System error" in exc.error_string else ""

@@ -40,6 +40,7 @@ from speechcodec.transform import bands
 from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES, finish, new_decoder, new_encoder
 from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
 from speechcodec.transform.quantiser import (  # noqa: F401  (STEP_RANGE, MAX_SYMBOL, dequantise: this module's API too)
+    COEFFICIENT_OFFSET,
     MAX_SYMBOL,
     STEP_RANGE,
     TransformSettings,
@@ -80,7 +81,7 @@ class TransformCodec:
     """
 
     sample_rate_hz = SAMPLE_RATE_HZ
-    coefficient_offset = -4  # eighth-octaves: a Laplace's scale is its RMS / sqrt(2)
+    coefficient_offset = COEFFICIENT_OFFSET
 
     def __init__(self, bitrate_bps: int, settings: TransformSettings | None = None):
         self.bitrate_bps = int(bitrate_bps)

@@ -1,4 +1,4 @@
-"""A chunk of the perceptual family's stream: MDCT frames to bytes and back (numpy, no torch).
+"""The perceptual family's older chunked files (container format 3), read only (numpy, no torch).
 
 Payload of one chunk (inside the container's CRC-checked record)::
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speechcodec.baselines.transform import TransformCodec, decode_payload
+from speechcodec.baselines.transform import decode_payload
 from speechcodec.errors import BitstreamError, SpeechCodecError
 from speechcodec.transform import bands
 from speechcodec.transform.laplace import J_MAX, J_MIN
@@ -42,22 +42,8 @@ class DecodedChunk:
     band_levels_qo: np.ndarray  # int [T, B]
 
 
-def encode_chunk(coder: TransformCodec, spectrum: np.ndarray, target_bits: float) -> bytes:
-    """The payload of the MDCT frames ``spectrum`` (``odft``'s, ``[T, 320]``) whose size comes
-    nearest ``target_bits``."""
-    s = coder.settings
-    analysis = coder.analyse_spectrum(spectrum, 0)
-
-    def make(a, step: int) -> bytes:
-        head = _HEAD.pack(step, a.energy_scale, coder.coefficient_offset, bands.LAYOUT_IDS[s.layout],
-                          s.energy_step, s.alpha16, s.noise_fill16)
-        return head + coder.payload_at(a, step)
-
-    return coder.code(analysis, target_bits, make)[1]
-
-
 def decode_chunk(payload: bytes, frames: int) -> DecodedChunk:
-    """:func:`encode_chunk`'s inverse for a chunk of ``frames`` MDCT frames."""
+    """A chunk of ``frames`` MDCT frames of the older layout (container format 3), decoded."""
     if len(payload) < HEAD_BYTES:
         raise BitstreamError("perceptual chunk is shorter than its own header")
     step, escale, offset, layout, estep, alpha16, noise16 = _HEAD.unpack_from(payload)

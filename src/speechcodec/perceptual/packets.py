@@ -43,6 +43,7 @@ from speechcodec.perceptual.frames import DecodedChunk
 from speechcodec.transform import bands
 from speechcodec.transform.laplace import TABLES
 from speechcodec.transform.quantiser import (
+    COEFFICIENT_OFFSET,
     MAX_SYMBOL,
     TransformSettings,
     dequantise,
@@ -52,7 +53,6 @@ from speechcodec.transform.quantiser import (
 )
 
 SETTINGS = TransformSettings()  # what every packet is coded with (the perceptual family's)
-COEFFICIENT_OFFSET = -4  # eighth-octaves: a coefficient's Laplace scale is its RMS / sqrt(2)
 CODES = 256  # step codes: 8 bits
 KIND_BITS, CODE_BITS = 1, 8
 # An inter band's prediction: its anchor (:func:`_anchor`), plus INTER_BELOW8 eighths of how far

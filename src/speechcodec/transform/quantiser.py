@@ -19,6 +19,7 @@ from speechcodec.transform.laplace import J_MAX, J_MIN
 
 STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
 MAX_SYMBOL = 60000
+COEFFICIENT_OFFSET = -4  # eighth-octaves: a coefficient's Laplace scale is its RMS / sqrt(2)
 # A full-scale sine's MDCT coefficient is about 160 (320 samples at 1, windowed): a decoded
 # coefficient beyond this bound was not coded from sound, and is held to it (finite output always)
 MAX_COEFFICIENT = 4096.0
