@@ -101,7 +101,8 @@ def test_snakemake_lint_is_clean():
                                         "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml",
                                         "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml",
                                         "config/ship_cpu_anneal.yaml", "config/ship_loudness.yaml",
-                                        "config/ship_perceptual.yaml"])
+                                        "config/ship_perceptual.yaml", "config/perceptual.yaml",
+                                        "config/paper_perceptual.yaml"])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall"], REPO)
@@ -291,6 +292,43 @@ def test_dvc_repro_push_pull(tmp_path):
     status = run([dvc, "status"], clone).stdout
     assert not any(name in status for name in ("split_speakers", "train_codec", "make_report")), status
     assert_snakemake_current(clone)
+
+
+def perceptual_tiny_config() -> dict:
+    """``tiny_config`` with the perceptual family, as config/perceptual.yaml sets it (smaller)."""
+    config = tiny_config()
+    perceptual = yaml.safe_load((REPO / "config/perceptual.yaml").read_text())
+    config["model"].update(perceptual["model"], width=16, res_blocks=1)
+    config["train"].update(steps=6, batch_size=2, crop_s=0.5)
+    config["bitrates_bps"] = [6000, 12000]
+    config["overrides"] = {"6000": {}, "12000": {}}
+    return config
+
+
+@needs_espeak
+def test_dvc_repro_trains_the_perceptual_family_once_for_every_rate(tmp_path):
+    """`arch: perceptual` through `dvc repro`: one training, a Table 1 row at each rate, and
+    Snakemake agrees that everything is current."""
+    import pandas as pd
+
+    project = make_project(tmp_path, perceptual_tiny_config())
+    run(["git", "init", "-q"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    first = run([str(BIN / "dvc"), "repro"], project)
+    assert first.stdout.count("Running stage 'train_codec@") == 2
+    runs = list((project / "results/tiny/train").glob("perceptual-*"))
+    assert len(runs) == 1 and len(list(runs[0].glob("model-*.safetensors"))) == 1, runs
+    models = [project / f"results/tiny/models/{bps}bps.safetensors" for bps in (6000, 12000)]
+    assert models[0].read_bytes() == models[1].read_bytes()  # the one model, copied for each rate
+    table = pd.read_csv(project / "results/tiny/report/table1.csv")
+    rows = table[table["model"].str.startswith("tiny-")]
+    assert len(rows) == 2, table
+    kbps = sorted(rows["neural_kbps"])
+    assert 4.5 < kbps[0] < 7.5 and 9 < kbps[1] < 14, kbps  # each row coded at its own rate
+    for bps in (6000, 12000):
+        val = pd.read_csv(project / f"results/tiny/train_metrics/{bps}bps/val_metrics.csv")
+        assert val["bitrate_bps"].tolist() == [bps]
+    assert_snakemake_current(project)
 
 
 def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):

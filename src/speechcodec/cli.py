@@ -761,7 +761,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a codec model for one target bitrate: on the pipeline's "
                                    "train manifest with settings from config.yaml, or on any "
                                    "folder of speech. Rerunning the same command resumes from the "
-                                   "last checkpoint in --work-dir. Uses CUDA when present.")
+                                   "last checkpoint in --work-dir. Uses CUDA when present. With "
+                                   "'arch: perceptual' (config/perceptual.yaml) it trains the pc "
+                                   "family's enhancer, one model for every rate: the pipeline's "
+                                   "bitrates share one run beside their work folders, and each gets "
+                                   "a copy.")
     p.add_argument("--config", metavar="YAML", help="pipeline config (model, train, overrides)")
     p.add_argument("--bitrate", required=True, metavar="BPS",
                    help="target bitrate in bits per second, or kbps with a k: 6000 or 6k")

@@ -82,7 +82,11 @@ def training_configs(config: dict, bitrate_bps: int) -> tuple[ModelConfig, Train
 
 
 def model_name(config: dict, bitrate_bps: int) -> str:
-    return f"{config.get('name', 'speechcodec')}-{int(bitrate_bps)}bps"
+    """A trained model's name: ``NAME-6000bps``; a perceptual config's one model (every rate): ``NAME``."""
+    name = config.get("name", "speechcodec")
+    if (config.get("model") or {}).get("arch") == "perceptual":
+        return name
+    return f"{name}-{int(bitrate_bps)}bps"
 
 
 def eval_names(config: dict) -> list[str]:

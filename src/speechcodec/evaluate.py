@@ -66,6 +66,13 @@ def load_codec(spec: str):
     return speechcodec.load(spec)
 
 
+def codes_every_rate(spec: str) -> bool:
+    """Whether the model ``spec`` names codes every rate (its family says; the perceptual one does)."""
+    from speechcodec.model.family import family_of
+
+    return family_of(load_codec(spec).model_file.config).rates == "every"
+
+
 def _init_worker(spec: str, streams_dir: str, decoded_dir: str | None, postfilter: str | None = None) -> None:
     import torch
 
@@ -106,6 +113,8 @@ def evaluate(spec: str, manifest_path: str | os.PathLike, out_dir: str | os.Path
     rows = read_manifest(manifest_path).to_dict("records")
     if not rows:
         raise DataError(f"manifest {manifest_path} lists no utterances")
+    if target_bitrate_bps and codec_kind(spec) == "neural" and "@" not in spec and codes_every_rate(spec):
+        spec = f"{spec}@{int(target_bitrate_bps)}"  # one model, every rate: at the one asked
     out = Path(out_dir)
     streams = out / "streams"
     streams.mkdir(parents=True, exist_ok=True)

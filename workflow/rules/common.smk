@@ -36,8 +36,17 @@ REPORT_FILES = RUN.report_files
 MODEL_SOURCES = sorted(
     str(p)
     for p in Path("src/speechcodec").glob("*/*.py")
-    if p.parent.name in ("model", "entropy", "training")
+    if p.parent.name in ("model", "entropy", "training", "perceptual", "transform")
 ) + ["src/speechcodec/contexts.py", "src/speechcodec/bitstream/context.py"]
+
+
+def shipped_model_file(wildcards):
+    """The installed file of a shipped model's name: sc-3k.safetensors, or pc.safetensors for pc-6k
+    (one model that codes every rate, listed at each)."""
+    direct = Path(f"src/speechcodec/pretrained/{wildcards.model}.safetensors")
+    if direct.exists():
+        return str(direct)
+    return f"src/speechcodec/pretrained/{re.sub(r'-[0-9.]+k$', '', wildcards.model)}.safetensors"
 
 
 def training_uses_gpu():

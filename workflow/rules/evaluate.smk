@@ -70,7 +70,7 @@ rule eval_codec2_grid:
 
 rule eval_shipped:
     input:
-        model="src/speechcodec/pretrained/{model}.safetensors",
+        model=shipped_model_file,
         split=RUN.split,
     output:
         directory(RUN.eval(shipped_run("{model}"))),
@@ -82,7 +82,8 @@ rule eval_shipped:
     conda:
         "../envs/speechcodec.yaml"
     shell:
-        "speechcodec --log {log} eval --model {input.model}"
+        # by name: pc-6k is the installed pc at 6 kbps
+        "speechcodec --log {log} eval --model {wildcards.model}"
         " --test-manifest {input.split}/test.csv --out {output} --keep-audio -q"
 
 

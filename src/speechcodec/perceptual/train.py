@@ -47,6 +47,7 @@ class EnhancerTraining:
     init_from: str = ""  # a model (name or file) of the same shape to start from: a further round
     bf16: bool = True  # bfloat16 autocast on the CPU (about twice the speed)
     seed: int = 0
+    device: str = "cpu"  # where it trains: cpu, cuda, or auto (CUDA when there is one)
     # the decoder's band-energy ramp written into the model (ModelConfig): chosen on the held-out
     # speakers (docs/history.md, 2026-12-05)
     energy_full_step: int = -250
@@ -113,13 +114,27 @@ def example(data: dict, cfg: EnhancerTraining, rng: np.random.Generator):
 
 
 def _resumable(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k != "steps"}  # a run may go on for longer
+    # a run may go on for longer, or on another device
+    return {k: v for k, v in settings.items() if k not in ("steps", "device")}
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r}: torch sees no CUDA device here (use cpu or auto)")
+    return torch.device(name)
 
 
 def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTraining, work: Path,
-                   workers: int = 1, log=print, log_every: int = 200) -> Path:
+                   workers: int = 1, log=print, log_every: int = 200, record=None,
+                   bitrates_bps: tuple[int, ...] = (6000, 12000, 24000), info: dict | None = None) -> Path:
     """Train (or resume) and write the model file ``out``; returns it. An interrupted run
-    (Ctrl-C) saves its checkpoint first; the same call resumes from it."""
+    (Ctrl-C) saves its checkpoint first; the same call resumes from it. ``record(step, mse,
+    mse_as_decoded)`` is called every ``log_every`` steps; ``bitrates_bps`` are the rates the model
+    is listed at (``pc-6k``...)."""
     import torch
 
     from speechcodec.model.config import ModelConfig
@@ -130,19 +145,24 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
     if not files:
         raise TrainingError("no training speech: give --data a folder of .flac/.wav/.ogg files")
     data = analyse(files, work / "analysis.npz", workers)
+    if not np.any(data["lengths"] > cfg.crop_frames):
+        raise TrainingError(f"no training utterance is longer than the crop ({cfg.crop_frames} frames of "
+                            f"20 ms): give longer speech or a shorter crop")
     model_cfg = ModelConfig(arch="perceptual", code_channels=COEFFICIENTS, width=cfg.width,
                             res_blocks=cfg.res_blocks, energy_full_step=cfg.energy_full_step,
                             energy_none_step=cfg.energy_none_step, fill_gain16=cfg.fill_gain16)
+    device = _device(cfg.device)
     net = Enhancer(model_cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     path = work / "checkpoint.pt"
     step, seconds = 0, 0.0
     source = _source(net, cfg.init_from) if cfg.init_from else None
     if source and not path.exists():
         net.load_state_dict(source.build().state_dict())
         log(f"starting from {cfg.init_from}")
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     if path.exists():
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location=device)
         if _resumable(state["settings"]) != _resumable(asdict(cfg)):
             raise TrainingError(f"{path} was written with other settings: delete {work} to start afresh")
         net.load_state_dict(state["model"])
@@ -159,7 +179,7 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
     rng = np.random.default_rng([cfg.seed, step])
     t0 = time.time()
     try:
-        _loop(net, opt, data, cfg, rng, done, log, log_every, save)
+        _loop(net, opt, data, cfg, rng, done, log, log_every, save, record)
     except KeyboardInterrupt:
         save()
         raise
@@ -167,15 +187,16 @@ def train_enhancer(files: list[Path], out: Path, name: str, cfg: EnhancerTrainin
     seconds += time.time() - t0
     # the rates it is listed at (pc-6k...): not 3 kbps even when trained there, where sc-3k and it
     # each win one metric (PESQ-WB, ViSQOL) on the held-out speakers and on the test speech
-    info = {"bitrate_bps": 12000, "bitrates_bps": [6000, 12000, 24000],
+    rates = sorted(int(b) for b in bitrates_bps)
+    info = {"bitrate_bps": rates[len(rates) // 2], "bitrates_bps": rates,
             "description": "perceptual family: the textbook transform coder's stream, a frame-causal enhancer "
                            "at its decoder; one model for every rate",
-            "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
+            **(info or {}), "train": {**asdict(cfg), "files": len(files), "seconds": round(seconds)}}
     if source:  # the rounds before this one, first first (the model card shows them all)
         last = {**source.info.get("train", {}), "fingerprint": source.fingerprint}
         info["earlier"] = [*source.info.get("earlier", []), last]
     net.eval()
-    return save_model(out, net, None, name, info)
+    return save_model(out, net.cpu(), None, name, info)
 
 
 def _source(net, model: str):
@@ -192,18 +213,20 @@ def _source(net, model: str):
     return source
 
 
-def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every: int, save) -> None:
+def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every: int, save,
+          record=None) -> None:
     import torch
 
     from speechcodec.perceptual.network import COEFFICIENTS
 
     saved = time.time()
     step = done["step"]
+    device = next(net.parameters()).device
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
-        x, target = (torch.from_numpy(a) for a in example(data, cfg, rng))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        x, target = (torch.from_numpy(a).to(device) for a in example(data, cfg, rng))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             c = COEFFICIENTS
             y = net(x[:, :c], x[:, c:2 * c], x[:, 2 * c:-1], x[:, -1:])
         loss = ((y.float() - target) ** 2).mean()
@@ -213,8 +236,10 @@ def _loop(net, opt, data, cfg: EnhancerTraining, rng, done: dict, log, log_every
         opt.step()
         step = done["step"] = step + 1
         if step % log_every == 0:
-            log(f"step {step}: MSE {loss.item():.4f} step units^2 "
-                f"(as decoded: {((x[:, :COEFFICIENTS] - target) ** 2).mean().item():.4f})")
+            as_decoded = ((x[:, :COEFFICIENTS] - target) ** 2).mean().item()
+            log(f"step {step}: MSE {loss.item():.4f} step units^2 (as decoded: {as_decoded:.4f})")
+            if record:
+                record(step, loss.item(), as_decoded)
         if time.time() - saved > 180:
             save()
             saved = time.time()
@@ -247,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-out", action="store_true", help="leave every tenth speaker out")
     parser.add_argument("--workers", type=int, default=1, help="processes for the analysis")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or auto (CUDA when there is one; default cpu)")
     args = parser.parse_args(argv)
     import torch
 
@@ -255,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data.is_dir():
             raise TrainingError(f"--data {args.data} is not a folder")
         cfg = EnhancerTraining(steps=args.steps, decay_from=min(args.decay_from, args.steps), lr=args.lr,
-                               step_high=args.step_high, init_from=args.init_from or "")
+                               step_high=args.step_high, init_from=args.init_from or "", device=args.device)
         files = speech_files(args.data, args.hold_out)
         out = train_enhancer(files, args.out, args.name, cfg, args.out.with_suffix(".work"), args.workers)
     except SpeechCodecError as exc:
@@ -267,3 +294,104 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def settings_from_config(model_cfg, train_cfg) -> EnhancerTraining:
+    """The enhancer's training settings from a pipeline config's ``model`` and ``train`` sections
+    (``speechcodec train`` with ``arch: perceptual``): width, residual blocks and the decoder's
+    energy ramp from ``model``; steps, learning rate (held for ``lr_decay_from`` of the steps),
+    batch, crop, seed and ``init_from`` from ``train``; bfloat16 unless ``amp: off``."""
+    from speechcodec.transform.mdct import HOP
+
+    steps = int(train_cfg.steps)
+    return EnhancerTraining(
+        width=model_cfg.width, res_blocks=model_cfg.res_blocks, steps=steps,
+        decay_from=int(round(train_cfg.lr_decay_from * steps)), lr=train_cfg.lr,
+        lr_end=min(EnhancerTraining.lr_end, train_cfg.lr), batch=train_cfg.batch_size,
+        crop_frames=max(4, int(round(train_cfg.crop_s * model_cfg.sample_rate_hz / HOP))),
+        init_from=train_cfg.init_from or "", bf16=train_cfg.amp != "off", seed=train_cfg.seed,
+        device=train_cfg.device,
+        energy_full_step=model_cfg.energy_full_step, energy_none_step=model_cfg.energy_none_step,
+        fill_gain16=model_cfg.fill_gain16)
+
+
+def shared_work(cfg: EnhancerTraining, files: list, work_dir: str | None, out: Path) -> Path:
+    """Where the one training of these settings on these files lives. Beside a pipeline's per-bitrate
+    work folders (``WORK_DIR/../perceptual-KEY``) every bitrate's ``speechcodec train`` finds the
+    same run, so the perceptual family trains once for every rate; without ``--work-dir``,
+    ``OUT.work``. ``steps`` is not in the key: a longer run resumes the shorter one."""
+    import hashlib
+    import json
+
+    if not work_dir:
+        return out.with_suffix(".work")
+    what = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "device")}
+    what["files"] = sorted(str(f) for f in files)
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(work_dir).parent / f"perceptual-{key}"
+
+
+def _write_csv(path: Path, header: str, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
+    tmp.replace(path)
+
+
+def real_kbps(model: Path, files: list, bitrate_bps: int) -> float:
+    """The rate the model's files really have at ``bitrate_bps`` on ``files``: bytes written over seconds."""
+    from speechcodec.audio import read_audio
+    from speechcodec.registry import load
+
+    codec = load(model, bitrate_bps=bitrate_bps)
+    written, seconds = 0, 0.0
+    for f in files:
+        audio, rate = read_audio(f)
+        written += len(codec.encode(audio, rate))
+        seconds += len(audio) / rate
+    return written * 8 / max(seconds, 1e-9) / 1000
+
+
+def train_in_pipeline(cfg: EnhancerTraining, files: list, out: Path, name: str, bitrate_bps: int,
+                      bitrates_bps: tuple[int, ...], work_dir: str | None = None,
+                      metrics_dir: str | None = None, val_files: list | None = None,
+                      info: dict | None = None, quiet: bool = False) -> Path:
+    """``speechcodec train`` of a perceptual config for one of the pipeline's bitrates: the one
+    training of these settings (resumed, or done by an earlier bitrate's call, under a lock), its
+    model copied to ``out``. ``metrics_dir`` gets ``metrics.csv`` (step, training MSE) and
+    ``val_metrics.csv`` (the real rate of the validation files at ``bitrate_bps``)."""
+    import fcntl
+    import shutil
+
+    out = Path(out)
+    work = shared_work(cfg, files, work_dir, out)
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / f"model-{cfg.steps}steps.safetensors"
+    curve = work / "metrics.csv"
+    log = (lambda *a: None) if quiet else (lambda line: print(line, file=sys.stderr))
+    with open(work / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains; the others wait, then copy
+        if not model.exists():
+            rows = [line.split(",") for line in curve.read_text().splitlines()[1:]] if curve.exists() else []
+
+            def record(step, mse, as_decoded):
+                rows.append((step, f"{mse:.6f}", f"{as_decoded:.6f}"))
+                _write_csv(curve, "step,mse,mse_as_decoded", rows)
+
+            log_every = max(1, min(200, cfg.steps // 20))
+            train_enhancer(files, model, name, cfg, work, log=log, log_every=log_every, record=record,
+                           bitrates_bps=bitrates_bps, info=info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copyfile(model, tmp)
+    tmp.replace(out)
+    if metrics_dir:
+        metrics = Path(metrics_dir)
+        metrics.mkdir(parents=True, exist_ok=True)
+        if curve.exists():
+            shutil.copyfile(curve, metrics / "metrics.csv")
+        else:
+            _write_csv(metrics / "metrics.csv", "step,mse,mse_as_decoded", [])
+        kbps = real_kbps(out, list(val_files or []), bitrate_bps) if val_files else ""
+        _write_csv(metrics / "val_metrics.csv", "step,bitrate_bps,kbps_real", [(cfg.steps, bitrate_bps, kbps)])
+    return out

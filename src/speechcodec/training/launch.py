@@ -47,6 +47,7 @@ class TrainPlan:
     train_cfg: TrainConfig
     name: str
     nproc: int
+    bitrates_bps: tuple[int, ...] = ()  # every rate the config trains for (a perceptual model codes them all)
 
     @property
     def needs_torchrun(self) -> bool:
@@ -68,6 +69,12 @@ class TrainPlan:
             val = audio[::step][: req.val_files]
         info = {k: v for k, v in (("description", req.description),
                                   ("config_file", req.config and project_relative(req.config))) if v}
+        if self.model_cfg.arch == "perceptual":  # the transform coder's enhancer, once for every rate
+            from speechcodec.perceptual.train import settings_from_config, train_in_pipeline
+
+            return train_in_pipeline(settings_from_config(self.model_cfg, self.train_cfg), audio, Path(req.out),
+                                     self.name, req.bitrate_bps, self.bitrates_bps or (req.bitrate_bps,),
+                                     req.work_dir, req.metrics_dir, val, info, req.quiet)
         return train(self.model_cfg, self.train_cfg, audio, req.out, self.name, val_paths=val,
                      work_dir=req.work_dir, progress=not req.quiet, metrics_dir=req.metrics_dir,
                      restart_on_change=req.restart_on_change, info=info or None)
@@ -90,6 +97,7 @@ def plan(req: TrainRequest) -> TrainPlan:
                   f"training with its base model and train settings", file=sys.stderr)
         model_cfg, train_cfg, gpus = training_configs(config, req.bitrate_bps)
         name = req.name or model_name(config, req.bitrate_bps)
+        rates = tuple(int(b) for b in config.get("bitrates_bps") or ())
     else:
         try:
             model_cfg = ModelConfig.from_dict(json.loads(req.model_config_json)) if req.model_config_json \
@@ -98,11 +106,13 @@ def plan(req: TrainRequest) -> TrainPlan:
         except (ValueError, TypeError) as exc:
             raise SpeechCodecError(f"bad configuration: {exc}") from None
         gpus, name = 1, req.name or Path(req.out).stem
+        rates = ()
     try:
         train_cfg = TrainConfig.from_dict({**train_cfg.__dict__, **req.changes})
     except ValueError as exc:
         raise SpeechCodecError(f"bad configuration: {exc}") from None
-    return TrainPlan(req, model_cfg, train_cfg, name, req.nproc or gpus)
+    nproc = 1 if model_cfg.arch == "perceptual" else req.nproc or gpus  # the enhancer trains in one process
+    return TrainPlan(req, model_cfg, train_cfg, name, nproc, rates)
 
 
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
