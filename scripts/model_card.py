@@ -1,8 +1,8 @@
 """Write the model card (Markdown) of a model file from its metadata and measured benchmark rows.
 
-    .venv/bin/python benchmarks/quality.py --model sc-6k --csv quality.csv
-    .venv/bin/python benchmarks/speed.py --model sc-6k --csv speed.csv
-    .venv/bin/python scripts/model_card.py src/speechcodec/pretrained/sc-6k.safetensors \
+    .venv/bin/python benchmarks/quality.py --model sc-3k --csv quality.csv
+    .venv/bin/python benchmarks/speed.py --model sc-3k --csv speed.csv
+    .venv/bin/python scripts/model_card.py src/speechcodec/pretrained/sc-3k.safetensors \
         --quality quality.csv --speed speed.csv [--config config/ship.yaml] [--note TEXT]
 
 The card goes beside the model (same stem, ``.md``). Every number in it is read from the model

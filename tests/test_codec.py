@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 import speechcodec
-from conftest import REPO, synth_speech
+from conftest import REPO, run_cli, synth_speech
 from speechcodec.bitstream.container import read_header
 from speechcodec.modelfile import load_model_file, save_model
 
@@ -175,6 +175,31 @@ def test_unknown_model_and_changed_weights_are_refused(tiny_model, tmp_path, mon
         speechcodec.decode(data)
     with pytest.raises(speechcodec.ModelMismatchError):
         speechcodec.load(other).decode(data)
+
+
+@pytest.mark.parametrize("retired, successor", [("sc-6k", "pc-6k"), ("sc-12k", "pc-12k"), ("sc-24k", "pc-24k")])
+def test_a_retired_model_name_says_its_successor(tmp_path, retired, successor):
+    """Retired models are neither listed nor loaded; their names, and streams that name them, fail
+    in one line that names what replaces them."""
+    import dataclasses
+    import io
+
+    from speechcodec.bitstream.container import write_header
+
+    assert retired not in {m["name"] for m in speechcodec.list_models()} and successor in \
+        {m["name"] for m in speechcodec.list_models()}
+    with pytest.raises(speechcodec.UnknownModelError, match=f"retired.*use {successor}"):
+        speechcodec.load(retired)
+    # a stream of the retired model: sc-3k's, its header renamed (CRC recomputed)
+    data = speechcodec.load("sc-3k").encode(synth_speech(1.0), 16000)
+    header, size = read_header(io.BytesIO(data))
+    renamed = io.BytesIO()
+    write_header(renamed, dataclasses.replace(header, model=retired))
+    (tmp_path / "old.spcd").write_bytes(renamed.getvalue() + data[size:])
+    result = run_cli("decode", tmp_path / "old.spcd", tmp_path / "old.wav")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and f"use {successor}" in result.stderr, result.stderr
+    assert not (tmp_path / "old.wav").exists()
 
 
 def test_model_files_are_never_unpickled(tmp_path):

@@ -386,7 +386,7 @@ def test_a_foreign_or_broken_manifest_is_a_one_line_error(tmp_path):
     for name, match in (("other", "lacks the column(s) speaker, utterance, path"),
                         ("header", "lists no utterances"),
                         ("empty", "not a readable CSV"), ("binary", "not a readable CSV")):
-        result = run_cli("eval", "--model", "sc-6k", "--test-manifest", tmp_path / f"{name}.csv",
+        result = run_cli("eval", "--model", "sc-3k", "--test-manifest", tmp_path / f"{name}.csv",
                          "--out", tmp_path / "ev")
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and match in lines[0], result.stderr

@@ -312,7 +312,7 @@ def test_cli_loopback(speech_path, tmp_path):
     x, _ = sf.read(speech_path)
     assert rate == 16000 and len(y) == len(x)
     assert "lost (10% asked)" in done.stderr
-    for args, says in ((("--loss", "1.5"), "--loss"), (("--model", "sc-6k"), "perceptual"),
+    for args, says in ((("--loss", "1.5"), "--loss"), (("--model", "sc-3k"), "perceptual"),
                        (("--bitrate", "1k"), "codes 2000 to 64000 bps")):
         bad = run_cli("loopback", speech_path, tmp_path / "x.wav", *args)
         assert bad.returncode == 1 and says in bad.stderr and "Traceback" not in bad.stderr

@@ -1,7 +1,8 @@
-"""speechcodec: a neural speech codec with a learned entropy model and a safe range-coded format.
+"""speechcodec: a speech codec (pc: an MDCT transform coder with a neural enhancer at its decoder,
+6 to 24 kbps; sc-3k: a learned autoencoder) and a safe range-coded format.
 
 >>> import speechcodec
->>> codec = speechcodec.load("sc-6k")               # or a model file path
+>>> codec = speechcodec.load("pc-12k")              # or a model file path
 >>> data = codec.encode(audio, sample_rate)         # bytes
 >>> audio_hat, rate = speechcodec.decode(data)      # picks the model named in the stream
 """

@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="crops per step (overrides the config)")
     p.add_argument("--seed", type=int)
     p.add_argument("--init-from", metavar="MODEL",
-                   help="start from this model's weights (an installed name such as sc-6k, or a "
+                   help="start from this model's weights (an installed name such as sc-3k, or a "
                         ".safetensors file with the same model config), so runs add up over time")
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init-from: train only the decoder; the encoder and entropy tables, hence "

@@ -39,7 +39,7 @@ def neural_run(bps) -> str:
 
 def opus_matched_run(run: str) -> str:
     """The eval run of Opus at the real rate measured in ``run`` (a neural or shipped run):
-    opus-match-6000bps beside neural-6000bps, opus-match-shipped-sc-6k beside shipped-sc-6k."""
+    opus-match-6000bps beside neural-6000bps, opus-match-shipped-pc-6k beside shipped-pc-6k."""
     return _matched("opus", run)
 
 

@@ -17,6 +17,10 @@ from speechcodec.modelfile import load_model_file, nominal_bitrate_bps, read_met
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MODEL_PATH_ENV = "SPEECHCODEC_MODEL_PATH"
+# Models no longer installed, and what replaces each: pc beats them on both metrics at their rates
+# (docs/retired/ keeps their cards; git history keeps their weights).
+RETIRED = {"sc-6k": "pc-6k", "sc-12k": "pc-12k", "sc-24k": "pc-24k"}
+RETIRED_AT = "280caa9"  # the last commit that installed them
 
 
 def model_dirs() -> list[Path]:
@@ -86,6 +90,10 @@ def _installed(name: str) -> dict:
     by_model = [m for m in models if m["model"] == name]
     if by_model:
         return dict(by_model[0], bitrate_bps=None)
+    if name in RETIRED:
+        raise UnknownModelError(
+            f"model {name!r} was retired (pc beats it on both metrics at its rate): use {RETIRED[name]}; to decode "
+            f"an old stream, fetch its weights (docs/retired/{name}.md) into a folder named by ${MODEL_PATH_ENV}")
     names = ", ".join(m["name"] for m in models) or "none"
     raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
                             f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")
