@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A GPU round inside a fixed time budget: continue the four installed sc-* models
-# (config/ship_gpu.yaml) and train the paper's network at its 14.81 kbps row (config/paper.yaml),
+# (config/history/ship_gpu.yaml) and train the paper's network at its 14.81 kbps row (config/paper.yaml),
 # all five at once on one GPU. This is how the shipped sc-6k/12k/24k and models/paper-15k were
 # made on a 15-minute H100 lease (see their cards).
 #
@@ -9,7 +9,7 @@
 #   INIT_DIR=DIR MODE=train ...             # continue from DIR/NAME.safetensors (a previous round)
 #
 # NAMES (default "sc-3k sc-6k sc-12k sc-24k paper-15k"): the runs. SHIP_CONFIG (default
-# config/ship_gpu.yaml): the config of the sc-* runs, e.g. config/ship_ctx.yaml.
+# config/history/ship_gpu.yaml): the config of the sc-* runs, e.g. config/history/ship_ctx.yaml.
 # DATA (default ../shared/data/train/audio): training audio. WORK (default /tmp/gpu-round): work
 # folders, logs and the models written (NAME.safetensors, or NAME.best.safetensors when a run was
 # cut short). PY (default python3) must have speechcodec importable (src/ is put on PYTHONPATH).
@@ -22,7 +22,7 @@ DATA=${DATA:-../shared/data/train/audio}
 WORK=${WORK:-/tmp/gpu-round}
 TRAIN_SECONDS=${TRAIN_SECONDS:-400}
 read -r -a NAMES <<<"${NAMES:-sc-3k sc-6k sc-12k sc-24k paper-15k}"
-SHIP_CONFIG=${SHIP_CONFIG:-config/ship_gpu.yaml}
+SHIP_CONFIG=${SHIP_CONFIG:-config/history/ship_gpu.yaml}
 declare -A CONFIG=([sc-3k]=$SHIP_CONFIG [sc-6k]=$SHIP_CONFIG [sc-12k]=$SHIP_CONFIG
                    [sc-24k]=$SHIP_CONFIG [paper-15k]=config/paper.yaml)
 declare -A BPS=([sc-3k]=3000 [sc-6k]=6000 [sc-12k]=12000 [sc-24k]=24000 [paper-15k]=14810)

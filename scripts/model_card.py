@@ -111,11 +111,17 @@ def history_rows(history: list[dict], info: dict) -> list[str]:
 def training_runs(info: dict, config: str, base_config: str) -> list[dict]:
     """Every run behind a model, oldest first: config file, bitrate, steps and batch of each (a
     history row without a config file gets ``base_config`` if first, else ``config``)."""
+    from speechcodec.config import moved_config
+
+    def where(path):  # a config that only records history has moved to config/history/
+        return str(moved_config(Path(path))) if path else path
+
     history = info.get("history", [])
-    runs = [{"config_file": h.get("config_file") or (base_config if i == 0 else config),
+    runs = [{"config_file": where(h.get("config_file") or (base_config if i == 0 else config)),
              "bitrate_bps": h.get("bitrate_bps") or info.get("bitrate_bps"), "steps": h.get("steps") or 0,
              "batch_size": h.get("batch_size")} for i, h in enumerate(history)]
-    return runs + [{"config_file": info.get("config_file") or config, "bitrate_bps": info.get("bitrate_bps"),
+    return runs + [{"config_file": where(info.get("config_file") or config),
+                    "bitrate_bps": info.get("bitrate_bps"),
                     "steps": info.get("steps") or 0,
                     "batch_size": info.get("train_config", {}).get("batch_size")}]
 

@@ -2,14 +2,14 @@
 # Make the shipped models with the pipeline, then install them.
 #
 #   scripts/ship.sh                        # config/ship.yaml: train, measure, write the cards
-#   SHIP_CONFIG=config/ship_gpu.yaml scripts/ship.sh   # another config with a `ship` section
+#   SHIP_CONFIG=config/history/ship_gpu.yaml scripts/ship.sh   # another config with a `ship` section
 #
 # Runs `snakemake ship --configfile $SHIP_CONFIG` (workflow/rules/ship.smk): every model of the
 # config's `ship.models` trained (or, with `ship.continue_installed`, continued) on `ship.data`,
 # measured on `ship.test_speech` (speakers never trained on) for quality and speed, each with its
-# model card, and the README's results table; a rerun resumes the trainings from their
+# model card, and the results table (docs/results.md); a rerun resumes the trainings from their
 # checkpoints and redoes only what changed. Then copies model + card into
-# src/speechcodec/pretrained/, the plot into docs/ and the table into the README.
+# src/speechcodec/pretrained/, the plot into docs/ and the table into docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -26,9 +26,9 @@ print(RunLayout(config['name']).ship, *(m for m, bps in ship['models'].items() i
 for name in $names; do  # the finished models (not MODEL.trained.safetensors, their state before the postfilter)
   cp "$shipped/$name.safetensors" "$shipped/$name.md" src/speechcodec/pretrained/
 done
-old_rows=$("$BIN/python" - "$shipped/results.md" README.md <<'PY'
-# The README's tables keep a row per installed model: the rows of the models made here replace
-# theirs (a config may make only some, e.g. config/ship_loudness.yaml), the others stay. Each
+old_rows=$("$BIN/python" - "$shipped/results.md" docs/results.md <<'PY'
+# The results tables (docs/results.md) keep a row per installed model: the rows of the models made here replace
+# theirs (a config may make only some, e.g. config/history/ship_loudness.yaml), the others stay. Each
 # table (beside Opus, then beside the textbook coder) merges on its own; the text between them is
 # the new one. Prints how many rows were kept from before.
 import re, sys
@@ -37,7 +37,7 @@ made, readme = Path(sys.argv[1]).read_text().strip("\n"), Path(sys.argv[2])
 text = readme.read_text()
 block = re.search(r"(<!-- results-table: .*? -->\n)(.*?)(\n<!-- /results-table -->)", text, flags=re.S)
 if not block:
-    sys.exit("ship.sh: the README has no <!-- results-table --> markers; the table is in " + sys.argv[1])
+    sys.exit("ship.sh: docs/results.md has no <!-- results-table --> markers; the table is in " + sys.argv[1])
 def name(row):
     return row.split("|")[1].strip()
 def parts(markdown):
@@ -58,12 +58,12 @@ readme.write_text(text[:block.start(2)] + "\n\n".join("\n".join(p) for p in merg
 print(kept)
 PY
 )
-if [ "$old_rows" = 0 ]; then  # every model in the README was made here: its plot is the README's
+if [ "$old_rows" = 0 ]; then  # every model in docs/results.md was made here: its plot is the one shown
   cp "$shipped/report/rate_quality.png" docs/rate_quality.png
-else  # its own plot beside the README's: the models it made, among Opus's and the textbook coder's grids
+else  # its own plot beside that one: the models it made, among Opus's and the textbook coder's grids
   run=$(basename "$(dirname "$shipped")")
   cp "$shipped/report/rate_quality.png" "docs/rate_quality_$run.png"
-  echo "ship.sh: docs/rate_quality.png kept (this config made only some of the models in the README);" \
+  echo "ship.sh: docs/rate_quality.png kept (this config made only some of the models in docs/results.md);" \
        "its plot is docs/rate_quality_$run.png" >&2
 fi
-echo "installed: $names; README table updated" >&2
+echo "installed: $names; docs/results.md's table updated (the README's short table is written by hand)" >&2

@@ -70,7 +70,7 @@ def test_card_of_a_continued_model_adds_up_its_runs(tmp_path, tiny_model, synth_
     commands = card.split("```bash")[1].split("```")[0]
     assert "--config config/ship.yaml --bitrate 4000" in commands  # the first run's
     assert "--name tiny-test --steps 30 --batch-size 4 --out tiny-test.safetensors" in commands
-    assert "--config config/ship_gpu.yaml" in commands
+    assert "--config config/history/ship_gpu.yaml" in commands  # recorded as config/ship_gpu.yaml: moved
     assert "--init-from tiny-test.safetensors --steps 3 --batch-size 4 --out tiny-test-1.safetensors" \
         in commands
 
@@ -147,11 +147,11 @@ def test_retrain_script_redoes_every_run_in_order(tmp_path, synth_corpus):
 
 
 def test_each_shipped_model_has_one_nominal_bitrate():
-    """`speechcodec models`, the model card and the README's table name the same nominal rate."""
+    """`speechcodec models`, the model card and docs/results.md's table name the same nominal rate."""
     from speechcodec.registry import list_models
 
     pretrained = SCRIPT.parents[1] / "src" / "speechcodec" / "pretrained"
-    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    readme = (SCRIPT.parents[1] / "docs" / "results.md").read_text()
     shipped = [m for m in list_models() if Path(m["path"]).parent == pretrained]
     assert {m["model"] for m in shipped} == {"sc-3k", "pc"}
     for m in shipped:

@@ -97,12 +97,15 @@ def test_snakemake_lint_is_clean():
     assert "good condition" in result.stdout + result.stderr
 
 
+HISTORY_CONFIGS = ["ship_gpu", "ship_ctx", "ship_ctx_continue", "ship_ctx_decoder", "ship_cpu_anneal",
+                   "ship_loudness"]
+
+
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml", "config/folder.yaml",
-                                        "config/ship.yaml", "config/ship_gpu.yaml", "config/ship_ctx.yaml",
-                                        "config/ship_ctx_continue.yaml", "config/ship_ctx_decoder.yaml",
-                                        "config/ship_cpu_anneal.yaml", "config/ship_loudness.yaml",
-                                        "config/ship_perceptual.yaml", "config/perceptual.yaml",
-                                        "config/paper_perceptual.yaml"])
+                                        "config/ship.yaml", "config/ship_perceptual.yaml",
+                                        "config/perceptual.yaml",
+                                        "config/paper_perceptual.yaml",
+                                        *(f"config/history/{name}.yaml" for name in HISTORY_CONFIGS)])
 def test_every_config_dry_runs(configfile):
     result = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "all", "--resources", "gpu=1",
                   "--configfile", configfile, "--forceall"], REPO)
@@ -379,7 +382,8 @@ def test_the_ship_target_trains_measures_and_writes_the_cards(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-@pytest.mark.parametrize("configfile, models", [("config/ship.yaml", 4), ("config/ship_loudness.yaml", 1)])
+@pytest.mark.parametrize("configfile, models", [("config/ship.yaml", 4),
+                                                ("config/history/ship_loudness.yaml", 1)])
 def test_the_ship_target_plans_the_shipped_models(configfile, models):
     """`snakemake ship --configfile ...` (the target before the files: --configfile takes several)."""
     plan = run([str(BIN / "snakemake"), "ship", "-n", "-p", "--forceall", "--cores", "2",

@@ -28,11 +28,21 @@ from speechcodec.training.config import TrainConfig
 SECTIONS = ("name", "dataset", "data", "model", "train", "bitrates_bps", "overrides", "eval", "listen", "ship")
 
 
+HISTORY = "history"  # config/history/: configs that only record how the shipped models were made
+
+
+def moved_config(path: Path) -> Path:
+    """``path``, or where it moved: a config that only records history lives in ``config/history/``
+    now, and model files made with it still name ``config/NAME.yaml``."""
+    moved = path.parent / HISTORY / path.name
+    return moved if not path.is_file() and moved.is_file() else path
+
+
 def load_config(path: str | os.PathLike, seen: set[Path] | None = None) -> dict:
     """The settings of a YAML file; a top-level ``base: other.yaml`` key starts from that file's."""
     import yaml
 
-    path = Path(path)
+    path = moved_config(Path(path))
     if not path.is_file():
         raise SpeechCodecError(f"config file {path} does not exist")
     try:

@@ -92,8 +92,9 @@ def _installed(name: str) -> dict:
         return dict(by_model[0], bitrate_bps=None)
     if name in RETIRED:
         raise UnknownModelError(
-            f"model {name!r} was retired (pc beats it on both metrics at its rate): use {RETIRED[name]}; to decode "
-            f"an old stream, fetch its weights (docs/retired/{name}.md) into a folder named by ${MODEL_PATH_ENV}")
+            f"model {name!r} was retired (pc beats it on both metrics at its rate): use {RETIRED[name]}; "
+            f"to decode an old stream, fetch its weights (docs/retired/{name}.md) into a folder named by "
+            f"${MODEL_PATH_ENV}")
     names = ", ".join(m["name"] for m in models) or "none"
     raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
                             f"pass a model file path or add its folder to ${MODEL_PATH_ENV}")

@@ -1,8 +1,8 @@
 # `snakemake ship --configfile config/ship.yaml`: the shipped models, trained (or continued) on
 # the config's `ship.data`, their postfilter strengths chosen on its validation files, measured on
 # `ship.test_speech` (speakers never trained on) for quality and on one thread for speed, each
-# with its model card; Table 1, the plot and the README's
-# results table come out of the same run. Not part of `all`: hours of training on a CPU.
+# with its model card; Table 1, the plot and the results table of docs/results.md
+# come out of the same run. Not part of `all`: hours of training on a CPU.
 # `scripts/ship.sh` runs it and installs the result (src/speechcodec/pretrained, docs/).
 
 rule ship:
