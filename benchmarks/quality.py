@@ -32,6 +32,7 @@ import soundfile as sf
 
 import speechcodec
 from speechcodec.baselines.opus import MIN_BITRATE_BPS
+from speechcodec.codecs import capabilities
 from speechcodec.evaluate import evaluate, evaluate_opus_matched, evaluate_transform_matched, load_codec
 from speechcodec.metrics import BESIDE_BASELINES, METRICS, SHOWN, VERSUS_CODEC2, VERSUS_OPUS
 from speechcodec.report import build_report, codec2_match
@@ -62,7 +63,7 @@ def rate_specs(name: str) -> list[str]:
     """What to score of a model: itself, or, for a model file that codes every rate, each rate its
     info lists (``pc.safetensors@6000``, ...)."""
     codec = speechcodec.load(name)
-    rates = codec.info.get("bitrates_bps") if hasattr(codec, "at") and "@" not in name else None
+    rates = codec.info.get("bitrates_bps") if capabilities(codec).every_rate and "@" not in name else None
     if not rates or Path(name).suffix != ".safetensors":
         return [name]
     return [f"{name}@{bps}" for bps in rates]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechcodec.codecs import codec_record
 from speechcodec.metrics import METRICS, PAPER_METRIC, SHOWN, VERSUS_OPUS, Metric, score_text
 from speechcodec.model.family import family_of
 from speechcodec.modelfile import load_model_file, nominal_bitrate_bps
@@ -84,8 +85,6 @@ def loss_terms(tc: dict) -> str:
 
 
 def family(cfg) -> str:
-    from speechcodec.model.family import family_of
-
     return family_of(cfg).describe(cfg)
 
 
@@ -242,7 +241,7 @@ def rows_of(table: pd.DataFrame, path: Path) -> list[tuple[str, int | None, pd.S
     """A model file's rows of a benchmark table: ``(name, nominal bps, row)``; one per rate for a
     model that codes every rate (``pc-6k``, ``pc-12k``, ...)."""
     model = load_model_file(path)
-    if family_of(model.config).rates == "every":
+    if codec_record(model.config.arch).every_rate:
         named = [(f"{model.name}-{bps / 1000:g}k", int(bps)) for bps in model.info.get("bitrates_bps", [])]
     else:
         named = [(model.name, nominal_bitrate_bps(model.info))]
@@ -410,7 +409,7 @@ def main() -> int:
     name = mf.name
     quality = pd.read_csv(args.quality).set_index("model")
     speed = pd.read_csv(args.speed).set_index("model")
-    if family_of(mf.config).rates == "every":
+    if codec_record(mf.config.arch).every_rate:
         if not rows_of(quality, args.model):
             sys.exit(f"{name}: no row in {args.quality}; run the benchmarks with --model {args.model}")
         out = args.model.with_suffix(".md")

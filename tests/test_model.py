@@ -10,7 +10,7 @@ import torch
 
 from conftest import synth_speech
 from speechcodec.bitstream.container import read_stream
-from speechcodec.codec import Codec
+from speechcodec.codec import AutoencoderCodec as Codec
 from speechcodec.entropy.factorized import counts_from_pmf
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.model.folded import MAX_LOG_MAGNITUDE

@@ -12,7 +12,7 @@ import pytest
 import speechcodec
 from conftest import run_cli, synth_speech
 from speechcodec.bitstream.container import StreamHeader, read_header, read_stream, write_header
-from speechcodec.codec import Codec
+from speechcodec.codec import AutoencoderCodec as Codec
 from speechcodec.errors import BitstreamError
 from speechcodec.modelfile import load_model_file, update_info
 from speechcodec.postfilter import (

@@ -428,7 +428,7 @@ def test_train_cli_errors_are_one_line(tmp_path, synth_corpus):
 
 def test_decoder_only_training_keeps_every_code_and_byte(tmp_path, synth_corpus, tiny_model):
     from conftest import synth_speech
-    from speechcodec.codec import Codec
+    from speechcodec.codec import AutoencoderCodec as Codec
 
     out = train(TINY, _cfg(steps=6, lr=3e-3, decoder_only=True, init_from=str(tiny_model)), synth_corpus,
                 tmp_path / "d.safetensors", "tiny-test", progress=False)

@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from speechcodec.codecs import capabilities
 from speechcodec.errors import SpeechCodecError, missing_extra, require
 from speechcodec.files import STDIO
 
@@ -75,12 +76,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     name = args.model or speechcodec.model_for_bitrate(bitrate_bps(args.bitrate or "6k"))
     codec = speechcodec.load(name, threads=_threads(args))
     if args.model and args.bitrate:
-        if not hasattr(codec, "at"):
+        if not capabilities(codec).every_rate:
             raise SpeechCodecError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps): drop "
                                    "--bitrate, or drop --model to pick the installed model nearest it")
         codec = codec.at(bitrate_bps(args.bitrate))
     if args.cbr:
-        if not hasattr(codec, "at"):
+        if not capabilities(codec).streams:
             raise SpeechCodecError(f"--cbr is the perceptual family's (model {codec.name!r} codes whole files)")
         codec = codec.at(codec.bitrate_bps, cbr=True)
     with regular_input(args.input) as src:
@@ -189,7 +190,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         size = p.stat().st_size
         with open(p, "rb") as f:
             if _magic(p) == b"SCPK":
-                return _print_facts(_packet_stream_facts(f, _shown(args.input, "stdin"), size), args.json)
+                from speechcodec.perceptual.stream import packet_stream_facts
+
+                facts = {"file": _shown(args.input, "stdin"), **packet_stream_facts(f, size)}
+                return _print_facts(facts, args.json)
             header, chunks = read_stream(f)
             num_chunks = sum(1 for _ in chunks)  # reads every chunk: checks every CRC
     facts = {
@@ -222,46 +226,6 @@ def _print_facts(facts: dict, as_json: bool) -> int:
         for key, value in facts.items():
             print(f"{key:<{width}}  {value}")
     return 0
-
-
-def _packet_stream_facts(f, shown: str, size: int) -> dict:
-    """What ``speechcodec info`` says of packets (a perceptual file or a saved live stream):
-    reads every page (checks every CRC). The bitrate counts the packets, as Opus's does; the
-    framing's bytes (header, page heads, CRCs) are given apart."""
-    from speechcodec.bitstream.pipe import Sequencer, read_header, read_pages
-    from speechcodec.perceptual.stream import ALGORITHMIC_DELAY_MS, FRAME_MS, largest_packet_bytes
-
-    header = read_header(f)
-    sequencer = Sequencer()
-    stream = list(sequencer.packets(read_pages(f)))
-    sent = [len(p) for p in stream if p is not None]
-    seconds = len(stream) * FRAME_MS / 1000
-    payload = sum(sent)
-    facts = {
-        "file": shown,
-        "kind": "packets (speechcodec encode, or stream-encode)",
-        "model": header.model,
-        "fingerprint": header.fingerprint,
-        "bitrate_asked_kbps": header.bitrate_bps / 1000,
-        "rate_control": "cbr" if header.cbr else "vbr",
-        "packets": len(stream),
-        "packets_lost": len(stream) - len(sent),
-        "pages_damaged": sequencer.damaged_pages,
-        "duration_s": round(header.duration_s if header.duration_s is not None else seconds, 3),
-        "num_bytes": size,
-        "payload_bytes": payload,
-        "bitrate_kbps": round(payload * 8 / seconds / 1000, 3) if seconds else 0.0,
-        "framing_bytes": size - payload,
-        "framing_kbps": round((size - payload) * 8 / seconds / 1000, 3) if seconds else 0.0,
-        "largest_packet_bytes": max(sent, default=0),
-        "largest_packet_allowed_bytes": largest_packet_bytes(header.bitrate_bps, header.cbr),
-        "frame_ms": FRAME_MS,
-        "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
-    }
-    if header.source_sample_rate_hz:
-        facts["source_sample_rate_hz"] = header.source_sample_rate_hz
-        facts["source_channels"] = header.source_channels
-    return facts
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -447,7 +411,7 @@ def _stream_codec(args: argparse.Namespace, name: str, bitrate: int | None = Non
     import speechcodec
 
     codec = _codec_named(args, name) if made is not None else speechcodec.load(name, threads=_threads(args))
-    if not hasattr(codec, "at"):
+    if not capabilities(codec).streams:
         raise SpeechCodecError(f"model {codec.name!r} codes whole files (it looks ahead); streaming takes a "
                                "perceptual-family model: --model pc")
     if made is not None and codec.fingerprint != made.fingerprint:
@@ -605,18 +569,7 @@ def _add_data_parser(sub) -> None:
     p.set_defaults(func=cmd_data_split)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="speechcodec",
-        description="Neural speech codec: encode speech into a small, safe, self-describing file "
-                    "and back. Files are range-coded with a learned entropy model and checked "
-                    "chunk by chunk with CRC32.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
-    parser.add_argument("--log", metavar="FILE",
-                        help="write messages to FILE instead of the terminal (folders are created)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_encode_parser(sub) -> None:
     p = sub.add_parser("encode", help="audio file (wav/flac/ogg, any rate, any channels) -> stream",
                        description="Encode an audio file. It is mixed to mono and resampled to the "
                                    "model's rate; the stream remembers the original rate.")
@@ -632,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_encode, if_stopped="nothing was written")
 
+
+def _add_decode_parser(sub) -> None:
     p = sub.add_parser("decode", help="stream -> WAV (or FLAC, Ogg, MP3 by extension)",
                        description="Decode a stream with the model named in its header.")
     p.add_argument("input", help="stream file written by 'speechcodec encode'; - for stdin")
@@ -649,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_decode, if_stopped="nothing was written")
 
+
+def _add_info_parser(sub) -> None:
     p = sub.add_parser("info", help="show a stream's model, duration, real bitrate, chunks",
                        description="Print what a stream holds and check every chunk's CRC32; of a packet "
                                    "stream ('speechcodec stream-encode > FILE'): its packets, losses, "
@@ -657,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
+
+def _add_stream_encode_parser(sub) -> None:
     p = sub.add_parser("stream-encode", help="live: raw 16 kHz PCM on stdin -> packets on stdout, 20 ms each",
                        description="Read raw 16-bit little-endian mono PCM at 16 kHz from stdin (as\n"
                                    "'arecord -f S16_LE -r 16000' writes it) and write a packet to stdout for\n"
@@ -677,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_stream_encode, if_stopped="the packets written so far stand")
 
+
+def _add_stream_decode_parser(sub) -> None:
     p = sub.add_parser("stream-decode", help="live: packets on stdin -> raw 16 kHz PCM on stdout",
                        description="Read what 'speechcodec stream-encode' writes and write raw 16-bit\n"
                                    "little-endian mono PCM at 16 kHz, 320 samples per packet as it arrives.\n"
@@ -691,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_stream_decode, if_stopped="the audio written so far stands")
 
+
+def _add_loopback_parser(sub) -> None:
     p = sub.add_parser("loopback", help="a file through the live coder and a lossy link, back to a file",
                        description="Code an audio file 20 ms at a time as a live link would, lose "
                                    "packets at random (--loss), conceal them, and write what the far "
@@ -708,12 +671,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(func=cmd_loopback, if_stopped="nothing was written")
 
+
+def _add_models_parser(sub) -> None:
     p = sub.add_parser("models", help="list installed models",
                        description="List shipped models and those in $SPEECHCODEC_MODEL_PATH.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
-    _add_data_parser(sub)
 
+
+def _add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a codec on a test manifest (real files, PESQ, ViSQOL, STOI)",
                        description="Encode every test utterance into a real file, decode it and "
                                    "score it against the 16 kHz reference: PESQ-WB, PESQ-NB, ViSQOL, "
@@ -741,6 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_report_parser(sub) -> None:
     p = sub.add_parser("report", help="Table 1 (CSV, Markdown) and the rate-quality plot",
                        description="Combine eval folders into the paper-style table and plot.")
     p.add_argument("evals", nargs="+",
@@ -750,6 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for table1.*, rate_quality.*, metrics.json")
     p.set_defaults(func=cmd_report)
 
+
+def _add_listen_parser(sub) -> None:
     p = sub.add_parser("listen", help="static HTML page to hear original, neural and Opus side by side",
                        description="Build the listening page from a pipeline run's eval outputs.")
     p.add_argument("--config", required=True, metavar="YAML")
@@ -757,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for index.html and assets/")
     p.set_defaults(func=cmd_listen)
 
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model for one target bitrate",
                        description="Train a codec model for one target bitrate: on the pipeline's "
                                    "train manifest with settings from config.yaml, or on any "
@@ -800,6 +772,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh when the checkpoint has other settings (default: refuse)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechcodec",
+        description="Speech codec: encode speech into a small, safe, self-describing file and "
+                    "back, or live, 20 ms at a time. pc (6 kbps and up, any rate): a transform coder "
+                    "with a neural enhancer at its decoder; sc-3k: a learned autoencoder. Every page "
+                    "of packets, or chunk, is checked with CRC32.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    parser.add_argument("--log", metavar="FILE",
+                        help="write messages to FILE instead of the terminal (folders are created)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_encode_parser(sub)
+    _add_decode_parser(sub)
+    _add_info_parser(sub)
+    _add_stream_encode_parser(sub)
+    _add_stream_decode_parser(sub)
+    _add_loopback_parser(sub)
+    _add_models_parser(sub)
+    _add_data_parser(sub)
+    _add_eval_parser(sub)
+    _add_report_parser(sub)
+    _add_listen_parser(sub)
+    _add_train_parser(sub)
     return parser
 
 

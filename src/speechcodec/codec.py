@@ -1,6 +1,9 @@
-"""The one module that joins the model, the frozen entropy tables and the bitstream.
+"""The codec contract every model family keeps (:class:`Codec`: the array and file APIs, the
+container, threads, output formats), and the autoencoders' codec (:class:`AutoencoderCodec`),
+which joins their network, the frozen entropy tables and the bitstream. Which class codes a
+family, and what it can do, is on the family's record (:mod:`speechcodec.codecs`).
 
-Audio is coded in chunks of a few seconds. Each chunk is encoded from a window that reaches
+An autoencoder codes audio in chunks of a few seconds. Each chunk is encoded from a window that reaches
 ``encoder_context_frames`` beyond its edges and decoded from codes reaching
 ``decoder_context_frames`` beyond them, so the result equals coding the whole signal at once
 (with silence beyond its ends: zero samples for the encoder, ``DECODER_EDGE_S`` of zero codes
@@ -154,40 +157,40 @@ def in_its_threads(method):
 
 
 class Codec:
-    """A loaded model ready to code: ``encode(audio, sample_rate) -> bytes`` and ``decode(bytes)``.
+    """What every family's codec keeps: a loaded model ready to code, ``encode(audio,
+    sample_rate) -> bytes`` and ``decode(bytes)``, the file API (atomic, streaming, any output
+    format), the container, its threads. :class:`AutoencoderCodec` and
+    :class:`speechcodec.perceptual.codec.PerceptualCodec` each write and read their streams
+    (``_encode_stream``, ``_decode_chunks``...); what one can do is on its family's record
+    (:func:`speechcodec.codecs.capabilities`).
 
     ``threads``: torch intra-op threads while it codes (``None``: whatever torch is set to). The
-    network is small and runs in short chunks, so one thread is the fastest per stream on most
+    networks are small and run in short chunks, so one thread is the fastest per stream on most
     CPUs (``benchmarks/speed.py`` shows one against all); :func:`speechcodec.load` gives 1.
     """
 
-    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None):
+    sample_rate_hz: int  # the rate it codes at
+    samples_per_frame: int  # samples a code frame stands for
+    chunk_frames: int  # code frames a chunk of its container holds
+    postfilter: PostfilterSettings = OFF  # the strengths its streams carry
+
+    def __init__(self, model_file: ModelFile, threads: int | None = None):
         self.threads = checked_threads(threads)
         self.model_file = model_file
-        self.name = model_file.name
         self.config = model_file.config
         self.info = model_file.info
         self.fingerprint = model_file.fingerprint
-        self.model = model_file.build()
-        self.autoencoder = self.model.autoencoder
-        self.coder = RangeCoder(model_file.pmf, self.config.prior_contexts)
-        self.sample_rate_hz = self.config.sample_rate_hz
-        self.samples_per_frame = self.config.samples_per_frame
-        self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))
-        self.decoder_edge_frames = min(self.autoencoder.decoder_context_frames,
-                                       round(DECODER_EDGE_S * self.config.frame_rate_hz))
-        # the strengths chosen for this model (its file's info), written into every stream it encodes
-        try:
-            self.postfilter = PostfilterSettings(**self.info.get("postfilter", {}).get("strengths", {}))
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ModelMismatchError(f"model {self.name!r}: bad postfilter settings ({exc})") from None
+
+    @property
+    def name(self) -> str:
+        return self.model_file.name
 
     @property
     def bitrate_bps(self) -> int | None:
         return self.info.get("bitrate_bps")
 
     def __repr__(self) -> str:
-        return f"Codec({self.name!r}, {self.bitrate_bps} bps, {self.sample_rate_hz} Hz)"
+        return f"{type(self).__name__}({self.name!r}, {self.bitrate_bps} bps, {self.sample_rate_hz} Hz)"
 
     # ---- the array API -------------------------------------------------------------------
 
@@ -214,21 +217,6 @@ class Codec:
     def payload_bytes(self, data: bytes) -> int:
         """Bytes the bitrate is computed from: every byte of the stream, header included."""
         return len(data)
-
-    @in_its_threads
-    def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
-        mono = self._checked_array(audio, sample_rate)
-        gain, _ = self._gain(lambda: iter((mono,)), int(sample_rate))
-        n = expected_length(len(mono), int(sample_rate), self.sample_rate_hz)
-        blocks = resample_blocks(iter((mono,)), int(sample_rate), self.sample_rate_hz, n)
-        return np.concatenate([c for _, c, _ in self._code_chunks(blocks, n, gain)], axis=1)
-
-    def codes_from_bytes(self, data: bytes) -> np.ndarray:
-        """The integer code ``[C, F]`` held by a stream (range decoding only, no network)."""
-        header, chunks = read_stream(io.BytesIO(stream_bytes(data)))
-        self._check_header(header)
-        return np.concatenate([self.coder.decode(c.payload, c.num_frames) for c in chunks], axis=1)
 
     # ---- the file API (streams: bounded memory) ------------------------------------------
 
@@ -293,7 +281,23 @@ class Codec:
                                            f"({exc.error_string}){hint}") from None
         return header
 
-    # ---- internals -------------------------------------------------------------------------
+    # ---- what each family writes and reads ------------------------------------------------
+
+    def codes_from_bytes(self, data: bytes) -> np.ndarray:
+        """The integer symbols a stream holds (range decoding only, no network)."""
+        raise NotImplementedError
+
+    def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
+                       rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
+                       ) -> EncodeStats:
+        """Write a whole stream of the audio ``make_blocks()`` yields (mono, at ``rate``) to ``out``."""
+        raise NotImplementedError
+
+    def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
+        """Audio blocks at ``sample_rate_hz`` from the chunks of a container stream."""
+        raise NotImplementedError
+
+    # ---- shared internals -------------------------------------------------------------------
 
     def _checked_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         checked_rate_hz(sample_rate, "sample_rate")
@@ -313,49 +317,6 @@ class Codec:
             return 1.0, total
         # Rounded to float32 here because the header stores float32: both sides use this value.
         return float(np.float32(np.clip(self.config.input_rms / rms, *GAIN_RANGE))), total
-
-    def _code_chunks(self, blocks: Iterable[np.ndarray], num_samples: int, gain: float):
-        """Yield ``(num_frames, codes int32 [C, num_frames], clipped)`` chunk by chunk."""
-        spf = self.samples_per_frame
-        num_frames = -(-num_samples // spf)
-        ctx = self.autoencoder.encoder_context_frames
-        m = self.config.max_symbol
-        with torch.inference_mode():
-            for start, stop, lead, window in _windows(blocks, (), num_frames * spf, self.chunk_frames * spf,
-                                                      ctx * spf, ctx * spf):
-                x = torch.from_numpy(window * np.float32(gain))[None, None]  # [1, 1, T]
-                y = self.autoencoder.encode(x)[0]  # [C, window frames]
-                n, lead = (stop - start) // spf, lead // spf
-                # nan_to_num: a diverged model must give garbage codes, not crash the coder.
-                codes = np.nan_to_num(torch.round(y[:, lead: lead + n]).numpy(), nan=0.0)
-                clipped = int((np.abs(codes) > m).sum())
-                yield n, np.clip(codes, -m, m).astype(np.int32), clipped
-
-    def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
-                       rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
-                       ) -> EncodeStats:
-        """Two passes over the source blocks: loudness first, then coding."""
-        rms_gain, source_n = self._gain(make_blocks, rate)
-        n = expected_length(source_n, rate, self.sample_rate_hz)
-        header = StreamHeader(
-            model=self.name, fingerprint=self.fingerprint, sample_rate_hz=self.sample_rate_hz,
-            num_samples=n, samples_per_frame=self.samples_per_frame,
-            code_channels=self.config.code_channels, chunk_frames=self.chunk_frames,
-            gain=rms_gain, source_sample_rate_hz=rate, source_num_samples=source_n,
-            source_channels=channels, postfilter_comb_pct=round(self.postfilter.comb * 100),
-            postfilter_formant_pct=round(self.postfilter.formant * 100),
-        )
-        written = write_header(out, header)
-        chunks = clipped = 0
-        blocks = resample_blocks(make_blocks(), rate, self.sample_rate_hz, n)
-        for num_frames, codes, clip in self._code_chunks(blocks, n, rms_gain):
-            written += write_chunk(out, num_frames, self.coder.encode(codes))
-            chunks += 1
-            clipped += clip
-            if on_chunk:
-                on_chunk(num_frames * self.samples_per_frame / self.sample_rate_hz)
-        written += write_end(out)
-        return EncodeStats(written, n / self.sample_rate_hz, chunks, clipped)
 
     def _check_header(self, header: StreamHeader) -> None:
         model = self.model_file.name  # the model a stream names (a model of every rate: at any of them)
@@ -408,6 +369,85 @@ class Codec:
         step = -(-self.chunk_frames * self.samples_per_frame // align) * align
         for start, stop, lead, window in _windows(blocks, (), num_samples, step, ctx, ctx):
             yield postfilter(window, rate, settings)[lead: lead + stop - start]
+
+
+class AutoencoderCodec(Codec):
+    """An autoencoder family's codec: the network's integer code, range-coded with the model's
+    frozen tables, chunk by chunk (with context across chunk edges), and the decoder postfilter."""
+
+    def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None):
+        super().__init__(model_file, threads)
+        self.model = model_file.build()
+        self.autoencoder = self.model.autoencoder
+        self.coder = RangeCoder(model_file.pmf, self.config.prior_contexts)
+        self.sample_rate_hz = self.config.sample_rate_hz
+        self.samples_per_frame = self.config.samples_per_frame
+        self.chunk_frames = max(1, round(chunk_s * self.config.frame_rate_hz))
+        self.decoder_edge_frames = min(self.autoencoder.decoder_context_frames,
+                                       round(DECODER_EDGE_S * self.config.frame_rate_hz))
+        # the strengths chosen for this model (its file's info), written into every stream it encodes
+        try:
+            self.postfilter = PostfilterSettings(**self.info.get("postfilter", {}).get("strengths", {}))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ModelMismatchError(f"model {self.name!r}: bad postfilter settings ({exc})") from None
+
+    @in_its_threads
+    def codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The integer code ``[C, F]`` the encoder would range-code for ``audio``."""
+        mono = self._checked_array(audio, sample_rate)
+        gain, _ = self._gain(lambda: iter((mono,)), int(sample_rate))
+        n = expected_length(len(mono), int(sample_rate), self.sample_rate_hz)
+        blocks = resample_blocks(iter((mono,)), int(sample_rate), self.sample_rate_hz, n)
+        return np.concatenate([c for _, c, _ in self._code_chunks(blocks, n, gain)], axis=1)
+
+    def codes_from_bytes(self, data: bytes) -> np.ndarray:
+        """The integer code ``[C, F]`` held by a stream (range decoding only, no network)."""
+        header, chunks = read_stream(io.BytesIO(stream_bytes(data)))
+        self._check_header(header)
+        return np.concatenate([self.coder.decode(c.payload, c.num_frames) for c in chunks], axis=1)
+
+    def _code_chunks(self, blocks: Iterable[np.ndarray], num_samples: int, gain: float):
+        """Yield ``(num_frames, codes int32 [C, num_frames], clipped)`` chunk by chunk."""
+        spf = self.samples_per_frame
+        num_frames = -(-num_samples // spf)
+        ctx = self.autoencoder.encoder_context_frames
+        m = self.config.max_symbol
+        with torch.inference_mode():
+            for start, stop, lead, window in _windows(blocks, (), num_frames * spf, self.chunk_frames * spf,
+                                                      ctx * spf, ctx * spf):
+                x = torch.from_numpy(window * np.float32(gain))[None, None]  # [1, 1, T]
+                y = self.autoencoder.encode(x)[0]  # [C, window frames]
+                n, lead = (stop - start) // spf, lead // spf
+                # nan_to_num: a diverged model must give garbage codes, not crash the coder.
+                codes = np.nan_to_num(torch.round(y[:, lead: lead + n]).numpy(), nan=0.0)
+                clipped = int((np.abs(codes) > m).sum())
+                yield n, np.clip(codes, -m, m).astype(np.int32), clipped
+
+    def _encode_stream(self, out: BinaryIO, make_blocks: Callable[[], Iterator[np.ndarray]],
+                       rate: int, channels: int, on_chunk: Callable[[float], None] | None = None,
+                       ) -> EncodeStats:
+        """Two passes over the source blocks: loudness first, then coding."""
+        rms_gain, source_n = self._gain(make_blocks, rate)
+        n = expected_length(source_n, rate, self.sample_rate_hz)
+        header = StreamHeader(
+            model=self.name, fingerprint=self.fingerprint, sample_rate_hz=self.sample_rate_hz,
+            num_samples=n, samples_per_frame=self.samples_per_frame,
+            code_channels=self.config.code_channels, chunk_frames=self.chunk_frames,
+            gain=rms_gain, source_sample_rate_hz=rate, source_num_samples=source_n,
+            source_channels=channels, postfilter_comb_pct=round(self.postfilter.comb * 100),
+            postfilter_formant_pct=round(self.postfilter.formant * 100),
+        )
+        written = write_header(out, header)
+        chunks = clipped = 0
+        blocks = resample_blocks(make_blocks(), rate, self.sample_rate_hz, n)
+        for num_frames, codes, clip in self._code_chunks(blocks, n, rms_gain):
+            written += write_chunk(out, num_frames, self.coder.encode(codes))
+            chunks += 1
+            clipped += clip
+            if on_chunk:
+                on_chunk(num_frames * self.samples_per_frame / self.sample_rate_hz)
+        written += write_end(out)
+        return EncodeStats(written, n / self.sample_rate_hz, chunks, clipped)
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         spf = self.samples_per_frame

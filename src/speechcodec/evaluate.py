@@ -20,6 +20,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechcodec.audio import read_audio
+from speechcodec.codecs import capabilities
 from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import DataError
 from speechcodec.metrics import METRICS as _METRICS
@@ -68,9 +69,7 @@ def load_codec(spec: str):
 
 def codes_every_rate(spec: str) -> bool:
     """Whether the model ``spec`` names codes every rate (its family says; the perceptual one does)."""
-    from speechcodec.model.family import family_of
-
-    return family_of(load_codec(spec).model_file.config).rates == "every"
+    return capabilities(load_codec(spec)).every_rate
 
 
 def _init_worker(spec: str, streams_dir: str, decoded_dir: str | None, postfilter: str | None = None) -> None:

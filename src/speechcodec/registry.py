@@ -10,9 +10,9 @@ from pathlib import Path
 
 from speechcodec.bitstream.container import read_header, stream_bytes
 from speechcodec.codec import Codec
+from speechcodec.codecs import capabilities, codec_record
 from speechcodec.errors import ModelError, UnknownModelError
 from speechcodec.model.config import ModelConfig
-from speechcodec.model.family import family_of
 from speechcodec.modelfile import load_model_file, nominal_bitrate_bps, read_metadata
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -74,7 +74,7 @@ def scan_models() -> tuple[list[dict], list[str]]:
 def _names(base: str, config: ModelConfig, info: dict) -> list[tuple[str, int | None]]:
     """A model's names and nominal rates: its own, or, for a model that codes every rate, one per
     rate its info lists (``pc-6k``: the model ``pc`` at 6000 bps)."""
-    rates = info.get("bitrates_bps") if family_of(config).rates == "every" else None
+    rates = info.get("bitrates_bps") if codec_record(config.arch).every_rate else None
     if not rates:
         return [(base, nominal_bitrate_bps(info))]
     return [(f"{base}-{bps / 1000:g}k", int(bps)) for bps in rates]
@@ -115,7 +115,7 @@ def model_for_bitrate(bitrate_bps: float) -> str:
 @lru_cache(maxsize=16)
 def _load_cached(path: str, mtime_ns: int, size: int, threads: int | None) -> Codec:
     model_file = load_model_file(path)
-    return family_of(model_file.config).codec_class()(model_file, threads=threads)
+    return codec_record(model_file.config.arch).codec_class()(model_file, threads=threads)
 
 
 def _resolve(name_or_path: str | os.PathLike) -> tuple[Path, int | None]:
@@ -143,10 +143,11 @@ def load(name_or_path: str | os.PathLike, threads: int | None = 1, bitrate_bps: 
     path, named_bps = _resolve(name_or_path)
     stat = path.stat()
     codec = _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
-    if bitrate_bps is not None and not hasattr(codec, "at"):
+    every_rate = capabilities(codec).every_rate
+    if bitrate_bps is not None and not every_rate:
         raise ModelError(f"model {codec.name!r} codes one rate ({codec.bitrate_bps} bps), not {bitrate_bps}")
     rate = bitrate_bps if bitrate_bps is not None else named_bps
-    if rate and hasattr(codec, "at"):  # a model that codes every rate: at the one asked or named
+    if rate and every_rate:  # a model that codes every rate: at the one asked or named
         codec = codec.at(rate)
     return codec
 

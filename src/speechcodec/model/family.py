@@ -17,12 +17,10 @@ when a network is built)::
 ``T`` is a multiple of ``samples_per_frame``. Quantisation and the prior are not the family's:
 ``CodecModel`` puts every family behind the same rounding and entropy model.
 
-A family may instead bring its own codec (``Family.codec``): the perceptual family codes the
-textbook transform coder's frames (MDCT, band energies as side information, coefficients over
-their band's RMS**alpha under Laplace tables computed from integers, one step a chunk chosen for the
-bitrate asked, so one model codes every rate), and its network is a frame-causal decoder-side
-enhancer of the dequantised spectrum. Such a family keeps no learned tables in its model file
-(``Family.tables``), and its codec class keeps :class:`speechcodec.codec.Codec`'s public methods.
+Which codec codes a family, and what it can do, is not this layer's: :mod:`speechcodec.codecs`
+holds a record per family. The perceptual family's network is a frame-causal decoder-side
+enhancer of the textbook transform coder's dequantised spectrum; it keeps no learned tables in
+its model file (``Family.tables``).
 """
 
 from __future__ import annotations
@@ -60,12 +58,7 @@ class Family:
     settings: tuple[str, ...]  # the ModelConfig fields it reads beyond the shared ones
     check: Callable[[ModelConfig], None] = _no_check  # raise ValueError for a config it cannot build
     summary: str = ""
-    codec: str = "speechcodec.codec:Codec"  # the class that codes with it ("module:Class")
     tables: bool = True  # its model file holds learned entropy tables (``entropy.pmf``)
-    rates: str = "one"  # "one": a model per bitrate; "every": the stream's bitrate picks the step
-
-    def codec_class(self) -> type:
-        return _import(self.codec)
 
     def network_class(self) -> type:
         return self.network if not isinstance(self.network, str) else _import(self.network)
@@ -160,7 +153,5 @@ register(Family(
     settings=("width", "res_blocks", "energy_full_step", "energy_none_step", "fill_gain16"),
     check=_check_perceptual,
     summary="the textbook transform coder's stream with a network at its decoder: one model, every rate",
-    codec="speechcodec.perceptual.codec:PerceptualCodec",
     tables=False,
-    rates="every",
 ))

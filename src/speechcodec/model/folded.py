@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from speechcodec.model.config import ModelConfig
 from speechcodec.model.layers import (
     DepthToSpace,
     SpaceToDepth,
@@ -18,6 +18,9 @@ from speechcodec.model.layers import (
     space_to_depth,
     stack_radius,
 )
+
+if TYPE_CHECKING:  # annotations only: the model layer's registry imports these lazily
+    from speechcodec.model.config import ModelConfig
 
 MAX_LOG_MAGNITUDE = math.log(100.0)  # iSTFT head: spectral magnitudes are capped at 100
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from speechcodec.model.config import ModelConfig
 from speechcodec.model.layers import DepthToSpace, conv1d, conv_radius, init_code_scale, res_stack, stack_radius
+
+if TYPE_CHECKING:  # annotations only: the model layer's registry imports these lazily
+    from speechcodec.model.config import ModelConfig
 
 
 def _factors(n: int) -> list[int]:

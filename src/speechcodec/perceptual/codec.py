@@ -1,10 +1,10 @@
-"""The perceptual family's codec: :mod:`.frames` (the stream) joined with :mod:`.network`.
+"""The perceptual family's codec: the packets of :mod:`.packets` and :mod:`.stream`, framed in
+pages for files (:mod:`speechcodec.bitstream.pipe`), decoded through the enhancer of :mod:`.network`.
 
-Keeps :class:`speechcodec.codec.Codec`'s public methods (``encode``, ``decode``, ``encode_file``,
-``decode_file``, ``payload_bytes``...) and its container; a chunk's payload is a run of transform
-frames (:mod:`speechcodec.perceptual.frames`). One model codes every rate: ``bitrate_bps`` (a
-load-time choice, :meth:`PerceptualCodec.at`) sets each chunk's quantiser step, and the stream's
-header records it.
+A :class:`speechcodec.codec.Codec` (the file and array APIs are the base's); files of the older
+chunked layout (container format 3, chunks of transform frames: :mod:`.frames`) still decode
+through the base's container. One model codes every rate: ``bitrate_bps`` (a load-time choice,
+:meth:`PerceptualCodec.at`) drives the rate control, and the stream's header records it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from speechcodec.codec import (
     Codec,
     EncodeStats,
     checked_rate_hz,
-    checked_threads,
     in_its_threads,
 )
 from speechcodec.errors import (
@@ -57,11 +56,7 @@ class PerceptualCodec(Codec):
 
     def __init__(self, model_file: ModelFile, chunk_s: float = DEFAULT_CHUNK_S, threads: int | None = None,
                  bitrate_bps: int | None = None):
-        self.threads = checked_threads(threads)
-        self.model_file = model_file
-        self.config = model_file.config
-        self.info = model_file.info
-        self.fingerprint = model_file.fingerprint
+        super().__init__(model_file, threads)
         self.enhancer = model_file.build()
         self.sample_rate_hz = SAMPLE_RATE_HZ
         self.samples_per_frame = HOP

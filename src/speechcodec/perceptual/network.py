@@ -9,11 +9,15 @@ normalised domain). It sees no later frame, so it adds no delay to the MDCT's 40
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechcodec.model.config import ModelConfig
+if TYPE_CHECKING:  # annotations only: the model layer's registry imports these lazily
+    from speechcodec.model.config import ModelConfig
+
 
 COEFFICIENTS = 320
 BANDS = 16

@@ -325,6 +325,15 @@ class StreamDecoder:
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def _stacked(frames: list):
+    """One :class:`DecodedChunk` of single-frame chunks, a step per frame (``[T, 1]``)."""
+    from speechcodec.perceptual.frames import DecodedChunk
+
+    return DecodedChunk(frames[0].settings, np.array([[f.step] for f in frames]),
+                        *(np.concatenate([getattr(f, name) for f in frames])
+                          for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
+
+
 def decode_all(codec, stream: list, conceal: str = "repeat",
                decay_db: float = CONCEAL_DECAY_DB) -> tuple[np.ndarray, dict]:
     """A whole packet stream (``None`` for a lost packet) decoded as the file decoder decodes:
@@ -334,23 +343,22 @@ def decode_all(codec, stream: list, conceal: str = "repeat",
     counts: ``lost``, ``damaged``."""
     unpack, concealer = _Unpacker(), Concealer(conceal, decay_db)
     frames = [unpack(p) for p in stream]
-    rows, row_of, last_row = [], [], None  # the network's input: a lost frame repeats the last good one's
-    for frame in frames:
-        if frame is not None:
-            last_row = codec.network_input(frame)[0]
-        if last_row is not None:
-            rows.append(last_row)
-        row_of.append(len(rows) - 1)
-    corrected = codec.run_network(np.stack(rows)) if rows else np.zeros((0, HOP), np.float32)
+    good = [t for t, frame in enumerate(frames) if frame is not None]
     coefficients = np.zeros((len(frames), HOP))
+    if good:  # every good frame at once: the same arithmetic as frame by frame, row by row
+        together = _stacked([frames[t] for t in good])
+        # the network's input: a lost frame repeats the last good one's (none before the first)
+        x = codec.network_input(together)
+        last_good = np.searchsorted(good, np.arange(len(frames)), side="right") - 1
+        corrected = codec.run_network(x[last_good[last_good >= 0]])
+        coefficients[good] = codec.synthesis_coefficients(together, corrected[np.asarray(good) - good[0]])
     last, run = None, 0
     for t, frame in enumerate(frames):
         if frame is None:
             run += 1
             coefficients[t] = concealer(last, run)
         else:
-            coefficients[t] = last = codec.synthesis_coefficients(frame, corrected[row_of[t]][None])[0]
-            run = 0
+            last, run = coefficients[t], 0
     n = HOP * max(len(frames) - 1, 0)
     audio = np.clip(imdct(coefficients, n, HOP), -1.0, 1.0).astype(np.float32) if n else np.zeros(0, np.float32)
     lost = sum(f is None for f in frames)
@@ -427,3 +435,42 @@ def loopback(codec, audio: np.ndarray, bitrate_bps: int | None = None, loss: flo
     stats = {"packets": len(sent), "lost": int(lost.sum()), "bytes": size,
              "bitrate_bps": size * 8 / (len(sent) * FRAME_MS / 1000), "max_packet_bytes": max(map(len, sent))}
     return out[HOP: HOP + len(audio)], stats
+
+
+def packet_stream_facts(f, size: int) -> dict:
+    """What ``speechcodec info`` says of packets (a perceptual file or a saved live stream, open
+    as ``f``, ``size`` bytes in all):
+    reads every page (checks every CRC). The bitrate counts the packets, as Opus's does; the
+    framing's bytes (header, page heads, CRCs) are given apart."""
+    from speechcodec.bitstream.pipe import Sequencer, read_header, read_pages
+
+    header = read_header(f)
+    sequencer = Sequencer()
+    stream = list(sequencer.packets(read_pages(f)))
+    sent = [len(p) for p in stream if p is not None]
+    seconds = len(stream) * FRAME_MS / 1000
+    payload = sum(sent)
+    facts = {
+        "kind": "packets (speechcodec encode, or stream-encode)",
+        "model": header.model,
+        "fingerprint": header.fingerprint,
+        "bitrate_asked_kbps": header.bitrate_bps / 1000,
+        "rate_control": "cbr" if header.cbr else "vbr",
+        "packets": len(stream),
+        "packets_lost": len(stream) - len(sent),
+        "pages_damaged": sequencer.damaged_pages,
+        "duration_s": round(header.duration_s if header.duration_s is not None else seconds, 3),
+        "num_bytes": size,
+        "payload_bytes": payload,
+        "bitrate_kbps": round(payload * 8 / seconds / 1000, 3) if seconds else 0.0,
+        "framing_bytes": size - payload,
+        "framing_kbps": round((size - payload) * 8 / seconds / 1000, 3) if seconds else 0.0,
+        "largest_packet_bytes": max(sent, default=0),
+        "largest_packet_allowed_bytes": largest_packet_bytes(header.bitrate_bps, header.cbr),
+        "frame_ms": FRAME_MS,
+        "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
+    }
+    if header.source_sample_rate_hz:
+        facts["source_sample_rate_hz"] = header.source_sample_rate_hz
+        facts["source_channels"] = header.source_channels
+    return facts

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechcodec.codec import Codec
+from speechcodec.codec import AutoencoderCodec
 from speechcodec.model import CodecModel, ModelConfig
 from speechcodec.modelfile import ModelFile, load_model_file, save_model
 from speechcodec.training.config import TrainConfig
@@ -26,7 +26,7 @@ def validate(model: CodecModel, cfg: ModelConfig, val_audio: list[np.ndarray], n
     cpu.load_state_dict({k: v.detach().cpu().float() for k, v in model.state_dict().items()})
     cpu.eval()
     pmf = cpu.prior.freeze(cfg.max_symbol)
-    codec = Codec(ModelFile(name, cfg, cpu.state_dict(), pmf))
+    codec = AutoencoderCodec(ModelFile(name, cfg, cpu.state_dict(), pmf))
     total_bytes, total_s, est_bits, distortion = 0, 0.0, 0.0, 0.0
     with torch.inference_mode():
         for audio in val_audio:
