@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import soxr
@@ -36,9 +35,10 @@ from speechcodec.errors import (
     TruncatedBitstreamError,
     UnsupportedVersionError,
 )
-from speechcodec.transform import bands
-from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES, finish, new_decoder, new_encoder
-from speechcodec.transform.mdct import HOP, imdct, num_frames, odft
+from speechcodec.transform import bands, payload
+from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES
+from speechcodec.transform.mdct import HOP, imdct, num_frames
+from speechcodec.transform.payload import Analysis, decode_payload  # noqa: F401  (decode_payload: this module's API too)
 from speechcodec.transform.quantiser import (  # noqa: F401  (STEP_RANGE, MAX_SYMBOL, dequantise: this module's API too)
     COEFFICIENT_OFFSET,
     MAX_SYMBOL,
@@ -60,19 +60,6 @@ MAX_SAMPLES = SAMPLE_RATE_HZ * 3600  # one hour a stream: bounds what a crafted 
 RATE_TOLERANCE = 0.03
 
 
-@dataclass
-class _Analysis:
-    """What the encoder keeps between rate-control trials: everything but the step."""
-
-    num_samples: int
-    normalised: np.ndarray  # [T, HOP]: the MDCT coefficients over their band's RMS**alpha
-    index_base: np.ndarray  # int [T, HOP]: each coefficient's Laplace grid index before the step
-    levels: np.ndarray  # int [E, B], in energy steps
-    residuals: np.ndarray  # int [E, B]
-    energy_scale: int
-    energy_bits: float
-
-
 class TransformCodec:
     """The textbook transform coder at a target bitrate; ``name`` says so, e.g. ``transform-12000bps``.
 
@@ -92,33 +79,22 @@ class TransformCodec:
         self.last_energy_bits = 0.0  # side information of the last stream encoded, in bits
 
     # -- encoder --------------------------------------------------------------------------
-    def analyse(self, audio: np.ndarray) -> _Analysis:
-        return self.analyse_spectrum(odft(audio), len(audio))
+    def analyse(self, audio: np.ndarray) -> Analysis:
+        return payload.analyse(self.settings, audio)
 
-    def analyse_spectrum(self, spectrum: np.ndarray, num_samples: int) -> _Analysis:
-        """What :meth:`analyse` keeps, from MDCT frames (``odft``'s, ``[T, HOP]``): any run of
-        frames codes on its own, its band energies predicted from nothing before it."""
-        s = self.settings
-        levels, residuals = bands.quantise_levels(
-            bands.band_levels(spectrum, bands.LAYOUTS[s.layout], s.energy_frames), s.energy_step)
-        energy_scale = bands.residual_scale(residuals)
-        bits = TABLES.bits(residuals, np.full(residuals.shape, energy_scale))
-        level_qo = expand_levels(s, levels, len(spectrum))
-        return _Analysis(num_samples, spectrum.real / gain(s, level_qo, 0), index_base(s, level_qo),
-                         levels, residuals, energy_scale, bits)
+    def analyse_spectrum(self, spectrum: np.ndarray, num_samples: int) -> Analysis:
+        """:func:`speechcodec.transform.payload.analyse_spectrum` with this coder's settings."""
+        return payload.analyse_spectrum(self.settings, spectrum, num_samples)
 
-    def _quantise(self, a: _Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The symbols at quantiser ``step`` and their Laplace grid indices."""
-        symbols = np.rint(a.normalised * 2.0 ** (-step / 64))
-        symbols = np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-        return symbols, scale_index(a.index_base, step, self.coefficient_offset)
+    def _quantise(self, a: Analysis, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return payload.quantise(a, step, self.coefficient_offset)
 
-    def estimate_bits(self, a: _Analysis, step: int) -> float:
+    def estimate_bits(self, a: Analysis, step: int) -> float:
         """The stream's size at quantiser ``step`` if range coding were ideal (it is within bytes)."""
         symbols, index = self._quantise(a, step)
         return 8 * HEADER_BYTES + a.energy_bits + TABLES.bits(symbols, index)
 
-    def find_step(self, a: _Analysis, target_bits: float) -> int:
+    def find_step(self, a: Analysis, target_bits: float) -> int:
         """The step whose estimated size is nearest ``target_bits`` (sizes fall as steps grow)."""
         low, high = STEP_RANGE
         sizes: dict[int, float] = {}
@@ -150,15 +126,11 @@ class TransformCodec:
         candidates = [s for s in (low, high) if STEP_RANGE[0] <= s <= STEP_RANGE[1]]
         return min(candidates, key=lambda s: abs(size(s) - target_bits))
 
-    def payload_at(self, a: _Analysis, step: int) -> bytes:
+    def payload_at(self, a: Analysis, step: int) -> bytes:
         """The range-coded energies and coefficients at quantiser ``step`` (no header)."""
-        symbols, index = self._quantise(a, step)
-        encoder = new_encoder()
-        TABLES.encode(encoder, a.residuals, np.full(a.residuals.shape, a.energy_scale))
-        TABLES.encode(encoder, symbols, index)
-        return finish(encoder)
+        return payload.payload_at(a, step, self.coefficient_offset)
 
-    def encode_at(self, a: _Analysis, step: int) -> bytes:
+    def encode_at(self, a: Analysis, step: int) -> bytes:
         s = self.settings
         payload = self.payload_at(a, step)
         head = _HEAD.pack(MAGIC, VERSION, bands.LAYOUT_IDS[s.layout], s.energy_step, s.energy_frames,
@@ -179,7 +151,7 @@ class TransformCodec:
         a = self.analyse(mono)
         return self.code(a, self.bitrate_bps * max(len(mono), 1) / SAMPLE_RATE_HZ, self.encode_at)[1]
 
-    def code(self, a: _Analysis, target_bits: float, make=None) -> tuple[int, bytes]:
+    def code(self, a: Analysis, target_bits: float, make=None) -> tuple[int, bytes]:
         """``(step, make(a, step))`` for the step whose bytes come nearest ``target_bits``
         (``make``: :meth:`payload_at` unless given; its size must be what the target counts)."""
         make = make or self.payload_at
@@ -252,29 +224,7 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
 def decode_symbols(data: bytes) -> tuple[TransformSettings, np.ndarray, np.ndarray, int, int]:
     """What a stream holds before synthesis: (settings, int symbols ``[T, HOP]``, each
     coefficient's band level in quarter-octaves ``[T, HOP]``, the step, the samples)."""
-    settings, (energy_scale, offset, step, samples), payload = _parse(data)
-    symbols, level_qo = decode_payload(payload, settings, energy_scale, offset, step, num_frames(samples, HOP))
+    settings, (energy_scale, offset, step, samples), data_payload = _parse(data)
+    symbols, level_qo = payload.decode_payload(data_payload, settings, energy_scale, offset, step,
+                                               num_frames(samples, HOP))
     return settings, symbols, level_qo, step, samples
-
-
-def decode_payload(payload: bytes, settings: TransformSettings, energy_scale: int, offset: int, step: int,
-                   frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`TransformCodec.payload_at`'s inverse for ``frames`` MDCT frames: (int symbols
-    ``[T, HOP]``, each coefficient's band level in quarter-octaves ``[T, HOP]``)."""
-    edges = bands.LAYOUTS[settings.layout]
-    groups = -(-frames // settings.energy_frames)
-    try:
-        decoder = new_decoder(payload)
-        residuals = TABLES.decode(decoder, np.full((groups, len(edges) - 1), energy_scale))
-        levels = bands.levels_from_residuals(residuals, settings.energy_step)
-        if levels.size and levels.max() * settings.energy_step > bands.CEILING_QUARTER_OCTAVES:
-            raise BitstreamError("band energies beyond any encoder's ceiling")
-        # and none below the floor an encoder writes (far below it a band's step would be zero)
-        levels = np.maximum(levels, bands.floor_level(settings.energy_step))
-        level_qo = expand_levels(settings, levels, frames)
-        symbols = TABLES.decode(decoder, scale_index(index_base(settings, level_qo), step, offset))
-    except BitstreamError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on invalid data
-        raise BitstreamError(f"transform-baseline payload does not decode: {exc}") from None
-    return symbols, level_qo

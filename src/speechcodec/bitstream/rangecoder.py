@@ -30,6 +30,36 @@ ENCODE_BLOCK_FRAMES = 64  # context coding hands constriction the table rows of 
 assert CORE_MAX >= MAGNITUDE_LEVELS - 1  # the core part must decide every context
 
 
+def new_encoder():
+    """A range encoder (constriction's queue coder: 32-bit words, decoded in the order written)."""
+    return constriction.stream.queue.RangeEncoder()
+
+
+def finish(encoder) -> bytes:
+    """An encoder's whole 32-bit words, little-endian: a payload whose length its container gives."""
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def new_decoder(payload: bytes):
+    """A range decoder over :func:`finish`'s bytes; ``BitstreamError`` unless whole words."""
+    if len(payload) % 4:
+        raise BitstreamError(f"range-coded payload of {len(payload)} bytes is not 32-bit aligned")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+
+
+def finish_cut(encoder) -> bytes:
+    """An encoder's words big-endian, trailing zero bytes dropped (at least one byte): the start of
+    a packet that :func:`new_cut_decoder` reads, and that may be cut shorter still where it
+    decodes the same (the caller checks by decoding)."""
+    return encoder.get_compressed().astype(">u4").tobytes().rstrip(b"\0") or b"\0"
+
+
+def new_cut_decoder(packet: bytes):
+    """A range decoder over any bytes, read as big-endian words with the bytes cut off as zeros."""
+    words = np.frombuffer(packet + b"\0" * (-len(packet) % 4), ">u4").astype(np.uint32)
+    return constriction.stream.queue.RangeDecoder(words)
+
+
 class RangeCoder:
     """Codes ``[C, T]`` integer frames with frozen categorical tables.
 
@@ -90,14 +120,14 @@ class RangeCoder:
     def encode(self, codes: np.ndarray) -> bytes:
         """Range-code ``codes`` (int ``[C, T]`` within ``+-max_symbol``) into bytes."""
         codes = self._check(codes)
-        encoder = constriction.stream.queue.RangeEncoder()
+        encoder = new_encoder()
         if self.contexts == 1:
             idx = (codes + self.max_symbol).astype(np.int32)
             for channel, model in enumerate(self._models):
                 encoder.encode(np.ascontiguousarray(idx[channel]), model)
         elif codes.size:
             self._encode_with_contexts(encoder, codes)
-        return encoder.get_compressed().astype("<u4").tobytes()
+        return finish(encoder)
 
     def _encode_with_contexts(self, encoder, codes: np.ndarray) -> None:
         m, r = self.max_symbol, self._core
@@ -124,11 +154,8 @@ class RangeCoder:
                 rejects it. Garbage that passes both decodes to garbage symbols, never hangs:
                 exactly ``C * num_frames`` symbols are read (plus one per escape).
         """
-        if len(payload) % 4:
-            raise BitstreamError(f"range-coded payload of {len(payload)} bytes is not 32-bit aligned")
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        decoder = new_decoder(payload)
         try:
-            decoder = constriction.stream.queue.RangeDecoder(words)
             if self.contexts == 1:
                 idx = np.stack([decoder.decode(model, num_frames) for model in self._models])
                 return idx.astype(np.int32) - self.max_symbol

@@ -5,7 +5,7 @@ Payload of one chunk (inside the container's CRC-checked record)::
     step i16 (64ths of an octave) | energy scale i8 | coefficient scale i8 | layout u8
     | energy step u8 (quarter-octaves) | alpha u8 (sixteenths) | noise fill u8 (sixteenths)
     | the range-coded band-energy residuals, then the coefficients
-      (:meth:`speechcodec.baselines.transform.TransformCodec.payload_at`)
+      (:func:`speechcodec.transform.payload.payload_at`)
 
 A chunk's band energies are predicted from nothing before it, so every chunk decodes on its
 own. A chunk of ``F`` code frames holds ``F`` MDCT frames, the stream's last chunk one more (the
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speechcodec.baselines.transform import decode_payload
 from speechcodec.errors import BitstreamError, SpeechCodecError
 from speechcodec.transform import bands
 from speechcodec.transform.laplace import J_MAX, J_MIN
+from speechcodec.transform.payload import decode_payload
 from speechcodec.transform.quantiser import STEP_RANGE, TransformSettings, dequantise, gain
 
 _HEAD = struct.Struct("<hbbBBBB")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from speechcodec.bitstream.rangecoder import finish_cut, new_cut_decoder, new_encoder
 from speechcodec.errors import BitstreamError
 from speechcodec.perceptual.frames import DecodedChunk
 from speechcodec.transform import bands
@@ -165,12 +166,12 @@ def _symbols(a: FrameAnalysis, step: int) -> tuple[np.ndarray, np.ndarray]:
 def payload_at(a: FrameAnalysis, code: int) -> bytes:
     """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols."""
     symbols, index = _symbols(a, step_of(code))
-    encoder = constriction.stream.queue.RangeEncoder()
+    encoder = new_encoder()
     encoder.encode(np.array([int(a.intra)], np.int32), _KIND)
     encoder.encode(np.array([code], np.int32), _CODE)
     TABLES.encode(encoder, a.residuals, RESIDUAL_SCALES if a.intra else INTER_SCALES)
     TABLES.encode(encoder, symbols, index)
-    full = encoder.get_compressed().astype(">u4").tobytes().rstrip(b"\0") or b"\0"
+    full = finish_cut(encoder)
 
     plan = TABLES.plan(index)
     scales = RESIDUAL_SCALES if a.intra else INTER_SCALES
@@ -283,8 +284,7 @@ def fit(a: FrameAnalysis, budget_bytes: int, hint: int = CODES // 2, finest: int
 
 def _decoder(packet: bytes):
     """A range decoder over a packet's bytes (big-endian words; the bytes cut off read as zeros)."""
-    words = np.frombuffer(packet + b"\0" * (-len(packet) % 4), ">u4").astype(np.uint32)
-    return constriction.stream.queue.RangeDecoder(words)
+    return new_cut_decoder(packet)
 
 
 def _symbols_of(packet: bytes, previous: np.ndarray | None):

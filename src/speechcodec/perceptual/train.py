@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from speechcodec.baselines.transform import TransformCodec
 from speechcodec.errors import SpeechCodecError, TrainingError
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
@@ -64,11 +63,13 @@ class EnhancerTraining:
 def _analyse(path: str) -> tuple[np.ndarray, np.ndarray]:
     from speechcodec.audio import read_audio
     from speechcodec.metrics import to_pesq_rate
+    from speechcodec.transform.payload import analyse
+    from speechcodec.transform.quantiser import TransformSettings
 
     audio, rate = read_audio(path)
-    codec = TransformCodec(12000)
-    a = codec.analyse(to_pesq_rate(audio, rate))
-    return a.normalised.astype(np.float32), (a.levels * codec.settings.energy_step).astype(np.int16)
+    settings = TransformSettings()
+    a = analyse(settings, to_pesq_rate(audio, rate))
+    return a.normalised.astype(np.float32), (a.levels * settings.energy_step).astype(np.int16)
 
 
 def analyse(files: list[Path], cache: Path, workers: int = 1) -> dict:
@@ -92,12 +93,12 @@ def example(data: dict, cfg: EnhancerTraining, rng: np.random.Generator):
     """One batch: (network input ``[B, 657, F]``, target units ``[B, 320, F]``), float32."""
     from speechcodec.perceptual.codec import PerceptualCodec
     from speechcodec.perceptual.frames import DecodedChunk
-    from speechcodec.transform.quantiser import MAX_SYMBOL, dequantise, expand_levels, gain
+    from speechcodec.transform.quantiser import MAX_SYMBOL, TransformSettings, dequantise, expand_levels, gain
 
     starts = np.concatenate([[0], np.cumsum(data["lengths"])[:-1]])
     ok = np.flatnonzero(data["lengths"] > cfg.crop_frames)
     step = int(rng.integers(cfg.step_low, cfg.step_high + 1))
-    settings = TransformCodec(12000).settings
+    settings = TransformSettings()
     inputs, targets = [], []
     for i in rng.choice(ok, cfg.batch):
         at = starts[i] + rng.integers(0, data["lengths"][i] - cfg.crop_frames)

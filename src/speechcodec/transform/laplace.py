@@ -25,8 +25,6 @@ import math
 import constriction
 import numpy as np
 
-from speechcodec.errors import BitstreamError
-
 J_MIN, J_MAX = -40, 96  # scales 2**-5 .. 2**12 (in quantisation steps)
 MAX_CORE = 4095
 ESCAPE_BITS = 16
@@ -189,16 +187,3 @@ def _uniform(bits: int):
 
 TABLES = LaplaceTables()
 
-
-def new_encoder():
-    return constriction.stream.queue.RangeEncoder()
-
-
-def finish(encoder) -> bytes:
-    return encoder.get_compressed().astype("<u4").tobytes()
-
-
-def new_decoder(payload: bytes):
-    if len(payload) % 4:
-        raise BitstreamError(f"range-coded payload of {len(payload)} bytes is not 32-bit aligned")
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
