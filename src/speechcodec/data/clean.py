@@ -100,7 +100,7 @@ def _clean_one(args: tuple[dict, str, CleanConfig]) -> dict:
             "path": rel.as_posix(), "sha1": hashlib.sha1(pcm.tobytes()).hexdigest()}
 
 
-def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.part")
     try:
         df.to_csv(tmp, index=False)
@@ -156,7 +156,7 @@ def clean_corpus(items: pd.DataFrame, out_dir: str | os.PathLike, cfg: CleanConf
         "hours_kept": round(float(kept["duration_s"].sum()) / 3600, 4),
         "dropped": {reason: int((dropped["reason"] == reason).sum()) for reason in DROP_REASONS},
     }
-    _write_csv_atomic(dropped, out / "report.csv")
+    write_csv_atomic(dropped, out / "report.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_csv_atomic(kept, out / "manifest.csv")
+    write_csv_atomic(kept, out / "manifest.csv")
     return kept, dropped

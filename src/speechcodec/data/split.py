@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechcodec.data.clean import _write_csv_atomic
+from speechcodec.data.clean import write_csv_atomic
 from speechcodec.data.manifest import read_manifest
 from speechcodec.errors import DataError
 
@@ -73,7 +73,7 @@ def split_speakers(manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
     for name, part in parts.items():
         part = part.copy()
         part["path"] = [os.path.relpath(p, out.resolve()) for p in part["path"]]
-        _write_csv_atomic(part, out / f"{name}.csv")
+        write_csv_atomic(part, out / f"{name}.csv")
         summary[name] = {"speakers": sorted(part["speaker"].astype(str).unique().tolist()),
                          "items": len(part), "duration_s": round(float(part["duration_s"].sum()), 2)}
     (out / "split.json").write_text(json.dumps(summary, indent=2) + "\n")
