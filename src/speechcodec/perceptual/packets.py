@@ -163,8 +163,9 @@ def _symbols(a: FrameAnalysis, step: int) -> tuple[np.ndarray, np.ndarray]:
     return symbols, scale_index(a.index_base, step, COEFFICIENT_OFFSET)
 
 
-def payload_at(a: FrameAnalysis, code: int) -> bytes:
-    """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols."""
+def payload_at(a: FrameAnalysis, code: int, bits=None) -> bytes:
+    """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols
+    (``bits``: a :class:`Sizes` of the frame, whose estimate starts the search; else computed)."""
     symbols, index = _symbols(a, step_of(code))
     encoder = new_encoder()
     encoder.encode(np.array([int(a.intra)], np.int32), _KIND)
@@ -200,7 +201,8 @@ def payload_at(a: FrameAnalysis, code: int) -> bytes:
         return cuts[keep]
 
     lowest = max(1, len(full) - 4)  # never empty: the framing's 0 means lost
-    ideal = math.ceil((float(estimated_bits(a, np.array([code]))[0]) + 1) / 8)
+    estimate = (bits or (lambda codes: estimated_bits(a, codes)))(np.array([code]))
+    ideal = math.ceil((float(estimate[0]) + 1) / 8)
     keep = min(max(ideal, lowest), len(full))
     if cut(keep) is None:
         while cut(keep) is None:
@@ -270,15 +272,15 @@ class Sizes:
 
 
 def fit(a: FrameAnalysis, budget_bytes: int, hint: int = CODES // 2, finest: int = 0,
-        code: int | None = None) -> tuple[int, bytes]:
+        code: int | None = None, sizes: Sizes | None = None) -> tuple[int, bytes]:
     """``(code, packet)``: the finest step code, ``finest`` or coarser, whose packet fits
     ``budget_bytes`` (the coarsest when none does). ``hint``: where to look first; ``code``: the
-    code the estimates gave already."""
+    code the estimates gave already; ``sizes``: the frame's :class:`Sizes`, if made already."""
     code = fitting_code(a, budget_bytes, hint, finest) if code is None else code
-    packet = payload_at(a, code)
+    packet = payload_at(a, code, sizes)
     while len(packet) > budget_bytes and code < CODES - 1:  # the estimate was a little short
         code += 1
-        packet = payload_at(a, code)
+        packet = payload_at(a, code, sizes)
     return code, packet
 
 

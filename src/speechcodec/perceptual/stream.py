@@ -132,7 +132,8 @@ class RateControl:
             if self.floor_ratio:  # a quiet frame gets at least this share of the mean
                 finest = min(finest, sizes.fitting_code(self.floor_ratio * self.mean_bytes, finest))
             finest = min(max(finest, 0), packets.CODES - 1)
-            code, packet = packets.fit(a, allowed, finest, finest, sizes.fitting_code(allowed, finest, finest))
+            code, packet = packets.fit(a, allowed, finest, finest, sizes.fitting_code(allowed, finest, finest),
+                                       sizes)
             if reference > 0:  # a frame that could take the mean (not a pause): the integrator learns
                 # from the size the step asked for, not the one the bounds allowed (else a held
                 # packet reads as room to spare, and the step winds finer against the bounds)
