@@ -146,10 +146,18 @@ class FrameAnalysis:
     energy_bits: float  # the kind, the step code and the residuals, if range coding were ideal
 
 
-def analyse(spectrum: np.ndarray, previous: np.ndarray | None = None) -> FrameAnalysis:
+def band_levels(spectra: np.ndarray) -> np.ndarray:
+    """float ``[T, 16]``: each frame's band levels (quarter-octaves) of MDCT frames ``[T, 320]``
+    (row by row: the same as one frame at a time)."""
+    return bands.band_levels(spectra, bands.LAYOUTS[SETTINGS.layout], 1)
+
+
+def analyse(spectrum: np.ndarray, previous: np.ndarray | None = None, raw: np.ndarray | None = None
+            ) -> FrameAnalysis:
     """One MDCT frame (``odft``'s, complex ``[320]``) ready to code: intra when ``previous``
-    (the frame before's int levels) is ``None``, else inter."""
-    raw = bands.band_levels(spectrum[None], bands.LAYOUTS[SETTINGS.layout], 1)[0]
+    (the frame before's int levels) is ``None``, else inter. ``raw``: its :func:`band_levels`,
+    if worked out already."""
+    raw = band_levels(spectrum[None])[0] if raw is None else raw
     levels, residuals = quantise_levels(raw, previous)
     scales = RESIDUAL_SCALES if previous is None else INTER_SCALES
     level_qo = (levels * SETTINGS.energy_step)[_BAND_OF_BIN]

@@ -198,11 +198,16 @@ class StreamEncoder:
             x = np.clip(x, -1.0, 1.0)
         self.samples_in += len(x)
         self._pending = np.concatenate([self._pending, x])
-        out = []
-        while len(self._pending) >= HOP:
-            out.append(self._frame(self._pending[:HOP]))
-            self._pending = self._pending[HOP:]
-        return out
+        whole = len(self._pending) // HOP
+        if not whole:
+            return []
+        # every frame completed, analysed at once (row by row: as one frame at a time)
+        signal = np.concatenate([self._previous, self._pending[:whole * HOP]])
+        spectra = odft_blocks(np.lib.stride_tricks.sliding_window_view(signal, 2 * HOP)[::HOP])
+        raw = packets.band_levels(spectra)
+        self._previous = self._pending[(whole - 1) * HOP: whole * HOP]
+        self._pending = self._pending[whole * HOP:]
+        return [self._code(spectrum, levels) for spectrum, levels in zip(spectra, raw, strict=True)]
 
     def flush(self) -> list[bytes]:
         """End the stream: the packets of the last part frame (zero-padded) and of the closing
@@ -220,8 +225,11 @@ class StreamEncoder:
     def _frame(self, block: np.ndarray) -> bytes:
         spectrum = odft_blocks(np.concatenate([self._previous, block])[None])[0]
         self._previous = block
+        return self._code(spectrum)
+
+    def _code(self, spectrum: np.ndarray, raw: np.ndarray | None = None) -> bytes:
         intra = self.packets % packets.INTRA_INTERVAL == 0
-        a = packets.analyse(spectrum, None if intra else self._levels)
+        a = packets.analyse(spectrum, None if intra else self._levels, raw)
         self._levels = a.levels
         _, packet = self.rate.code(a)
         self.packets += 1
