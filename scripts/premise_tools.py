@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Premises of issue 45's speech tools for ``pc``, on held-out training speakers.
+
+The held-out speakers are ``scripts/premise_perceptual.py``'s (``speechcodec.data.held_out_speakers``);
+each scores its first file, cut to 8 s, coded live (the packets files and calls share) at each
+rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``pc`` as is.
+
+    bands      the band oracle: the decoded speech with one band replaced by the original's (a
+               zero-phase split), the room each band leaves
+    postfilter the decoder postfilter of the autoencoders (pitch comb and formant emphasis, no
+               bits) on pc's output, at several strengths (COMB/FORMANT)
+    comb       a causal pitch comb at the decoder, ``(y[n] + g y[n - T]) / (1 + g)`` on voiced
+               10 ms (the lag and correlation of the 20 ms before, as the autoencoders'
+               postfilter tracks them): at fixed gains, with CELT's low-pass taps, with the gain
+               scaled by the correlation, below 3 kHz only (a zero-phase split: an upper bound
+               of a crossover), and with a gain per 20 ms frame chosen in closed loop (the
+               encoder compares each gain's output with the original below 4 kHz and would send
+               its choice: 3 bits a frame, 0.15 kbps, not charged here)
+
+    .venv/bin/python scripts/premise_tools.py bands --rates 12
+    .venv/bin/python scripts/premise_tools.py postfilter --rates 6,12,24 --options 0.2/0,0.4/0,0/0.2,0.2/0.2
+    .venv/bin/python scripts/premise_tools.py comb --rates 12,24
+
+The numbers: docs/history.md ("issue 45").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from premise_perceptual import MAX_S, SHARED, split_speakers  # noqa: E402
+
+RATE_HZ = 16000
+COMB_GAINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # 3 bits a frame
+
+
+def _coded(path: str, kbps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the original, pc's live packets decoded), 16 kHz, aligned."""
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+
+    torch.set_num_threads(1)
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * RATE_HZ)]
+    return x, codec.decode_packets(codec.encode_packets(x))[: len(x)]
+
+
+def _split(y: np.ndarray, hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """(below ``hz``, above it): a zero-phase FFT split, the two adding up to ``y``."""
+    spectrum = np.fft.rfft(y)
+    low = spectrum * (np.fft.rfftfreq(len(y), 1 / RATE_HZ) < hz)
+    below = np.fft.irfft(low, len(y))
+    return below, y - below
+
+
+def _bands(x, y) -> dict:
+    out = {"as is": y}
+    for hz in (2000, 4000):
+        xl, xh = _split(x, hz)
+        yl, yh = _split(y, hz)
+        out[f"original below {hz / 1000:g} kHz"] = xl + yh
+        out[f"original above {hz / 1000:g} kHz"] = yl + xh
+    return out
+
+
+def _postfilters(x, y, options: list[str]) -> dict:
+    from speechcodec.postfilter import PostfilterSettings, postfilter
+
+    out = {"as is": y}
+    for option in options:
+        comb, formant = (float(v) for v in option.split("/"))
+        out[f"comb {comb:g}, formant {formant:g}"] = postfilter(y, RATE_HZ, PostfilterSettings(comb, formant))
+    return out
+
+
+# CELT's post-filter taps (RFC 6716, 4.3.7.1: tapset 0): a comb whose echo is low-passed
+CELT_TAPS = (0.1296, 0.2170, 0.3066, 0.2170, 0.1296)
+
+
+def _causal_comb(y: np.ndarray, lags: np.ndarray, gain: float, hop: int, taps=(1.0,)) -> np.ndarray:
+    """``(y[n] + g sum_i taps[i] y[n - T + i - c]) / (1 + g sum(taps))`` (``c`` the taps' centre)
+    with each hop's lag ``T`` (0: unvoiced, passed through): a causal comb, no delay beyond the
+    codec's; CELT's taps low-pass its echo."""
+    out = y.copy()
+    centre, pad = len(taps) // 2, 400
+    padded = np.concatenate([np.zeros(pad, np.float32), y, np.zeros(8, np.float32)])
+    gains = np.broadcast_to(np.asarray(gain, np.float64), np.shape(lags))
+    for k, lag in enumerate(lags):
+        lag, g = int(lag), float(gains[k])
+        if lag <= centre or g == 0:
+            continue
+        a, b = k * hop, min((k + 1) * hop, len(y))
+        if a >= b:
+            break
+        start = pad + a - lag - centre
+        echo = sum(t * padded[start + i: start + i + b - a] for i, t in enumerate(taps))
+        out[a:b] = (y[a:b] + g * echo) / (1 + g * sum(taps))
+    return out
+
+
+def _combs(x, y) -> dict:
+    """pc as is; a comb at each fixed gain; and the best gain per 20 ms frame (closed loop, by the
+    error below 4 kHz)."""
+    import torch
+
+    from speechcodec.postfilter import HOP_S, VOICED_R, pitch_track
+
+    hop = int(HOP_S * RATE_HZ)
+    lags, r = (t.numpy() for t in pitch_track(torch.from_numpy(y), RATE_HZ))
+    # causal: the 10 ms from k * hop take the lag of the 20 ms that end there (pitch_track's
+    # frame k - 1), so a live decoder has it when it needs it
+    lags, r = np.concatenate([[0], lags[:-1]]), np.concatenate([[0.0], r[:-1]])
+    lags = np.where(r >= VOICED_R, lags, 0)
+    filtered = [_causal_comb(y, lags, g, hop) for g in COMB_GAINS]
+    out = {"as is": y}
+    for g, f in zip(COMB_GAINS, filtered, strict=True):
+        if g in (0.05, 0.1, 0.2):
+            out[f"comb {g:g}, every voiced frame"] = f
+    for g in (0.1, 0.2, 0.3):
+        out[f"comb {g:g} with CELT's low-pass taps"] = _causal_comb(y, lags, g, hop, CELT_TAPS)
+    for g in (0.1, 0.15):  # the gain as the autoencoders' postfilter sets it: strength x correlation
+        out[f"comb {g:g} x r"] = _causal_comb(y, lags, g * r, hop)
+    for g in (0.1, 0.2):  # the comb below 3 kHz only (a zero-phase split: an upper bound of a crossover)
+        low, high = _split(filtered[COMB_GAINS.index(g)], 3000)
+        out[f"comb {g:g} below 3 kHz only"] = low + _split(y, 3000)[1]
+    xl, _ = _split(x, 4000)
+    lows = [_split(f, 4000)[0] for f in filtered]
+    frame = 2 * hop
+    chosen = np.zeros(len(y), np.float32)
+    picks = []
+    for a in range(0, len(y), frame):
+        errors = [np.sum((low[a:a + frame] - xl[a:a + frame]) ** 2) for low in lows]
+        best = int(np.argmin(errors))
+        picks.append(best)
+        chosen[a:a + frame] = filtered[best][a:a + frame]
+    out["comb, gain per frame (closed loop, 3 bits)"] = chosen
+    return out
+
+
+def _job(job):
+    from speechcodec.metrics import pesq_wb, visqol
+
+    path, kbps, command, options = job
+    x, y = _coded(path, kbps)
+    variants = {"bands": lambda: _bands(x, y), "postfilter": lambda: _postfilters(x, y, options),
+                "comb": lambda: _combs(x, y)}[command]()
+    return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
+            for name, v in variants.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("bands", "postfilter", "comb"))
+    parser.add_argument("--speech", type=Path, default=SHARED)
+    parser.add_argument("--rates", default="12", help="kbps, comma-separated")
+    parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
+    parser.add_argument("--options", default="0.2/0,0.4/0,0/0.2,0.2/0.2",
+                        help="postfilter: COMB/FORMANT strengths, comma-separated")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not args.speech.is_dir():
+        sys.exit(f"{args.speech} is not a folder of speech (the shared training data)")
+    _, held = split_speakers(args.speech)
+    files = [str(sorted(s.glob("*.flac"))[0]) for s in held][: args.files]
+    for kbps in [int(k) for k in args.rates.split(",")]:
+        jobs = [(f, kbps, args.command, args.options.split(",")) for f in files]
+        with ProcessPoolExecutor(args.workers) as pool:
+            got = list(pool.map(_job, jobs))
+        names = list(got[0])
+        scores = np.array([[g[n] for n in names] for g in got])  # [file, variant, metric]
+        print(f"\n{args.command}: {len(files)} held-out files, {MAX_S:g} s, pc live at {kbps} kbps\n")
+        print("| variant | PESQ-WB | ViSQOL | files better (PESQ-WB, ViSQOL) |")
+        print("|---|---|---|---|")
+        for k, name in enumerate(names):
+            better = (scores[:, k] > scores[:, 0]).sum(axis=0)
+            print(f"| {name} | {scores[:, k, 0].mean():.3f} | {scores[:, k, 1].mean():.3f} | "
+                  f"{better[0]}, {better[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
