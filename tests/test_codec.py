@@ -202,6 +202,14 @@ def test_a_retired_model_name_says_its_successor(tmp_path, retired, successor):
     assert not (tmp_path / "old.wav").exists()
 
 
+def test_speechcodec_models_lists_pc_and_sc_3k():
+    """The installed models: sc-3k, and pc on one row with the names it is listed at."""
+    result = run_cli("models", env={"SPEECHCODEC_MODEL_PATH": ""})
+    rows = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert result.returncode == 0 and rows == ["sc-3k", "pc"], result.stdout
+    assert "(as pc-6k, pc-12k, pc-24k)" in result.stdout
+
+
 def test_model_files_are_never_unpickled(tmp_path):
     import pickle
 

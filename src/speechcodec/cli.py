@@ -241,9 +241,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no models installed", file=sys.stderr)
         return 0
     print(f"{'name':<20} {'nominal kbps':>12} {'rate Hz':>8} {'arch':<10} description")
+    groups: dict[str, list[dict]] = {}  # a model that codes every rate: one row, its listed names after
     for m in models:
-        kbps = f"{m['bitrate_bps'] / 1000:g}" if m["bitrate_bps"] else "-"
-        print(f"{m['name']:<20} {kbps:>12} {m['sample_rate_hz']:>8} {m['arch']:<10} {m['description']}")
+        groups.setdefault(m["model"], []).append(m)
+    for model, group in groups.items():
+        first = group[0]
+        kbps = ", ".join(f"{m['bitrate_bps'] / 1000:g}" if m["bitrate_bps"] else "-" for m in group)
+        names = f" (as {', '.join(m['name'] for m in group)})" if len(group) > 1 else ""
+        name = model if names else first["name"]
+        print(f"{name:<20} {kbps:>12} {first['sample_rate_hz']:>8} {first['arch']:<10} "
+              f"{first['description']}{names}")
     return 0
 
 
