@@ -17,8 +17,8 @@ from speechcodec.modelfile import load_model_file, nominal_bitrate_bps, read_met
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MODEL_PATH_ENV = "SPEECHCODEC_MODEL_PATH"
-# Models no longer installed, and what replaces each: pc beats them on both metrics at their rates
-# (docs/retired/ keeps their cards; git history keeps their weights).
+# Models no longer installed (issue 44), and what replaces each (docs/retired/ keeps their cards,
+# with how pc compares; git history keeps their weights).
 RETIRED = {"sc-6k": "pc-6k", "sc-12k": "pc-12k", "sc-24k": "pc-24k"}
 RETIRED_AT = "280caa9"  # the last commit that installed them
 
@@ -92,8 +92,8 @@ def _installed(name: str) -> dict:
         return dict(by_model[0], bitrate_bps=None)
     if name in RETIRED:
         raise UnknownModelError(
-            f"model {name!r} was retired (pc beats it on both metrics at its rate): use {RETIRED[name]}; "
-            f"to decode an old stream, fetch its weights (docs/retired/{name}.md) into a folder named by "
+            f"model {name!r} was retired (docs/retired/{name}.md says why): use {RETIRED[name]}; "
+            f"to decode an old stream, fetch its weights (as that card says) into a folder named by "
             f"${MODEL_PATH_ENV}")
     names = ", ".join(m["name"] for m in models) or "none"
     raise UnknownModelError(f"no installed model is named {name!r} (installed: {names}); "
