@@ -40,7 +40,7 @@ from speechcodec.errors import (
 )
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual import packets
-from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands
+from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands, stack_frames
 from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder, decode_all
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
@@ -202,9 +202,7 @@ class PerceptualCodec(Codec):
             frames.append(frame)
         if not frames:
             raise BitstreamError("the stream holds no packets")
-        return DecodedChunk(frames[0].settings, np.array([[f.step] for f in frames]),
-                            *(np.concatenate([getattr(f, name) for f in frames])
-                              for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
+        return stack_frames(frames)
 
     def _check_packet_header(self, header: PipeHeader) -> None:
         if header.model != self.model_file.name or header.fingerprint != self.fingerprint:

@@ -43,6 +43,7 @@ import torch
 from speechcodec.codec import in_its_threads
 from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
 from speechcodec.perceptual import packets
+from speechcodec.perceptual.frames import stack_frames
 from speechcodec.perceptual.network import StreamingEnhancer
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, imdct_blocks, odft_blocks
@@ -334,15 +335,6 @@ class StreamDecoder:
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def _stacked(frames: list):
-    """One :class:`DecodedChunk` of single-frame chunks, a step per frame (``[T, 1]``)."""
-    from speechcodec.perceptual.frames import DecodedChunk
-
-    return DecodedChunk(frames[0].settings, np.array([[f.step] for f in frames]),
-                        *(np.concatenate([getattr(f, name) for f in frames])
-                          for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
-
-
 def decode_all(codec, stream: list, conceal: str = "repeat",
                decay_db: float = CONCEAL_DECAY_DB) -> tuple[np.ndarray, dict]:
     """A whole packet stream (``None`` for a lost packet) decoded as the file decoder decodes:
@@ -355,7 +347,7 @@ def decode_all(codec, stream: list, conceal: str = "repeat",
     good = [t for t, frame in enumerate(frames) if frame is not None]
     coefficients = np.zeros((len(frames), HOP))
     if good:  # every good frame at once: the same arithmetic as frame by frame, row by row
-        together = _stacked([frames[t] for t in good])
+        together = stack_frames([frames[t] for t in good])
         # the network's input: a lost frame repeats the last good one's (none before the first)
         x = codec.network_input(together)
         last_good = np.searchsorted(good, np.arange(len(frames)), side="right") - 1

@@ -332,13 +332,6 @@ def shared_work(cfg: EnhancerTraining, files: list, work_dir: str | None, out: P
     return Path(work_dir).parent / f"perceptual-{key}"
 
 
-def _write_csv(path: Path, header: str, rows: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
-    tmp.replace(path)
-
-
 def real_kbps(model: Path, files: list, bitrate_bps: int) -> float:
     """The rate the model's files really have at ``bitrate_bps`` on ``files``: bytes written over seconds."""
     from speechcodec.audio import read_audio
@@ -367,17 +360,17 @@ def train_in_pipeline(cfg: EnhancerTraining, files: list, out: Path, name: str, 
     out = Path(out)
     work = shared_work(cfg, files, work_dir, out)
     work.mkdir(parents=True, exist_ok=True)
+    from speechcodec.training.logs import TRAIN_LOG, VAL_LOG, append_csv
+
     model = work / f"model-{cfg.steps}steps.safetensors"
-    curve = work / "metrics.csv"
+    curve = work / TRAIN_LOG
+    header = ["step", "mse", "mse_as_decoded"]
     log = (lambda *a: None) if quiet else (lambda line: print(line, file=sys.stderr))
     with open(work / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains; the others wait, then copy
         if not model.exists():
-            rows = [line.split(",") for line in curve.read_text().splitlines()[1:]] if curve.exists() else []
-
             def record(step, mse, as_decoded):
-                rows.append((step, f"{mse:.6f}", f"{as_decoded:.6f}"))
-                _write_csv(curve, "step,mse,mse_as_decoded", rows)
+                append_csv(curve, header, [[step, f"{mse:.6f}", f"{as_decoded:.6f}"]])
 
             log_every = max(1, min(200, cfg.steps // 20))
             train_enhancer(files, model, name, cfg, work, log=log, log_every=log_every, record=record,
@@ -389,10 +382,12 @@ def train_in_pipeline(cfg: EnhancerTraining, files: list, out: Path, name: str, 
     if metrics_dir:
         metrics = Path(metrics_dir)
         metrics.mkdir(parents=True, exist_ok=True)
+        (metrics / TRAIN_LOG).unlink(missing_ok=True)
+        (metrics / VAL_LOG).unlink(missing_ok=True)
         if curve.exists():
-            shutil.copyfile(curve, metrics / "metrics.csv")
+            shutil.copyfile(curve, metrics / TRAIN_LOG)
         else:
-            _write_csv(metrics / "metrics.csv", "step,mse,mse_as_decoded", [])
+            append_csv(metrics / TRAIN_LOG, header, [])
         kbps = real_kbps(out, list(val_files or []), bitrate_bps) if val_files else ""
-        _write_csv(metrics / "val_metrics.csv", "step,bitrate_bps,kbps_real", [(cfg.steps, bitrate_bps, kbps)])
+        append_csv(metrics / VAL_LOG, ["step", "bitrate_bps", "kbps_real"], [[cfg.steps, bitrate_bps, kbps]])
     return out
