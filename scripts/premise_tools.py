@@ -16,10 +16,20 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                of a crossover), and with a gain per 20 ms frame chosen in closed loop (the
                encoder compares each gain's output with the original below 4 kHz and would send
                its choice: 3 bits a frame, 0.15 kbps, not charged here)
+    deadzone   the encoder's quantiser otherwise (the decoder unchanged): a dead zone (``--options``
+               0.1: a unit's magnitude less 0.1 is rounded) or rate-distortion rounding (rd0.1:
+               of the rounded symbol and the next towards zero, the least squared error in steps
+               plus 0.1 x its bits); the bits a coarse symbol saves buy a finer step;
+               ``rd0.05@MODEL``: decoded by another enhancer (a file); ``rd0.05<80``: in the
+               bins below 80 (2 kHz) only
+    models     the same packets decoded by other enhancers (``--options`` model files or names,
+               the first the reference), e.g. rounds of training against the shipped ``pc``
 
     .venv/bin/python scripts/premise_tools.py bands --rates 12
     .venv/bin/python scripts/premise_tools.py postfilter --rates 6,12,24 --options 0.2/0,0.4/0,0/0.2,0.2/0.2
     .venv/bin/python scripts/premise_tools.py comb --rates 12,24
+    .venv/bin/python scripts/premise_tools.py deadzone --rates 6,12,24 --options 0.1,0.2
+    .venv/bin/python scripts/premise_tools.py models --rates 6,12,24 --options pc,round.safetensors
 
 The numbers: docs/history.md ("issue 45").
 """
@@ -146,10 +156,113 @@ def _combs(x, y) -> dict:
     return out
 
 
+def _models(path: str, kbps: int, models: list[str]) -> tuple[np.ndarray, dict]:
+    """(the original, each model's decoding of the same live packets)."""
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+
+    torch.set_num_threads(1)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * RATE_HZ)]
+    codecs = [speechcodec.load(m, threads=1, bitrate_bps=kbps * 1000) for m in models]
+    packets = codecs[0].encode_packets(x)  # the encoder is the textbook coder's: no model in it
+    return x, {m: c.decode_packets(packets)[: len(x)] for m, c in zip(models, codecs, strict=True)}
+
+
+def _symbol_bits(symbols: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each symbol's ideal bits under its Laplace table (escapes included)."""
+    from speechcodec.transform.laplace import ESCAPE_BITS, J_MIN, TABLES, _table_index
+
+    TABLES._ready()
+    j = index - J_MIN
+    core = TABLES.core[j]
+    escaped = (np.abs(symbols) > core) * (1 + ESCAPE_BITS)
+    return TABLES.flat_bits[TABLES.offset[j] + _table_index(symbols, core)] + escaped
+
+
+def _dead_zone(option: str) -> None:
+    """Make the packet encoder quantise otherwise (``0``: as shipped, which since premise 3 is
+    ``rd0.05<160``; the tables of docs/history.md were measured against plain rounding):
+    ``0.1`` rounds each unit's magnitude less 0.1; ``rd0.1`` takes, of the rounded symbol and
+    the one next to it towards zero, the one of least squared error (in steps) plus 0.1 x its
+    bits."""
+    from speechcodec.perceptual import packets
+    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, MAX_SYMBOL, scale_index
+
+    if not hasattr(packets, "_shipped"):
+        packets._shipped = (packets._symbols, packets.estimated_bits)
+    if option in ("0", "0.0"):
+        packets._symbols, packets.estimated_bits = packets._shipped
+        return
+    option, _, below = option.partition("<")  # "rd0.05<80": only in the bins below 80 (2 kHz)
+    below = int(below) if below else 320
+    rd = option.startswith("rd")
+    value = float(option[2:] if rd else option)
+
+    def rounded(units, index):
+        plain = np.clip(np.rint(units), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+        return np.where(np.arange(units.shape[-1]) < below, otherwise(units, index), plain)
+
+    def otherwise(units, index):
+        if rd:
+            q0 = np.clip(np.rint(units), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+            q1 = q0 - np.sign(q0)
+            j0 = (units - q0) ** 2 + value * _symbol_bits(q0, index)
+            j1 = (units - q1) ** 2 + value * _symbol_bits(q1, index)
+            return np.where(j1 < j0, q1, q0)
+        magnitude = np.minimum(np.floor(np.abs(units) + 0.5 - value), MAX_SYMBOL)
+        return (np.sign(units) * np.maximum(magnitude, 0)).astype(np.int64)
+
+    def symbols(a, step):
+        index = scale_index(a.index_base, step, COEFFICIENT_OFFSET)
+        return rounded(a.normalised * 2.0 ** (-step / 64), index), index
+
+    def estimated(a, codes):
+        steps = 4 * np.asarray(codes)[:, None] - 512
+        index = scale_index(a.index_base, steps, COEFFICIENT_OFFSET)
+        units = a.normalised * np.exp2(-steps / 64.0)
+        return a.energy_bits + packets.TABLES.bits_rows(rounded(units, index), index)
+
+    packets._symbols, packets.estimated_bits = symbols, estimated
+
+
+def _dead_zones(path: str, kbps: int, offsets: list[str]) -> tuple[np.ndarray, dict]:
+    """(the original, pc's live packets decoded, the encoder's quantiser at each dead zone),
+    with each variant's real kbps."""
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+
+    torch.set_num_threads(1)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * RATE_HZ)]
+    out = {}
+    for option in ["0", *offsets]:
+        offset, _, model = option.partition("@")  # QUANTISER@MODEL: another enhancer decodes
+        codec = speechcodec.load(model or "pc", threads=1, bitrate_bps=kbps * 1000)
+        _dead_zone(offset)
+        packets = codec.encode_packets(x)
+        kbps_real = sum(len(p) for p in packets) * 8 / (len(x) / RATE_HZ) / 1000
+        out[f"quantiser {option}"] = (codec.decode_packets(packets)[: len(x)], kbps_real)
+    _dead_zone("0")
+    return x, out
+
+
 def _job(job):
     from speechcodec.metrics import pesq_wb, visqol
 
     path, kbps, command, options = job
+    if command == "deadzone":
+        x, variants = _dead_zones(path, kbps, options)
+        return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)), k)
+                for name, (v, k) in variants.items()}
+    if command == "models":
+        x, variants = _models(path, kbps, options)
+        return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
+                for name, v in variants.items()}
     x, y = _coded(path, kbps)
     variants = {"bands": lambda: _bands(x, y), "postfilter": lambda: _postfilters(x, y, options),
                 "comb": lambda: _combs(x, y)}[command]()
@@ -159,13 +272,14 @@ def _job(job):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("bands", "postfilter", "comb"))
+    parser.add_argument("command", choices=("bands", "postfilter", "comb", "deadzone", "models"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
     parser.add_argument("--options", default="0.2/0,0.4/0,0/0.2,0.2/0.2",
-                        help="postfilter: COMB/FORMANT strengths, comma-separated")
+                        help="postfilter: COMB/FORMANT strengths; models: model names or files")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--save", type=Path, help="write each rate's per-file scores here (.npz)")
     args = parser.parse_args()
     if not args.speech.is_dir():
         sys.exit(f"{args.speech} is not a folder of speech (the shared training data)")
@@ -177,12 +291,17 @@ def main() -> None:
             got = list(pool.map(_job, jobs))
         names = list(got[0])
         scores = np.array([[g[n] for n in names] for g in got])  # [file, variant, metric]
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez(args.save / f"{args.command}-{kbps}kbps.npz", scores=scores, names=np.array(names),
+                     files=np.array(files))
         print(f"\n{args.command}: {len(files)} held-out files, {MAX_S:g} s, pc live at {kbps} kbps\n")
         print("| variant | PESQ-WB | ViSQOL | files better (PESQ-WB, ViSQOL) |")
         print("|---|---|---|---|")
         for k, name in enumerate(names):
             better = (scores[:, k] > scores[:, 0]).sum(axis=0)
-            print(f"| {name} | {scores[:, k, 0].mean():.3f} | {scores[:, k, 1].mean():.3f} | "
+            kbps_real = f" ({scores[:, k, 2].mean():.2f} kbps)" if scores.shape[2] > 2 else ""
+            print(f"| {name}{kbps_real} | {scores[:, k, 0].mean():.3f} | {scores[:, k, 1].mean():.3f} | "
                   f"{better[0]}, {better[1]} |", flush=True)
 
 
