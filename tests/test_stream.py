@@ -165,6 +165,31 @@ def test_a_packet_is_as_long_as_its_range_coder_needs(tiny):
         levels = now
 
 
+def test_the_encoder_rounds_for_rate_and_distortion_and_the_decoder_reads_it_as_ever():
+    """A packet's symbols are its frame at its step rounded as the encoder rounds: below
+    RD_BINS for rate and distortion (some one nearer zero than plain rounding, each where that
+    saved more bits than it cost), plainly above; and its estimated size is that of those symbols."""
+    from speechcodec.transform.mdct import odft
+    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, rd_symbols, scale_index
+
+    spectra = odft(synth_speech(1.0, seed=5))
+    moved = 0
+    for spectrum in spectra[10:20]:
+        a = packets.analyse(spectrum)
+        code = packets.fitting_code(a, 30)
+        frame, _, _ = packets.unpack(packets.payload_at(a, code))
+        units = a.normalised * 2.0 ** (-packets.step_of(code) / 64)
+        index = scale_index(a.index_base, packets.step_of(code), COEFFICIENT_OFFSET)
+        np.testing.assert_array_equal(frame.symbols[0], packets.rounded(units, index))
+        np.testing.assert_array_equal(frame.symbols[0, :packets.RD_BINS], rd_symbols(
+            units[:packets.RD_BINS], index[:packets.RD_BINS], packets.RD_BIT_WEIGHT))
+        np.testing.assert_array_equal(frame.symbols[0, packets.RD_BINS:], np.rint(units[packets.RD_BINS:]))
+        moved += int(np.count_nonzero(frame.symbols[0] != np.rint(units)))
+        assert packets.estimated_bits(a, np.array([code]))[0] == pytest.approx(
+            a.energy_bits + packets.TABLES.bits(frame.symbols[0], index))
+    assert moved > 0
+
+
 def test_delay_is_40_ms_by_cross_correlation(pc, speech):
     """Pushing 20 ms yields the packet of the frame before; the output lags the input by 320
     samples; with the 20 ms a frame waits for, the delay is 40 ms."""

@@ -141,6 +141,32 @@ def test_laplace_coding_round_trips_with_escapes_and_costs_what_it_estimates():
         laplace.TABLES.encode(rangecoder.new_encoder(), np.array([1 << 20]), np.array([0]))
 
 
+def test_rate_distortion_rounding_trades_error_for_bits_one_symbol_at_a_time():
+    from speechcodec.transform.quantiser import rd_symbols
+
+    rng = np.random.default_rng(1)
+    index = rng.integers(-16, 40, size=50000)
+    units = rng.laplace(0, np.array([laplace.scale(int(j)) for j in index]))
+    rounded = np.rint(units).astype(np.int64)
+    np.testing.assert_array_equal(rd_symbols(units, index, 0.0), rounded)  # weight 0: plain rounding
+    chosen = rd_symbols(units, index, 0.1)
+    moved = chosen != rounded
+    assert 0.01 < moved.mean() < 0.5
+    # only ever one step towards zero, and only where that lowers error + weight x bits
+    np.testing.assert_array_equal(chosen[moved], rounded[moved] - np.sign(rounded[moved]))
+
+    def cost(q):
+        return (units - q) ** 2 + 0.1 * laplace.TABLES.symbol_bits(q, index)
+
+    other = np.where(moved, rounded, rounded - np.sign(rounded))  # the choice not taken
+    assert np.all(cost(chosen) <= cost(other) + 1e-9)
+    assert laplace.TABLES.bits(chosen, index) < 0.99 * laplace.TABLES.bits(rounded, index)
+    assert np.all(laplace.TABLES.symbol_bits(chosen, index) <= laplace.TABLES.symbol_bits(rounded, index))
+    # symbol_bits is bits() one symbol at a time, escapes included
+    few, at = np.array([0, 3, -2, 70000]), np.array([0, 5, -3, 0])
+    assert laplace.TABLES.symbol_bits(few, at).sum() == pytest.approx(laplace.TABLES.bits(few, at))
+
+
 def _laplace_entropy(scales: np.ndarray) -> float:
     """Mean entropy in bits of a rounded Laplace at each scale (numerically)."""
     total = 0.0

@@ -50,6 +50,8 @@ from speechcodec.transform.quantiser import (
     dequantise,
     gain,
     index_base,
+    rd_bits_rows,
+    rd_symbols,
     scale_index,
 )
 
@@ -59,6 +61,13 @@ KIND_BITS, CODE_BITS = 1, 8
 # An inter band's prediction: its anchor (:func:`_anchor`), plus INTER_BELOW8 eighths of how far
 # the band below came from its own anchor and INTER_BELOW2_8 of the next (the file stream's shape).
 INTER_PREVIOUS8, INTER_BELOW8, INTER_BELOW2_8 = 8, 5, 2
+# The encoder's rounding (:func:`rounded`): below RD_BINS (25 Hz a bin), a symbol is taken one
+# nearer zero where that saves more bits, at RD_BIT_WEIGHT squared steps a bit, than its squared
+# error grows (:func:`speechcodec.transform.quantiser.rd_symbols`); the bits saved buy a finer
+# step. The decoder does not know it. Chosen on held-out speakers (docs/history.md, 2026-12-07,
+# issue 45 premise 2).
+RD_BIT_WEIGHT = 0.05
+RD_BINS = 160
 INTRA_INTERVAL = 1  # an intra packet every this many (1: every packet; see the module docstring)
 # Fitted on 42 training speakers, none held out (``scripts/premise_stream.py energies``; energy
 # steps of 6 dB, bark16): each band's median level, and the Laplace grid index that codes its
@@ -166,9 +175,17 @@ def analyse(spectrum: np.ndarray, previous: np.ndarray | None = None, raw: np.nd
                          KIND_BITS + CODE_BITS + TABLES.bits(residuals, scales))
 
 
+def rounded(units: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The encoder's symbols of ``units`` (in quantiser steps, ``[..., 320]``) under their Laplace
+    grid ``index``: rate-distortion rounding in the first :data:`RD_BINS` bins, plain above."""
+    symbols = np.clip(np.rint(units), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+    symbols[..., :RD_BINS] = rd_symbols(units[..., :RD_BINS], index[..., :RD_BINS], RD_BIT_WEIGHT)
+    return symbols
+
+
 def _symbols(a: FrameAnalysis, step: int) -> tuple[np.ndarray, np.ndarray]:
-    symbols = np.clip(np.rint(a.normalised * 2.0 ** (-step / 64)), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-    return symbols, scale_index(a.index_base, step, COEFFICIENT_OFFSET)
+    index = scale_index(a.index_base, step, COEFFICIENT_OFFSET)
+    return rounded(a.normalised * 2.0 ** (-step / 64), index), index
 
 
 def payload_at(a: FrameAnalysis, code: int, bits=None) -> bytes:
@@ -224,9 +241,8 @@ def payload_at(a: FrameAnalysis, code: int, bits=None) -> bytes:
 def estimated_bits(a: FrameAnalysis, codes: np.ndarray) -> np.ndarray:
     """Each step code's packet size if range coding were ideal, in bits (``codes`` int ``[K]``)."""
     steps = 4 * np.asarray(codes)[:, None] - 512
-    symbols = np.rint(a.normalised * np.exp2(-steps / 64.0)).astype(np.int64)
-    np.clip(symbols, -MAX_SYMBOL, MAX_SYMBOL, out=symbols)
-    return a.energy_bits + TABLES.bits_rows(symbols, scale_index(a.index_base, steps, COEFFICIENT_OFFSET))
+    index = scale_index(a.index_base, steps, COEFFICIENT_OFFSET)
+    return a.energy_bits + rd_bits_rows(a.normalised * np.exp2(-steps / 64.0), index, RD_BIT_WEIGHT, RD_BINS)
 
 
 def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, finest: int = 0,
@@ -255,21 +271,24 @@ def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, 
 
 
 class Sizes:
-    """A frame's estimated packet sizes at the step codes around ``center`` (one pass), answering
-    :func:`fitting_code`'s question from them where they can and asking it where they cannot."""
+    """A frame's estimated packet sizes, worked out once a code: first at the step codes around
+    ``center`` (one pass), then at whatever other codes :func:`fitting_code`'s questions ask."""
 
     SPAN = 40
 
     def __init__(self, a: FrameAnalysis, center: int):
         self.a = a
-        self.lo = min(max(center - self.SPAN // 2, 0), CODES - self.SPAN)
-        self.bits = estimated_bits(a, np.arange(self.lo, self.lo + self.SPAN))
+        self.known = np.full(CODES, np.nan)
+        lo = min(max(center - self.SPAN // 2, 0), CODES - self.SPAN)
+        self.known[lo:lo + self.SPAN] = estimated_bits(a, np.arange(lo, lo + self.SPAN))
 
     def __call__(self, codes: np.ndarray) -> np.ndarray:
-        """Estimated bits at ``codes``: from the span where it has them."""
-        if len(codes) and self.lo <= codes[0] and codes[-1] < self.lo + self.SPAN:
-            return self.bits[codes - self.lo]
-        return estimated_bits(self.a, codes)
+        """Estimated bits at ``codes`` (within 0 .. 255): those not known yet in one pass."""
+        codes = np.asarray(codes)
+        missing = codes[np.isnan(self.known[codes])]
+        if len(missing):
+            self.known[missing] = estimated_bits(self.a, missing)
+        return self.known[codes]
 
     def bits_at(self, code: int) -> float:
         return float(self(np.array([code]))[0])

@@ -73,6 +73,7 @@ class LaplaceTables:
 
     def __init__(self):
         self._built = False
+        self._thresholds: dict[float, np.ndarray] = {}
 
     def _build(self) -> None:
         grid = range(J_MIN, J_MAX + 1)
@@ -105,6 +106,32 @@ class LaplaceTables:
         escaped = np.abs(symbols) > core
         table = np.where(escaped, 2 * core + 1, symbols + core)
         return self.flat_bits[self.offset[j] + table].sum(axis=1) + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
+
+    def symbol_bits(self, symbols: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Each symbol's ideal bits under its grid index (same shapes; escapes included)."""
+        self._ready()
+        j = index - J_MIN
+        core = self.core[j]
+        escaped = np.abs(symbols) > core
+        return self.flat_bits[self.offset[j] + np.where(escaped, 2 * core + 1, symbols + core)] \
+            + (1 + ESCAPE_BITS) * escaped
+
+    def rd_thresholds(self, weight: float) -> np.ndarray:
+        """Where rate-distortion rounding moves a symbol one nearer zero, laid out as the tables:
+        at symbol ``+m``'s place in table ``j`` (the escape's place for ``m = C + 1``), half of
+        ``weight`` x the bits that ``m`` costs over ``m - 1``, less one half. A unit ``u``
+        rounded to ``m`` is better coded as ``m - 1`` when ``|u| - m`` is below it (the squared
+        error grows by ``2 (|u| - m) + 1``). Kept per weight."""
+        self._ready()
+        if weight not in self._thresholds:
+            out = np.full(len(self.flat_bits), -1.0)
+            for offset, core in zip(self.offset, self.core, strict=True):
+                zero = offset + core
+                bits = self.flat_bits[zero:zero + core + 2].copy()  # magnitudes 0 .. C, then escaped
+                bits[-1] += 1 + ESCAPE_BITS
+                out[zero + 1:zero + core + 2] = 0.5 * weight * np.diff(bits) - 0.5
+            self._thresholds[weight] = out
+        return self._thresholds[weight]
 
     def bits_at(self, values: np.ndarray, counts: np.ndarray, j: int) -> float:
         """Ideal bits of ``values`` (distinct) appearing ``counts`` times, all at grid index ``j``."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from speechcodec.errors import SpeechCodecError
 from speechcodec.transform import bands
-from speechcodec.transform.laplace import J_MAX, J_MIN
+from speechcodec.transform.laplace import ESCAPE_BITS, J_MAX, J_MIN, TABLES
 
 STEP_RANGE = (-1024, 1024)  # quantiser step 2**(step / 64): 2**-16 .. 2**16
 MAX_SYMBOL = 60000
@@ -65,6 +65,42 @@ def scale_index(index_base: np.ndarray, step: int, offset: int) -> np.ndarray:
     """Grid index of each coefficient's Laplace, in integers: its band's RMS**(1 - alpha) over
     the quantiser step, in eighth-octaves, plus ``offset``."""
     return np.clip(((index_base - step + 4) >> 3) + offset, J_MIN, J_MAX)
+
+
+def rd_symbols(units: np.ndarray, index: np.ndarray, bit_weight: float) -> np.ndarray:
+    """Rate-distortion rounding: of each unit rounded (``units`` in quantiser steps) and the symbol
+    next to it towards zero, the one of least squared error plus ``bit_weight`` times its ideal
+    bits under its Laplace grid ``index`` (same shape); in one table look-up a symbol
+    (:meth:`~speechcodec.transform.laplace.LaplaceTables.rd_thresholds`). 0 rounds. Only an
+    encoder's choice: the decoder reads symbols as it always has."""
+    rounded = np.clip(np.rint(units), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+    if not bit_weight:
+        return rounded
+    thresholds = TABLES.rd_thresholds(bit_weight)  # (builds the tables first)
+    magnitude = np.abs(rounded)
+    j = index - J_MIN
+    core = TABLES.core[j]
+    place = TABLES.offset[j] + core + np.minimum(magnitude, core + 1)  # symbol +m's place
+    nearer = (np.abs(units) - magnitude < thresholds[place]) & (magnitude <= core + 1)
+    return rounded - np.sign(rounded) * nearer
+
+
+def rd_bits_rows(units: np.ndarray, index: np.ndarray, bit_weight: float, bins: int) -> np.ndarray:
+    """Ideal bits of each row of ``units`` ``[K, N]`` coded with grid ``index`` (same shape),
+    rounded by :func:`rd_symbols` in the first ``bins`` columns and plainly above: the same
+    numbers as ``TABLES.bits_rows`` of those symbols, in one pass (the tables are symmetric, so
+    a symbol's bits are those of its magnitude)."""
+    thresholds = TABLES.rd_thresholds(bit_weight)  # (builds the tables first)
+    core = TABLES.core[index - J_MIN]
+    zero = TABLES.offset[index - J_MIN] + core  # each table's place of the symbol 0
+    magnitude = np.minimum(np.abs(np.rint(units)), MAX_SYMBOL).astype(np.int64)
+    low, m = (slice(None), slice(0, bins)), magnitude[:, :bins]
+    top = core[low] + 1
+    nearer = (np.abs(units[low]) - m < thresholds[zero[low] + np.minimum(m, top)]) & (m <= top)
+    magnitude[low] -= nearer
+    escaped = magnitude > core
+    return TABLES.flat_bits[zero + np.where(escaped, core + 1, magnitude)].sum(axis=1) \
+        + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
 
 
 def gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
