@@ -65,7 +65,7 @@ INTER_PREVIOUS8, INTER_BELOW8, INTER_BELOW2_8 = 8, 5, 2
 # nearer zero where that saves more bits, at RD_BIT_WEIGHT squared steps a bit, than its squared
 # error grows (:func:`speechcodec.transform.quantiser.rd_symbols`); the bits saved buy a finer
 # step. The decoder does not know it. Chosen on held-out speakers (docs/history.md, 2026-12-07,
-# issue 45 premise 2).
+# issue 45 premise 3).
 RD_BIT_WEIGHT = 0.05
 RD_BINS = 160
 INTRA_INTERVAL = 1  # an intra packet every this many (1: every packet; see the module docstring)
