@@ -112,9 +112,8 @@ class LaplaceTables:
         self._ready()
         j = index - J_MIN
         core = self.core[j]
-        escaped = np.abs(symbols) > core
-        return self.flat_bits[self.offset[j] + np.where(escaped, 2 * core + 1, symbols + core)] \
-            + (1 + ESCAPE_BITS) * escaped
+        escapes = (1 + ESCAPE_BITS) * (np.abs(symbols) > core)
+        return self.flat_bits[self.offset[j] + _table_index(symbols, core)] + escapes
 
     def rd_thresholds(self, weight: float) -> np.ndarray:
         """Where rate-distortion rounding moves a symbol one nearer zero, laid out as the tables:

@@ -76,31 +76,28 @@ def rd_symbols(units: np.ndarray, index: np.ndarray, bit_weight: float) -> np.nd
     rounded = np.clip(np.rint(units), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
     if not bit_weight:
         return rounded
+    return rounded - np.sign(rounded) * _nearer(units, np.abs(rounded), index, bit_weight)
+
+
+def _nearer(units: np.ndarray, magnitude: np.ndarray, index: np.ndarray, bit_weight: float) -> np.ndarray:
+    """bool: where :func:`rd_symbols` takes magnitude ``m - 1`` over the rounded ``m``."""
     thresholds = TABLES.rd_thresholds(bit_weight)  # (builds the tables first)
-    magnitude = np.abs(rounded)
-    j = index - J_MIN
-    core = TABLES.core[j]
-    place = TABLES.offset[j] + core + np.minimum(magnitude, core + 1)  # symbol +m's place
-    nearer = (np.abs(units) - magnitude < thresholds[place]) & (magnitude <= core + 1)
-    return rounded - np.sign(rounded) * nearer
+    core = TABLES.core[index - J_MIN]
+    top = np.minimum(magnitude, core + 1)  # symbol +m's place, the escape's beyond the core
+    return (np.abs(units) - magnitude < thresholds[TABLES.offset[index - J_MIN] + core + top]) \
+        & (magnitude <= core + 1)
 
 
 def rd_bits_rows(units: np.ndarray, index: np.ndarray, bit_weight: float, bins: int) -> np.ndarray:
-    """Ideal bits of each row of ``units`` ``[K, N]`` coded with grid ``index`` (same shape),
-    rounded by :func:`rd_symbols` in the first ``bins`` columns and plainly above: the same
-    numbers as ``TABLES.bits_rows`` of those symbols, in one pass (the tables are symmetric, so
-    a symbol's bits are those of its magnitude)."""
-    thresholds = TABLES.rd_thresholds(bit_weight)  # (builds the tables first)
-    core = TABLES.core[index - J_MIN]
-    zero = TABLES.offset[index - J_MIN] + core  # each table's place of the symbol 0
+    """``TABLES.bits_rows`` of ``units`` ``[K, N]`` (grid ``index``, same shape) rounded by
+    :func:`rd_symbols` in the first ``bins`` columns and plainly above, without making the
+    signed symbols: the tables are symmetric, so a symbol's bits are its magnitude's."""
     magnitude = np.minimum(np.abs(np.rint(units)), MAX_SYMBOL).astype(np.int64)
-    low, m = (slice(None), slice(0, bins)), magnitude[:, :bins]
-    top = core[low] + 1
-    nearer = (np.abs(units[low]) - m < thresholds[zero[low] + np.minimum(m, top)]) & (m <= top)
-    magnitude[low] -= nearer
+    magnitude[:, :bins] -= _nearer(units[:, :bins], magnitude[:, :bins], index[:, :bins], bit_weight)
+    core = TABLES.core[index - J_MIN]
     escaped = magnitude > core
-    return TABLES.flat_bits[zero + np.where(escaped, core + 1, magnitude)].sum(axis=1) \
-        + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
+    place = TABLES.offset[index - J_MIN] + core + np.where(escaped, core + 1, magnitude)
+    return TABLES.flat_bits[place].sum(axis=1) + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
 
 
 def gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
