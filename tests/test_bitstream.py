@@ -232,3 +232,38 @@ def test_contexts_follow_the_previous_frame():
     assert ctx[0, 3] == 1 * 4 + 3  # |-1| -> level 1; 3 of 4 channels active (>= 1/2)
     assert np.array_equal(ctx[:, 2], contexts_after(codes[:, 1]))
     assert ctx.max() < NUM_CONTEXTS
+
+
+def test_the_shortest_cut_is_worked_out_from_the_coders_state():
+    """``shortest_cut`` gives, without decoding, what a search by decoding finds: the fewest bytes
+    (the words cut short, or rounded up in their last byte) that decode to every symbol coded."""
+    import constriction
+
+    from speechcodec.bitstream.rangecoder import finish_cut, new_cut_decoder, new_encoder, shortest_cut
+
+    rng = np.random.default_rng(3)
+    model = constriction.stream.model.Categorical(np.array([0.6, 0.2, 0.1, 0.05, 0.05]), perfect=False)
+
+    def decodes(candidate: bytes, symbols: np.ndarray) -> bool:
+        try:
+            return np.array_equal(new_cut_decoder(candidate).decode(model, len(symbols)), symbols)
+        except Exception:
+            return False
+
+    shorter = 0
+    for n in list(range(1, 40)) + [200, 1000]:
+        for _ in range(8):
+            symbols = rng.choice(5, size=n, p=[0.6, 0.2, 0.1, 0.05, 0.05]).astype(np.int32)
+            encoder = new_encoder()
+            encoder.encode(symbols, model)
+            full = finish_cut(encoder)
+            cut = shortest_cut(encoder, full)
+            assert decodes(cut, symbols)
+            shorter += len(cut) < len(full)
+            # no shorter prefix decodes, as is or rounded up in its last byte
+            for keep in range(max(1, len(full) - 4), len(cut)):
+                head = full[:keep]
+                up = int.from_bytes(head, "big") + 1
+                assert not decodes(head, symbols)
+                assert up >= 256 ** keep or not decodes(up.to_bytes(keep, "big"), symbols)
+    assert shorter > 100  # the words' trailing bytes are mostly not needed

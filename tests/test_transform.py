@@ -167,6 +167,32 @@ def test_rate_distortion_rounding_trades_error_for_bits_one_symbol_at_a_time():
     assert laplace.TABLES.symbol_bits(few, at).sum() == pytest.approx(laplace.TABLES.bits(few, at))
 
 
+def test_the_bits_at_many_steps_are_those_of_the_symbols_rounded_at_each():
+    """``rd_bits_steps`` (the rate control's estimate at K steps in one pass, bins that round to
+    zero counted per band) equals ``bits`` of the symbols ``rd_symbols`` and plain rounding make."""
+    from speechcodec.transform.quantiser import rd_bits_steps, rd_symbols
+
+    rng = np.random.default_rng(2)
+    edges = np.array([0, 4, 10, 20, 40, 80, 160, 240, 320])
+    band = np.repeat(np.arange(len(edges) - 1), np.diff(edges))
+    for trial in range(20):
+        magnitude = np.abs(rng.laplace(0, 1, 320)) * np.exp2(rng.uniform(-4, 6, len(edges) - 1))[band]
+        magnitude[edges[trial % 8]:edges[trial % 8 + 1]] = 0.0  # a silent band
+        if trial == 3:
+            magnitude[5] = 9e4  # beyond MAX_SYMBOL
+        gains = np.exp2(-np.arange(12) / 4.0 + rng.uniform(-2, 2))
+        band_index = rng.integers(-10, 30, size=(len(gains), len(edges) - 1))
+        bins, weight = (0, 100, 160, 320)[trial % 4], (0.0, 0.05, 0.2)[trial % 3]
+        got = rd_bits_steps(magnitude, gains, band_index, edges, weight, bins)
+        for k, g in enumerate(gains):
+            units, index = magnitude * g, band_index[k, band]
+            symbols = np.clip(np.rint(units), -60000, 60000).astype(np.int64)
+            symbols[:bins] = rd_symbols(units[:bins], index[:bins], weight)
+            assert got[k] == pytest.approx(laplace.TABLES.bits(symbols, index), rel=1e-12)
+    silent = rd_bits_steps(np.zeros(320), np.ones(2), np.zeros((2, 8), np.int64), edges, 0.05, 160)
+    assert silent[0] == pytest.approx(laplace.TABLES.bits(np.zeros(320, np.int64), np.zeros(320, np.int64)))
+
+
 def _laplace_entropy(scales: np.ndarray) -> float:
     """Mean entropy in bits of a rounded Laplace at each scale (numerically)."""
     total = 0.0

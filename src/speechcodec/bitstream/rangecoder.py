@@ -54,6 +54,29 @@ def finish_cut(encoder) -> bytes:
     return encoder.get_compressed().astype(">u4").tobytes().rstrip(b"\0") or b"\0"
 
 
+def shortest_cut(encoder, full: bytes) -> bytes:
+    """The fewest bytes (at least one, at most four fewer than ``full``, the encoder's
+    :func:`finish_cut`) that a :func:`new_cut_decoder` decodes as it decodes ``full``: the value
+    they spell, zero-padded, must lie within the coder's last interval ``[lower, lower + range)``
+    (``encoder.pos()``: the 64-bit state after the words written so far). ``full`` cut short, or
+    cut short and rounded up in its last byte; the cut short first where both lie within. The
+    caller may check it by decoding."""
+    position, (lower, width) = encoder.pos()
+    size = 4 * (position + 2)  # the words written, and the state's two
+    if len(full) > size:
+        return full
+    value = int.from_bytes(full.ljust(size, b"\0"), "big")
+    start = value - ((value - lower) % (1 << 64))  # the interval's start: ``lower`` within this frame
+    for keep in range(max(1, len(full) - 4), len(full)):
+        shift = 8 * (size - keep)
+        head = value >> shift
+        if start <= head << shift < start + width:
+            return full[:keep]
+        if head + 1 < 256 ** keep and start <= (head + 1) << shift < start + width:
+            return (head + 1).to_bytes(keep, "big")
+    return full
+
+
 def new_cut_decoder(packet: bytes):
     """A range decoder over any bytes, read as big-endian words with the bytes cut off as zeros."""
     words = np.frombuffer(packet + b"\0" * (-len(packet) % 4), ">u4").astype(np.uint32)

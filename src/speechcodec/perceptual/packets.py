@@ -11,8 +11,8 @@ decode, range-coded, with no sequence number, length or check (those are the fra
     the 320 coefficients, as the textbook coder codes them (:mod:`speechcodec.transform.quantiser`)
 
 The coder's 32-bit words are written big-endian and the packet is cut to the fewest bytes that
-still decode to the same symbols (the decoder reads missing bytes as zeros; the encoder checks
-each cut by decoding it), so a packet is as long as its range coder needs, not a whole number
+still decode to the same symbols (the decoder reads missing bytes as zeros; the encoder works
+the cut out from the coder's last interval and checks it by decoding it once), so a packet is as long as its range coder needs, not a whole number
 of words.
 
 Band energies. An intra packet predicts each band from a fixed profile and, across frequency,
@@ -31,14 +31,13 @@ says.
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
 
-from speechcodec.bitstream.rangecoder import finish_cut, new_cut_decoder, new_encoder
+from speechcodec.bitstream.rangecoder import finish_cut, new_cut_decoder, new_encoder, shortest_cut
 from speechcodec.errors import BitstreamError
 from speechcodec.perceptual.frames import DecodedChunk
 from speechcodec.transform import bands
@@ -50,7 +49,7 @@ from speechcodec.transform.quantiser import (
     dequantise,
     gain,
     index_base,
-    rd_bits_rows,
+    rd_bits_steps,
     rd_symbols,
     scale_index,
 )
@@ -76,6 +75,7 @@ LEVEL_PROFILE = np.array([-6, -5, -5, -6, -6, -7, -7, -8, -8, -8, -8, -8, -8, -9
 RESIDUAL_SCALES = np.array([7, 8, 3, 0, -2, 0, -3, -4, -4, 0, -1, -3, -2, -2, -2, -3])
 # The same for inter packets (``scripts/premise_stream.py inter``).
 INTER_SCALES = np.array([-8, -4, -5, -5, -6, -7, -8, -8, -8, -7, -8, -9, -8, -8, -9, -10])
+_EDGES = np.asarray(bands.LAYOUTS[SETTINGS.layout])
 _BAND_OF_BIN = bands.band_of_bin(bands.LAYOUTS[SETTINGS.layout])
 _FLOOR = bands.floor_level(SETTINGS.energy_step)
 _CEILING = bands.CEILING_QUARTER_OCTAVES // SETTINGS.energy_step
@@ -188,9 +188,8 @@ def _symbols(a: FrameAnalysis, step: int) -> tuple[np.ndarray, np.ndarray]:
     return rounded(a.normalised * 2.0 ** (-step / 64), index), index
 
 
-def payload_at(a: FrameAnalysis, code: int, bits=None) -> bytes:
-    """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols
-    (``bits``: a :class:`Sizes` of the frame, whose estimate starts the search; else computed)."""
+def payload_at(a: FrameAnalysis, code: int) -> bytes:
+    """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols."""
     symbols, index = _symbols(a, step_of(code))
     encoder = new_encoder()
     encoder.encode(np.array([int(a.intra)], np.int32), _KIND)
@@ -198,51 +197,27 @@ def payload_at(a: FrameAnalysis, code: int, bits=None) -> bytes:
     TABLES.encode(encoder, a.residuals, RESIDUAL_SCALES if a.intra else INTER_SCALES)
     TABLES.encode(encoder, symbols, index)
     full = finish_cut(encoder)
-
-    plan = TABLES.plan(index)
-    scales = RESIDUAL_SCALES if a.intra else INTER_SCALES
-
-    def same(candidate: bytes) -> bool:
-        """Whether ``candidate`` decodes to these symbols (each checked as soon as decoded)."""
-        try:
-            decoder = _decoder(candidate)
-            return bool(decoder.decode(_KIND, 1)[0]) == a.intra and int(decoder.decode(_CODE, 1)[0]) == code \
-                and np.array_equal(TABLES.decode(decoder, scales, _SCALE_PLANS[a.intra]), a.residuals) \
-                and np.array_equal(TABLES.decode(decoder, index, plan), symbols)
-        except Exception:  # a cut that no longer decodes (constriction raises plain exceptions)
-            return False
-
-    # the decoder needs the interval the last symbol left, not all of the coder's last word:
-    # the shortest cut that still decodes (the prefix as is, or rounded up in its last byte),
-    # looked for from the ideal size on
-    cuts: dict[int, bytes | None] = {len(full): full}
-
-    def cut(keep: int) -> bytes | None:
-        if keep not in cuts:
-            head = full[:keep]
-            up = int.from_bytes(head, "big") + 1
-            cuts[keep] = next((c for c in (head, up.to_bytes(keep, "big") if up < 256 ** keep else None)
-                               if c is not None and same(c)), None)
-        return cuts[keep]
-
-    lowest = max(1, len(full) - 4)  # never empty: the framing's 0 means lost
-    estimate = (bits or (lambda codes: estimated_bits(a, codes)))(np.array([code]))
-    ideal = math.ceil((float(estimate[0]) + 1) / 8)
-    keep = min(max(ideal, lowest), len(full))
-    if cut(keep) is None:
-        while cut(keep) is None:
-            keep += 1
-    else:
-        while keep > lowest and cut(keep - 1) is not None:
-            keep -= 1
-    return cut(keep)
+    # the decoder needs the interval the last symbol left, not all of the coder's last word: the
+    # shortest cut that still decodes, worked out from the coder's state and checked by decoding
+    # it (were the check ever to fail, the whole words: never a packet that decodes otherwise)
+    packet = shortest_cut(encoder, full)
+    try:
+        decoder = _decoder(packet)
+        same = bool(decoder.decode(_KIND, 1)[0]) == a.intra and int(decoder.decode(_CODE, 1)[0]) == code \
+            and np.array_equal(TABLES.decode(decoder, RESIDUAL_SCALES if a.intra else INTER_SCALES,
+                                             _SCALE_PLANS[a.intra]), a.residuals) \
+            and np.array_equal(TABLES.decode(decoder, index), symbols)
+    except Exception:  # a cut that does not decode (constriction raises plain exceptions)
+        same = False
+    return packet if same else full
 
 
 def estimated_bits(a: FrameAnalysis, codes: np.ndarray) -> np.ndarray:
     """Each step code's packet size if range coding were ideal, in bits (``codes`` int ``[K]``)."""
-    steps = 4 * np.asarray(codes)[:, None] - 512
-    index = scale_index(a.index_base, steps, COEFFICIENT_OFFSET)
-    return a.energy_bits + rd_bits_rows(a.normalised * np.exp2(-steps / 64.0), index, RD_BIT_WEIGHT, RD_BINS)
+    steps = 4 * np.asarray(codes) - 512
+    band_index = scale_index(a.index_base[_EDGES[:-1]], steps[:, None], COEFFICIENT_OFFSET)
+    return a.energy_bits + rd_bits_steps(np.abs(a.normalised), np.exp2(-steps / 64.0), band_index, _EDGES,
+                                         RD_BIT_WEIGHT, RD_BINS)
 
 
 def fitting_code(a: FrameAnalysis, budget_bytes: float, hint: int = CODES // 2, finest: int = 0,
@@ -304,10 +279,10 @@ def fit(a: FrameAnalysis, budget_bytes: int, hint: int = CODES // 2, finest: int
     ``budget_bytes`` (the coarsest when none does). ``hint``: where to look first; ``code``: the
     code the estimates gave already; ``sizes``: the frame's :class:`Sizes`, if made already."""
     code = fitting_code(a, budget_bytes, hint, finest) if code is None else code
-    packet = payload_at(a, code, sizes)
+    packet = payload_at(a, code)
     while len(packet) > budget_bytes and code < CODES - 1:  # the estimate was a little short
         code += 1
-        packet = payload_at(a, code, sizes)
+        packet = payload_at(a, code)
     return code, packet
 
 

@@ -88,16 +88,37 @@ def _nearer(units: np.ndarray, magnitude: np.ndarray, index: np.ndarray, bit_wei
         & (magnitude <= core + 1)
 
 
-def rd_bits_rows(units: np.ndarray, index: np.ndarray, bit_weight: float, bins: int) -> np.ndarray:
-    """``TABLES.bits_rows`` of ``units`` ``[K, N]`` (grid ``index``, same shape) rounded by
-    :func:`rd_symbols` in the first ``bins`` columns and plainly above, without making the
-    signed symbols: the tables are symmetric, so a symbol's bits are its magnitude's."""
-    magnitude = np.minimum(np.abs(np.rint(units)), MAX_SYMBOL).astype(np.int64)
-    magnitude[:, :bins] -= _nearer(units[:, :bins], magnitude[:, :bins], index[:, :bins], bit_weight)
-    core = TABLES.core[index - J_MIN]
-    escaped = magnitude > core
-    place = TABLES.offset[index - J_MIN] + core + np.where(escaped, core + 1, magnitude)
-    return TABLES.flat_bits[place].sum(axis=1) + (1 + ESCAPE_BITS) * escaped.sum(axis=1)
+def rd_bits_steps(magnitude: np.ndarray, gains: np.ndarray, band_index: np.ndarray, edges,
+                  bit_weight: float, bins: int) -> np.ndarray:
+    """Ideal bits of one frame's symbols at ``K`` quantiser steps at once: ``TABLES.bits`` of
+    ``magnitude * gains[k]`` (``magnitude`` ``[N]``: the units' magnitudes at a step of 1;
+    ``gains`` ``[K]``) rounded by :func:`rd_symbols` in the first ``bins`` and plainly above,
+    each band (``edges``) under one grid index (``band_index`` ``[K, B]``). The tables are
+    symmetric, so a symbol's bits are its magnitude's; bins that round to zero at every step
+    (most of them, at low rates) are counted per band, and only the rest are looked up."""
+    edges = np.asarray(edges)
+    widths = np.diff(edges)
+    j = band_index - J_MIN
+    core_b = TABLES.core[j]  # (builds the tables first)
+    zero_b = TABLES.offset[j] + core_b  # symbol 0's place in each band's table
+    # rint rounds halves to even: below 0.5 at the largest gain, a bin is 0 at every step
+    live = magnitude * np.max(gains) >= 0.5
+    dead_per_band = widths - np.add.reduceat(live, edges[:-1])
+    total = TABLES.flat_bits[zero_b] @ dead_per_band.astype(np.float64)
+    (at,) = np.nonzero(live)
+    if not len(at):
+        return total
+    band = np.repeat(np.arange(len(widths)), widths)[at]
+    units = magnitude[at] * gains[:, None]
+    core, zero = core_b[:, band], zero_b[:, band]
+    m = np.minimum(np.rint(units), MAX_SYMBOL).astype(np.int64)
+    low = int(np.searchsorted(at, bins))  # the live bins below ``bins``
+    if low and bit_weight:
+        thresholds = TABLES.rd_thresholds(bit_weight)
+        ml, cl = m[:, :low], core[:, :low] + 1
+        ml -= (units[:, :low] - ml < thresholds[zero[:, :low] + np.minimum(ml, cl)]) & (ml <= cl)
+    escaped = np.count_nonzero(m > core, axis=1)
+    return total + TABLES.flat_bits[zero + np.minimum(m, core + 1)].sum(axis=1) + (1 + ESCAPE_BITS) * escaped
 
 
 def gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.ndarray:
@@ -125,6 +146,8 @@ def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarr
     rms = np.exp2(band_level / 4.0)
     ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
     empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
+    if not empty.any():  # nothing to fill (the noise would be scaled by zeros)
+        return
     level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
     per_bin = np.repeat(level, np.diff(edges), axis=1)
     noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
