@@ -12,8 +12,8 @@ decode, range-coded, with no sequence number, length or check (those are the fra
 
 The coder's 32-bit words are written big-endian and the packet is cut to the fewest bytes that
 still decode to the same symbols (the decoder reads missing bytes as zeros; the encoder works
-the cut out from the coder's last interval and checks it by decoding it once), so a packet is as long as its range coder needs, not a whole number
-of words.
+the cut out from the coder's last interval and checks it by decoding it once), so a packet is
+as long as its range coder needs, not a whole number of words.
 
 Band energies. An intra packet predicts each band from a fixed profile and, across frequency,
 from the bands below it (closed loop). An inter packet predicts each band from the same band in
