@@ -165,6 +165,26 @@ def test_a_packet_is_as_long_as_its_range_coder_needs(tiny):
         levels = now
 
 
+def test_packets_dequantised_together_are_each_dequantised_alone(tiny):
+    """The file decoder dequantises every packet in one pass (``packets.dequantised``); the
+    numbers are those of each packet alone (``packets.unpack``, as a stream decoder does), bit
+    for bit, noise fill included (each frame's from its own packet's seed)."""
+    stream = tiny.encode_packets(synth_speech(3.0, seed=4), 6000)
+    reads, alone, levels = [], [], None
+    for p in stream:
+        reads.append(packets.read(p, levels))
+        frame, levels, _ = packets.unpack(p, levels)
+        alone.append(frame)
+    together = packets.dequantised(reads)
+    filled = 0
+    for t, frame in enumerate(alone):
+        assert together.step[t, 0] == frame.step
+        for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo"):
+            np.testing.assert_array_equal(getattr(together, name)[t], getattr(frame, name)[0])
+        filled += bool(np.any((frame.symbols[0] == 0) & (frame.coefficients[0] != 0)))
+    assert 0 < filled < len(stream)  # some frames have bands of noise fill, some none
+
+
 def test_the_encoder_rounds_for_rate_and_distortion_and_the_decoder_reads_it_as_ever():
     """A packet's symbols are its frame at its step rounded as the encoder rounds: below
     RD_BINS for rate and distortion (some one nearer zero than plain rounding, each where that

@@ -40,7 +40,7 @@ from speechcodec.errors import (
 )
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual import packets
-from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands, stack_frames
+from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands
 from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder, decode_all
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
@@ -198,11 +198,11 @@ class PerceptualCodec(Codec):
         for packet in stream:
             if packet is None:
                 raise BitstreamError("a packet of the stream is lost: its frame is not there")
-            frame, levels, _ = packets.unpack(packet, levels)
-            frames.append(frame)
+            frames.append(packets.read(packet, levels))
+            levels = frames[-1].levels
         if not frames:
             raise BitstreamError("the stream holds no packets")
-        return stack_frames(frames)
+        return packets.dequantised(frames)
 
     def _check_packet_header(self, header: PipeHeader) -> None:
         if header.model != self.model_file.name or header.fingerprint != self.fingerprint:

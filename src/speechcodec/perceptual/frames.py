@@ -42,13 +42,6 @@ class DecodedChunk:
     band_levels_qo: np.ndarray  # int [T, B]
 
 
-def stack_frames(frames: list) -> DecodedChunk:
-    """One :class:`DecodedChunk` of single-frame chunks (a packet's each), a step per frame ``[T, 1]``."""
-    return DecodedChunk(frames[0].settings, np.array([[f.step] for f in frames]),
-                        *(np.concatenate([getattr(f, name) for f in frames])
-                          for name in ("symbols", "level_qo", "coefficients", "units", "band_levels_qo")))
-
-
 def decode_chunk(payload: bytes, frames: int) -> DecodedChunk:
     """A chunk of ``frames`` MDCT frames of the older layout (container format 3), decoded."""
     if len(payload) < HEAD_BYTES:

@@ -75,6 +75,7 @@ LEVEL_PROFILE = np.array([-6, -5, -5, -6, -6, -7, -7, -8, -8, -8, -8, -8, -8, -9
 RESIDUAL_SCALES = np.array([7, 8, 3, 0, -2, 0, -3, -4, -4, 0, -1, -3, -2, -2, -2, -3])
 # The same for inter packets (``scripts/premise_stream.py inter``).
 INTER_SCALES = np.array([-8, -4, -5, -5, -6, -7, -8, -8, -8, -7, -8, -9, -8, -8, -9, -10])
+_PROFILE = LEVEL_PROFILE.tolist()  # the same, as Python ints (read band by band)
 _EDGES = np.asarray(bands.LAYOUTS[SETTINGS.layout])
 _BAND_OF_BIN = bands.band_of_bin(bands.LAYOUTS[SETTINGS.layout])
 _FLOOR = bands.floor_level(SETTINGS.energy_step)
@@ -108,7 +109,7 @@ def quantise_levels(levels: np.ndarray, previous: np.ndarray | None = None) -> t
     q, residual = np.empty(len(target), np.int64), np.empty(len(target), np.int64)
     predict = _predictor(previous)
     for b, want in enumerate(target):
-        predicted = int(LEVEL_PROFILE[b]) + predict(b)
+        predicted = _PROFILE[b] + predict(b)
         value = bands.closed_loop_level(want, predicted, _FLOOR)
         residual[b], q[b] = value - predicted, value
         predict.took(b, value)
@@ -117,12 +118,12 @@ def quantise_levels(levels: np.ndarray, previous: np.ndarray | None = None) -> t
 
 def levels_from_residuals(residual: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """:func:`quantise_levels`'s inverse: int levels in energy steps ``[16]``."""
-    q = np.empty(len(residual), np.int64)
+    q = []
     predict = _predictor(previous)
     for b, r in enumerate(residual.tolist()):
-        q[b] = int(LEVEL_PROFILE[b]) + predict(b) + r
-        predict.took(b, int(q[b]))
-    return q
+        q.append(_PROFILE[b] + predict(b) + r)
+        predict.took(b, q[-1])
+    return np.array(q, np.int64)
 
 
 class _predictor:
@@ -139,7 +140,7 @@ class _predictor:
         return self.anchor + ((INTER_BELOW8 * self.below + INTER_BELOW2_8 * self.below2 + 4) >> 3)
 
     def took(self, b: int, value: int) -> None:
-        self.below, self.below2 = value - int(LEVEL_PROFILE[b]) - self.anchor, self.below
+        self.below, self.below2 = value - _PROFILE[b] - self.anchor, self.below
 
 
 @dataclass
@@ -301,7 +302,7 @@ def _symbols_of(packet: bytes, previous: np.ndarray | None):
     levels = levels_from_residuals(residuals, None if intra else _known(previous))
     # an encoder writes levels within these; an inter packet predicted from levels a loss made
     # stale (or a forged one) may say more, and is held to them
-    levels = np.clip(levels, _FLOOR, _CEILING)
+    levels = np.minimum(np.maximum(levels, _FLOOR), _CEILING)
     level_qo = (levels * SETTINGS.energy_step)[_BAND_OF_BIN]
     index = scale_index(index_base(SETTINGS, level_qo), step_of(code), COEFFICIENT_OFFSET)
     symbols = TABLES.decode(decoder, index)
@@ -312,11 +313,21 @@ def _known(previous: np.ndarray | None) -> np.ndarray:
     return LEVEL_PROFILE if previous is None else previous
 
 
-def unpack(packet: bytes, previous: np.ndarray | None = None) -> tuple[DecodedChunk, np.ndarray, bool]:
-    """``(the frame decoded, its int band levels, whether it is intra)``. ``previous``: the
-    levels of the frame before (``None`` when the decoder does not know them: an inter packet is
-    then predicted from the profile). Raises :class:`BitstreamError` for a packet that is not
-    bytes or that no encoder could have written."""
+@dataclass
+class Read:
+    """What a packet says, range decoded (:func:`read`)."""
+
+    intra: bool
+    step: int  # 64ths of an octave
+    levels: np.ndarray  # int [16] in energy steps, held within the floor and ceiling
+    symbols: np.ndarray  # int [320]
+    seed: int  # the noise fill's: the packet's CRC-32, so every decoder draws the same noise
+
+
+def read(packet: bytes, previous: np.ndarray | None = None) -> Read:
+    """A packet range decoded. ``previous``: the levels of the frame before (``None`` when the
+    decoder does not know them: an inter packet is then predicted from the profile). Raises
+    :class:`BitstreamError` for a packet that is not bytes or that no encoder could have written."""
     if not isinstance(packet, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a packet is bytes, got {type(packet).__name__}")
     packet = bytes(packet)
@@ -326,11 +337,31 @@ def unpack(packet: bytes, previous: np.ndarray | None = None) -> tuple[DecodedCh
         raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"packet does not decode: {exc}") from None
-    step = step_of(code)
-    level_qo = (levels * SETTINGS.energy_step)[_BAND_OF_BIN][None]
-    symbols = symbols[None]
-    # the noise fill's seed comes from the packet itself, so every decoder draws the same noise
-    coefficients = dequantise(SETTINGS, symbols, level_qo, step, seed=zlib.crc32(packet))
-    frame = DecodedChunk(SETTINGS, step, symbols, level_qo, coefficients,
-                         coefficients / gain(SETTINGS, level_qo, step), (levels * SETTINGS.energy_step)[None])
-    return frame, levels, intra
+    return Read(intra, step_of(code), levels, symbols, zlib.crc32(packet))
+
+
+def dequantised(reads: list[Read]) -> DecodedChunk:
+    """Packets read to one :class:`DecodedChunk` of all their frames, a step each ``[T, 1]``: the
+    same numbers as each packet's alone (:func:`unpack`), in one pass."""
+    steps = np.array([[r.step] for r in reads])
+    levels = np.array([r.levels for r in reads])
+    return _chunk(steps, np.array([r.symbols for r in reads]), levels, [r.seed for r in reads])
+
+
+def _chunk(step, symbols: np.ndarray, levels: np.ndarray, seeds) -> DecodedChunk:
+    level_qo = (levels * SETTINGS.energy_step)[:, _BAND_OF_BIN]
+    coefficients = dequantise(SETTINGS, symbols, level_qo, step, seed=seeds)
+    return DecodedChunk(SETTINGS, step, symbols, level_qo, coefficients,
+                        coefficients / gain(SETTINGS, level_qo, step), levels * SETTINGS.energy_step)
+
+
+def frame_of(r: Read) -> DecodedChunk:
+    """One packet read, dequantised: a :class:`DecodedChunk` of one frame, its step one int."""
+    return _chunk(r.step, r.symbols[None], r.levels[None], r.seed)
+
+
+def unpack(packet: bytes, previous: np.ndarray | None = None) -> tuple[DecodedChunk, np.ndarray, bool]:
+    """``(the frame decoded, its int band levels, whether it is intra)``: :func:`read`, then
+    :func:`frame_of`."""
+    r = read(packet, previous)
+    return frame_of(r), r.levels, r.intra

@@ -43,7 +43,6 @@ import torch
 from speechcodec.codec import in_its_threads
 from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
 from speechcodec.perceptual import packets
-from speechcodec.perceptual.frames import stack_frames
 from speechcodec.perceptual.network import StreamingEnhancer
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, imdct_blocks, odft_blocks
@@ -272,14 +271,20 @@ class _Unpacker:
 
     def __call__(self, packet):
         """The frame decoded, or ``None`` for a packet that is lost or does not decode."""
+        r = self.read(packet)
+        return None if r is None else packets.frame_of(r)
+
+    def read(self, packet) -> packets.Read | None:
+        """The packet range decoded (:func:`packets.read`), or ``None`` if lost or damaged."""
         if packet is None:
             return None
         try:
-            frame, self.levels, _ = packets.unpack(packet, self.levels)
+            r = packets.read(packet, self.levels)
         except BitstreamError:
             self.damaged += 1
             return None
-        return frame
+        self.levels = r.levels
+        return r
 
 
 class StreamDecoder:
@@ -343,11 +348,11 @@ def decode_all(codec, stream: list, conceal: str = "repeat",
     ``320 x (packets - 1)`` of them (a stream decoder gives the same 320 samples later), and
     counts: ``lost``, ``damaged``."""
     unpack, concealer = _Unpacker(), Concealer(conceal, decay_db)
-    frames = [unpack(p) for p in stream]
+    frames = [unpack.read(p) for p in stream]
     good = [t for t, frame in enumerate(frames) if frame is not None]
     coefficients = np.zeros((len(frames), HOP))
     if good:  # every good frame at once: the same arithmetic as frame by frame, row by row
-        together = stack_frames([frames[t] for t in good])
+        together = packets.dequantised([frames[t] for t in good])
         # the network's input: a lost frame repeats the last good one's (none before the first)
         x = codec.network_input(together)
         last_good = np.searchsorted(good, np.arange(len(frames)), side="right") - 1

@@ -126,29 +126,47 @@ def gain(settings: TransformSettings, level_qo: np.ndarray, step: int) -> np.nda
     return np.exp2(settings.alpha16 * level_qo / 64.0 + step / 64.0)
 
 
-def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step: int,
-               seed: int = 0) -> np.ndarray:
-    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step, and the noise fill
-    (drawn from ``seed``: a stream's packets each give their own)."""
+def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.ndarray, step,
+               seed=0) -> np.ndarray:
+    """The decoder's MDCT coefficients ``[T, HOP]``: symbols times their step (one int, or one
+    per frame ``[T, 1]``), and the noise fill (drawn from ``seed``, or frame ``t``'s from
+    ``seed[t]``: a stream's packets each give their own)."""
     coefficients = symbols * gain(settings, level_qo, step)
     if settings.noise_fill16:
         fill_noise(coefficients, symbols, level_qo, step, settings, seed)
     return np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT)
 
 
-def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step: int,
-                settings: TransformSettings, seed: int = 0) -> None:
+def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step,
+               settings: TransformSettings, seed=0) -> None:
     """Noise, in place, in every band of every frame that quantised to all zeros: its RMS is
-    ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step."""
-    edges = np.asarray(bands.LAYOUTS[settings.layout])
-    nonzero = np.add.reduceat(symbols != 0, edges[:-1], axis=1)  # [T, B]
+    ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step. ``seed``: one
+    int (every frame's noise from one generator), or one a frame (each frame's from its own: the
+    same noise as that frame alone)."""
+    edges = _edges(settings.layout)
     band_level = level_qo[:, edges[:-1]]
-    rms = np.exp2(band_level / 4.0)
-    ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
-    empty = (nonzero == 0) & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)
+    empty = (np.add.reduceat(symbols != 0, edges[:-1], axis=1) == 0) \
+        & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)  # [T, B]
     if not empty.any():  # nothing to fill (the noise would be scaled by zeros)
         return
+    rms = np.exp2(band_level / 4.0)
+    ceiling = 0.5 * np.exp2(settings.alpha16 * band_level / 64.0 + step / 64.0)
     level = np.where(empty, np.minimum(rms, ceiling) * settings.noise_fill16 / 16, 0.0)
     per_bin = np.repeat(level, np.diff(edges), axis=1)
-    noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
+    if np.ndim(seed):
+        noise = np.zeros(per_bin.shape)
+        for t in np.flatnonzero(empty.any(axis=1)):
+            noise[t] = np.random.default_rng(seed[t]).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape[1])
+    else:
+        noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
     coefficients += per_bin * noise
+
+
+_EDGE_ARRAYS: dict[str, np.ndarray] = {}
+
+
+def _edges(layout: str) -> np.ndarray:
+    """A band layout's edges as an array (made once a layout)."""
+    if layout not in _EDGE_ARRAYS:
+        _EDGE_ARRAYS[layout] = np.asarray(bands.LAYOUTS[layout])
+    return _EDGE_ARRAYS[layout]
