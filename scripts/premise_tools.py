@@ -24,12 +24,21 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                bins below 80 (2 kHz) only
     models     the same packets decoded by other enhancers (``--options`` model files or names,
                the first the reference), e.g. rounds of training against the shipped ``pc``
+    lowcomb    the decoder's low-band pitch comb (:mod:`speechcodec.perceptual.comb`) on pc's
+               output without it: ``--options G/ORDER/CUTOFF_HZ/HOP`` (gain, the low-pass's
+               order 2 or 4, its cutoff, samples a lag: 320 is the decoder's 20 ms), ``0`` for
+               none (a Butterworth low-pass ``ORDER`` 0: the comb over the whole band)
+
+bands, postfilter, comb and lowcomb start from pc's output without its comb (decoded as a stream
+above 16 kbps would be); deadzone and models decode as the shipped decoder does (the comb at 16
+kbps or less).
 
     .venv/bin/python scripts/premise_tools.py bands --rates 12
     .venv/bin/python scripts/premise_tools.py postfilter --rates 6,12,24 --options 0.2/0,0.4/0,0/0.2,0.2/0.2
     .venv/bin/python scripts/premise_tools.py comb --rates 12,24
     .venv/bin/python scripts/premise_tools.py deadzone --rates 6,12,24 --options 0.1,0.2
     .venv/bin/python scripts/premise_tools.py models --rates 6,12,24 --options pc,round.safetensors
+    .venv/bin/python scripts/premise_tools.py lowcomb --rates 12,6,24 --options 0.1/4/3000/320,0.1/4/3000/160
 
 The numbers: docs/history.md ("issue 45").
 """
@@ -61,7 +70,8 @@ def _coded(path: str, kbps: int) -> tuple[np.ndarray, np.ndarray]:
     codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
     x, _ = sf.read(path, dtype="float32")
     x = x[: int(MAX_S * RATE_HZ)]
-    return x, codec.decode_packets(codec.encode_packets(x))[: len(x)]
+    # decoded as a stream above 16 kbps would be: without the decoder's low-band comb
+    return x, codec.decode_packets(codec.encode_packets(x), bitrate_bps=64000)[: len(x)]
 
 
 def _split(y: np.ndarray, hz: float) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +164,33 @@ def _combs(x, y) -> dict:
         chosen[a:a + frame] = filtered[best][a:a + frame]
     out["comb, gain per frame (closed loop, 3 bits)"] = chosen
     return out
+
+
+def _low_combs(y: np.ndarray, options: list[str]) -> dict:
+    """pc without its comb, and with each low-band comb of ``options`` (G/ORDER/CUTOFF_HZ/HOP)."""
+    from speechcodec.perceptual import comb
+
+    out = {"no comb": y}
+    for option in options:
+        if option == "0":
+            continue
+        g, order, cutoff, hop = option.split("/")
+        n = len(y) // int(hop) * int(hop)
+        z = y.astype(np.float64)
+        if int(order):
+            z[:n] = comb.comb_signal(z[:n], float(g), float(cutoff), int(order), int(hop))
+        else:  # the whole band: a low-pass that passes everything
+            z[:n] = _whole_band_comb(z[:n], float(g), int(hop))
+        out[f"low-band comb {option}"] = z
+    return out
+
+
+def _whole_band_comb(y: np.ndarray, g: float, hop: int) -> np.ndarray:
+    from speechcodec.perceptual import comb
+
+    c = comb.LowBandComb(g, 3000.0, 2, hop)
+    c.taps = np.array([1.0])
+    return c(y)
 
 
 def _models(path: str, kbps: int, models: list[str]) -> tuple[np.ndarray, dict]:
@@ -265,14 +302,14 @@ def _job(job):
                 for name, v in variants.items()}
     x, y = _coded(path, kbps)
     variants = {"bands": lambda: _bands(x, y), "postfilter": lambda: _postfilters(x, y, options),
-                "comb": lambda: _combs(x, y)}[command]()
+                "comb": lambda: _combs(x, y), "lowcomb": lambda: _low_combs(y, options)}[command]()
     return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
             for name, v in variants.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("bands", "postfilter", "comb", "deadzone", "models"))
+    parser.add_argument("command", choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")

@@ -72,14 +72,25 @@ def test_one_model_meets_every_rate_from_the_bytes(pc, bps):
 
 
 def test_with_the_identity_network_it_is_the_textbook_decoder(tmp_path):
-    """A network that changes nothing gives the textbook decoder's output on the same packets, to
-    the bit: the family is the textbook frames plus the network, nothing else."""
-    codec = PerceptualCodec(load_model_file(_model(tmp_path, identity=True)), threads=1)
+    """A network that changes nothing gives the textbook decoder's output on the same packets: the
+    family is the textbook frames plus the network, and at 16 kbps or less the low band's pitch
+    comb on the decoded speech (over the 320 samples before the first too), nothing else."""
+    from speechcodec.perceptual import comb
+
+    identity = PerceptualCodec(load_model_file(_model(tmp_path, identity=True)), threads=1)
     audio = synth_speech(2.0, seed=1)
-    data = codec.encode(audio, 16000)
-    textbook = codec.frames_of(data)
-    expected = np.clip(imdct(textbook.coefficients, len(audio), HOP), -1, 1)
-    np.testing.assert_allclose(codec.decode(data)[0], expected, atol=1e-6)
+    for bps in (24000, 12000):
+        codec = identity.at(bps)
+        data = codec.encode(audio, 16000)
+        textbook = codec.frames_of(data)
+        if bps > comb.MAX_BITRATE_BPS:
+            expected = imdct(textbook.coefficients, len(audio), HOP)
+        else:
+            n = -(-len(audio) // HOP) * HOP + HOP
+            whole = imdct(np.concatenate([np.zeros((1, HOP)), textbook.coefficients]), n, HOP)
+            expected = comb.comb_signal(whole, comb.GAIN, comb.CUTOFF_HZ, comb.ORDER)[HOP:HOP + len(audio)]
+            assert np.abs(expected - imdct(textbook.coefficients, len(audio), HOP)).max() > 1e-3  # it combs
+        np.testing.assert_allclose(codec.decode(data)[0], np.clip(expected, -1, 1), atol=1e-6)
 
 
 def test_chunked_decoding_is_the_network_over_the_whole_signal(tmp_path):

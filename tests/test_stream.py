@@ -3,6 +3,7 @@ losses concealed, bad packets survived, and the stream-encode / stream-decode / 
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -26,6 +27,8 @@ from speechcodec.perceptual.network import Enhancer
 from speechcodec.perceptual.stream import (
     ALGORITHMIC_DELAY_MS,
     SLACK_BYTES,
+    decode_pipe,
+    encode_pipe,
     largest_packet_bytes,
     loopback,
     loss_pattern,
@@ -457,3 +460,56 @@ def test_inter_packets_decode_as_the_stream_decoder_plays_them(tiny, monkeypatch
     dec = tiny.stream_decoder()
     played = np.concatenate([dec.pull(p) for p in stream])
     assert np.abs(played[HOP:] - tiny.decode_packets(stream)).max() < 1e-5
+
+
+def test_the_low_band_comb_finds_the_pitch_and_leaves_the_rest():
+    """The decoder's postfilter: the lag of a 125 Hz voice (not a multiple of it); a whole signal
+    combed at once is what a stream decoder's blocks give, bit for bit; noise, silence and the
+    band above the low-pass pass (nearly) as they are; on only in streams of 16 kbps or less."""
+    from speechcodec.perceptual import comb
+
+    rate, n = 16000, 320 * 40
+    t = np.arange(n) / rate
+    voice = sum(np.sin(2 * np.pi * 125 * k * t) / k for k in range(1, 12))
+    lag, r = comb.pitch(voice[:2 * 320])
+    assert lag == 128 and r > 0.95
+    rng = np.random.default_rng(0)
+    signal = 0.3 * voice + 0.05 * rng.standard_normal(n)
+    whole = comb.comb_signal(signal, comb.GAIN, comb.CUTOFF_HZ, comb.ORDER)
+    stream = comb.LowBandComb(comb.GAIN, comb.CUTOFF_HZ, comb.ORDER)
+    np.testing.assert_array_equal(whole, np.concatenate([stream(b) for b in signal.reshape(-1, 320)]))
+    # the comb takes noise out between the harmonics below the low-pass, and little above it
+    change = np.abs(np.fft.rfft(whole[3200:] - signal[3200:])) ** 2
+    freq = np.fft.rfftfreq(n - 3200, 1 / rate)
+    assert change[freq < 2000].sum() > 30 * change[freq > 5000].sum()
+    noise = rng.standard_normal(n)
+    np.testing.assert_array_equal(comb.comb_signal(noise, 0.1, 3000.0, 4), noise)  # unvoiced: as is
+    np.testing.assert_array_equal(comb.comb_signal(np.zeros(n), 0.1, 3000.0, 4), np.zeros(n))
+    with pytest.raises(ValueError, match="whole hops"):
+        stream(np.zeros(100))
+    assert comb.for_bitrate(6000) is not None and comb.for_bitrate(12000) is not None
+    assert comb.for_bitrate(24000) is None
+
+
+def test_the_decoder_combs_as_the_streams_header_says(tiny):
+    """Whether the decoder combs follows the stream's bitrate (its header's), not the rate the
+    decoding codec was loaded at: a file and a pipe at 24 kbps decode without it, at 6 kbps with it."""
+    audio = synth_speech(3.0, seed=5)
+    for bps in (24000, 6000):
+        packets_ = tiny.encode_packets(audio, bps)
+        plain = tiny.at(24000).decode_packets(packets_)  # no comb
+        combed = tiny.at(6000).decode_packets(packets_)
+        assert np.abs(plain - combed).max() > 1e-3
+        want = plain if bps > 16000 else combed
+        decoded, _ = tiny.at(12000).decode(tiny.at(bps).encode(audio, 16000))
+        assert np.abs(decoded - want[:len(audio)]).max() < 1e-5
+        src = io.BytesIO()
+        encode_pipe(tiny.at(bps), io.BytesIO((audio * 32767).astype("<i2").tobytes()), src)
+        src.seek(0)
+        header = pipe.read_header(src)
+        out = io.BytesIO()
+        decode_pipe(tiny.at(12000), src, out, header.bitrate_bps)
+        played = np.frombuffer(out.getvalue(), "<i2").astype(np.float32) / 32768
+        again = tiny.at(bps).decode_packets(tiny.encode_packets(
+            (audio * 32767).astype("<i2").astype(np.float32) / 32768, bps))
+        assert np.abs(played[HOP:HOP + len(again)] - again).max() <= 1.5 / 32768

@@ -461,7 +461,7 @@ def cmd_stream_decode(args: argparse.Namespace) -> int:
                                "or a file, not the terminal")
     header = read_header(src)
     codec = _stream_codec(args, header.model, made=header)
-    dec, sequencer = decode_pipe(codec, src, out)
+    dec, sequencer = decode_pipe(codec, src, out, header.bitrate_bps)
     if not args.quiet:
         print(f"stream-decode: {dec.frames} frames ({dec.frames * 0.02:.2f} s) from {header.model}, "
               f"{sequencer.lost} lost, {dec.damaged} damaged, {sequencer.damaged_pages} damaged pages, "

@@ -156,10 +156,13 @@ class PerceptualCodec(Codec):
         ``cbr``: every packet within its 20 ms of bytes (default: variable, as this codec's)."""
         return StreamEncoder(self.bitrate_bps if bitrate is None else bitrate, self.cbr if cbr is None else cbr)
 
-    def stream_decoder(self, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB) -> StreamDecoder:
+    def stream_decoder(self, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
+                       bitrate_bps: int | None = None) -> StreamDecoder:
         """A live decoder: ``pull(packet)`` returns the next 320 samples, ``pull(None)`` conceals
-        a lost packet (``conceal``, ``decay_db``: how; the defaults were chosen on held-out speech)."""
-        return StreamDecoder(self, conceal, decay_db)
+        a lost packet (``conceal``, ``decay_db``: how; the defaults were chosen on held-out speech).
+        ``bitrate_bps``: the stream's, this codec's unless given; at 16 kbps or less the decoder
+        runs a pitch comb on the low band (:mod:`speechcodec.perceptual.comb`)."""
+        return StreamDecoder(self, conceal, decay_db, bitrate_bps)
 
     def encode_packets(self, audio: np.ndarray, bitrate: int | None = None,
                        cbr: bool | None = None) -> list[bytes]:
@@ -168,12 +171,13 @@ class PerceptualCodec(Codec):
         return enc.push(audio) + enc.flush()
 
     @in_its_threads
-    def decode_packets(self, stream: list) -> np.ndarray:
+    def decode_packets(self, stream: list, bitrate_bps: int | None = None) -> np.ndarray:
         """A whole packet stream (``None`` for a lost packet) decoded as the file decoder decodes
         a file (one network pass over every frame, one inverse MDCT, losses concealed as a stream
         decoder conceals them): float32 samples from the first input sample on,
-        ``320 x (packets - 1)`` of them. A stream decoder gives the same 320 samples later."""
-        return decode_all(self, stream)[0]
+        ``320 x (packets - 1)`` of them. A stream decoder gives the same 320 samples later.
+        ``bitrate_bps``: the stream's, this codec's unless given (it sets the postfilter)."""
+        return decode_all(self, stream, bitrate_bps=bitrate_bps)[0]
 
     # ---- decoder ---------------------------------------------------------------------------
 
@@ -228,7 +232,7 @@ class PerceptualCodec(Codec):
             if 0 < missing <= pipe.MAX_GAP_PACKETS * sequencer.damaged_at_end:
                 stream += [None] * missing
                 sequencer.lost += missing
-        audio, counts = decode_all(self, stream)
+        audio, counts = decode_all(self, stream, bitrate_bps=header.bitrate_bps)
         self.last_decode = {"packets": len(stream), "lost": counts["lost"], "damaged": counts["damaged"],
                             "late": sequencer.late, "damaged_pages": sequencer.damaged_pages}
         if header.num_samples is not None:
@@ -294,8 +298,9 @@ class PerceptualCodec(Codec):
         full, none = self.config.energy_full_step, self.config.energy_none_step
         if none <= full:
             return np.zeros(np.shape(step)) if np.ndim(step) else 0.0
-        weight = np.clip((none - np.asarray(step)) / (none - full), 0.0, 1.0)
-        return weight if np.ndim(step) else float(weight)
+        if not np.ndim(step):
+            return min(max((none - step) / (none - full), 0.0), 1.0)
+        return np.clip((none - np.asarray(step)) / (none - full), 0.0, 1.0)
 
     def enhance(self, pieces: list) -> np.ndarray:
         """The MDCT coefficients ``[T, 320]`` to synthesise from decoded chunks: the network's,
@@ -322,9 +327,11 @@ class PerceptualCodec(Codec):
             want = np.add.reduceat(textbook ** 2, edges[:-1], axis=1)
             band_gain = np.sqrt(want / np.maximum(have, 1e-12)) ** weight
             units = units * np.repeat(band_gain, np.diff(edges), axis=1)
-        coefficients = np.nan_to_num(units * gain(c.settings, c.level_qo, c.step),
-                                     nan=0.0, posinf=0.0, neginf=0.0)
-        return np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT)  # finite, whatever the network says
+        coefficients = units * gain(c.settings, c.level_qo, c.step)
+        if not np.isfinite(coefficients).all():
+            coefficients = np.nan_to_num(coefficients, nan=0.0, posinf=0.0, neginf=0.0)
+        # finite and bounded, whatever the network says
+        return np.minimum(np.maximum(coefficients, -MAX_COEFFICIENT), MAX_COEFFICIENT)
 
     def _decode_chunks(self, header: StreamHeader, chunks) -> Iterator[np.ndarray]:
         coefficients = self.enhance(list(self._decoded(header, chunks)))

@@ -42,7 +42,7 @@ import torch
 
 from speechcodec.codec import in_its_threads
 from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError
-from speechcodec.perceptual import packets
+from speechcodec.perceptual import comb, packets
 from speechcodec.perceptual.network import StreamingEnhancer
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, imdct_blocks, odft_blocks
@@ -297,8 +297,10 @@ class StreamDecoder:
     :data:`packets.INTRA_INTERVAL` packets plus the network's context later.
     """
 
-    def __init__(self, codec, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB):
+    def __init__(self, codec, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
+                 bitrate_bps: int | None = None):
         self.codec = codec
+        self._comb = comb.for_bitrate(codec.bitrate_bps if bitrate_bps is None else bitrate_bps)
         self._concealer = Concealer(conceal, decay_db)
         self._unpack = _Unpacker()
         self._net = StreamingEnhancer(codec.enhancer)
@@ -337,16 +339,19 @@ class StreamDecoder:
         block = imdct_blocks(coefficients[None])[0]
         out = self._tail + block[:HOP]
         self._tail = block[HOP:]
-        return np.clip(out, -1.0, 1.0).astype(np.float32)
+        if self._comb is not None:
+            out = self._comb(out)
+        return np.minimum(np.maximum(out, -1.0), 1.0).astype(np.float32)
 
 
-def decode_all(codec, stream: list, conceal: str = "repeat",
-               decay_db: float = CONCEAL_DECAY_DB) -> tuple[np.ndarray, dict]:
+def decode_all(codec, stream: list, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
+               bitrate_bps: int | None = None) -> tuple[np.ndarray, dict]:
     """A whole packet stream (``None`` for a lost packet) decoded as the file decoder decodes:
     one network pass over every frame, one inverse MDCT, each lost or damaged packet concealed as
     :class:`StreamDecoder` conceals it. Returns float32 samples from the first input sample on,
     ``320 x (packets - 1)`` of them (a stream decoder gives the same 320 samples later), and
-    counts: ``lost``, ``damaged``."""
+    counts: ``lost``, ``damaged``. ``bitrate_bps``: the stream's (its header's; the codec's
+    unless given), which sets the postfilter (:func:`speechcodec.perceptual.comb.for_bitrate`)."""
     unpack, concealer = _Unpacker(), Concealer(conceal, decay_db)
     frames = [unpack.read(p) for p in stream]
     good = [t for t, frame in enumerate(frames) if frame is not None]
@@ -366,7 +371,12 @@ def decode_all(codec, stream: list, conceal: str = "repeat",
         else:
             last, run = coefficients[t], 0
     n = HOP * max(len(frames) - 1, 0)
-    audio = np.clip(imdct(coefficients, n, HOP), -1.0, 1.0).astype(np.float32) if n else np.zeros(0, np.float32)
+    combed = comb.for_bitrate(codec.bitrate_bps if bitrate_bps is None else bitrate_bps)
+    if combed is not None and n:  # over the 320 samples a stream decoder plays first, too
+        audio = combed(imdct(np.concatenate([np.zeros((1, HOP)), coefficients]), n + HOP, HOP))[HOP:]
+    else:
+        audio = imdct(coefficients, n, HOP)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32) if n else np.zeros(0, np.float32)
     lost = sum(f is None for f in frames)
     return audio, {"lost": lost, "damaged": unpack.damaged}
 
@@ -404,13 +414,14 @@ def encode_pipe(codec, src, out) -> tuple[StreamEncoder, dict]:
     return enc, stats
 
 
-def decode_pipe(codec, src, out):
-    """A packet stream from ``src`` (its header read already) to raw 16-bit PCM at 16 kHz on
-    ``out``, 20 ms a packet as it comes; lost, damaged and late packets as
-    :class:`speechcodec.bitstream.pipe.Sequencer` says. Returns the decoder and the sequencer."""
+def decode_pipe(codec, src, out, bitrate_bps: int | None = None):
+    """A packet stream from ``src`` (its header read already; ``bitrate_bps``: the header's) to
+    raw 16-bit PCM at 16 kHz on ``out``, 20 ms a packet as it comes; lost, damaged and late
+    packets as :class:`speechcodec.bitstream.pipe.Sequencer` says. Returns the decoder and the
+    sequencer."""
     from speechcodec.bitstream.pipe import Sequencer, read_pages
 
-    dec, sequencer = codec.stream_decoder(), Sequencer()
+    dec, sequencer = codec.stream_decoder(bitrate_bps=bitrate_bps), Sequencer()
     for packet in sequencer.packets(read_pages(src)):
         pcm = np.round(np.clip(dec.pull(packet), -1, 1 - 1 / 32768) * 32768).astype("<i2")  # as sf.write
         out.write(pcm.tobytes())
@@ -433,7 +444,8 @@ def loopback(codec, audio: np.ndarray, bitrate_bps: int | None = None, loss: flo
     (:func:`loss_pattern`) and a stream decoder, one 20 ms frame at a time. Returns the decoded
     speech aligned with the input (the decoder's 320-sample lag removed) and what happened
     (packets, lost, payload bytes, the real bitrate from them, the largest packet)."""
-    enc, dec = codec.stream_encoder(bitrate_bps, cbr=cbr), codec.stream_decoder(conceal, decay_db)
+    enc = codec.stream_encoder(bitrate_bps, cbr=cbr)
+    dec = codec.stream_decoder(conceal, decay_db, bitrate_bps=enc.bitrate_bps)
     sent = enc.push(audio) + enc.flush()
     lost = loss_pattern(len(sent), loss, seed)
     out = np.concatenate([dec.pull(None if gone else p) for p, gone in zip(sent, lost, strict=True)])

@@ -134,7 +134,7 @@ def dequantise(settings: TransformSettings, symbols: np.ndarray, level_qo: np.nd
     coefficients = symbols * gain(settings, level_qo, step)
     if settings.noise_fill16:
         fill_noise(coefficients, symbols, level_qo, step, settings, seed)
-    return np.clip(coefficients, -MAX_COEFFICIENT, MAX_COEFFICIENT)
+    return np.minimum(np.maximum(coefficients, -MAX_COEFFICIENT), MAX_COEFFICIENT)
 
 
 def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarray, step,
