@@ -21,7 +21,7 @@ from speechcodec.bitstream.pipe import MAX_GAP_PACKETS, Sequencer
 from speechcodec.errors import AudioInputError, BitstreamError, SpeechCodecError, UnsupportedVersionError
 from speechcodec.model.config import ModelConfig
 from speechcodec.modelfile import load_model_file, save_model
-from speechcodec.perceptual import packets
+from speechcodec.perceptual import comb, packets
 from speechcodec.perceptual.codec import PerceptualCodec
 from speechcodec.perceptual.network import Enhancer
 from speechcodec.perceptual.stream import (
@@ -234,8 +234,8 @@ def test_delay_is_40_ms_by_cross_correlation(pc, speech):
 def test_a_loss_is_concealed_and_the_decoder_recovers_exactly(pc, speech):
     """Three packets lost: their 60 ms are concealed (not silence), and the output is the
     lossless one again within the stated bound: the next intra packet (at most
-    ``INTRA_INTERVAL`` packets on) and the network's memory after it. The file decoder conceals
-    the same losses the same way."""
+    ``INTRA_INTERVAL`` packets on), the network's memory after it, and the low-band comb's (at
+    12 kbps it runs). The file decoder conceals the same losses the same way."""
     stream = pc.encode_packets(speech, 12000)
     clean = np.concatenate([d.pull(p) for d in [pc.stream_decoder()] for p in stream])
     dec = pc.stream_decoder()
@@ -243,7 +243,7 @@ def test_a_loss_is_concealed_and_the_decoder_recovers_exactly(pc, speech):
     assert dec.lost == 3 and len(lossy) == len(clean)
     concealed = lossy[41 * HOP:43 * HOP]
     assert np.sqrt(np.mean(concealed ** 2)) > 0.1 * np.sqrt(np.mean(clean[41 * HOP:43 * HOP] ** 2))
-    settled = (43 + packets.INTRA_INTERVAL + pc.enhancer.context_frames + 1) * HOP
+    settled = (43 + packets.INTRA_INTERVAL + pc.enhancer.context_frames + comb.MEMORY_FRAMES + 1) * HOP
     assert np.abs(lossy[settled:] - clean[settled:]).max() < 1e-5
     assert np.abs(lossy[40 * HOP:43 * HOP] - clean[40 * HOP:43 * HOP]).max() > 1e-3
     whole = pc.decode_packets([None if 40 <= i < 43 else p for i, p in enumerate(stream)])
@@ -466,8 +466,6 @@ def test_the_low_band_comb_finds_the_pitch_and_leaves_the_rest():
     """The decoder's postfilter: the lag of a 125 Hz voice (not a multiple of it); a whole signal
     combed at once is what a stream decoder's blocks give, bit for bit; noise, silence and the
     band above the low-pass pass (nearly) as they are; on only in streams of 16 kbps or less."""
-    from speechcodec.perceptual import comb
-
     rate, n = 16000, 320 * 40
     t = np.arange(n) / rate
     voice = sum(np.sin(2 * np.pi * 125 * k * t) / k for k in range(1, 12))

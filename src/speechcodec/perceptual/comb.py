@@ -33,6 +33,7 @@ VOICED_R = 0.5
 OCTAVE_SLACK = 0.85  # a lag T / k wins over T when it correlates this share as well
 LOWPASS_TAPS = 64
 HISTORY = MAX_LAG + WINDOW + LOWPASS_TAPS  # samples a hop looks back over
+MEMORY_FRAMES = -(-HISTORY // 320)  # 20 ms frames of input an output frame depends on, before its own
 # What pc's decoder runs: g 0.1 below a 4th-order 3 kHz low-pass, in streams of at most 16 kbps
 # (on held-out speakers it gains both metrics on most files at 6 and 12 kbps; at 24 kbps it
 # costs ViSQOL: docs/history.md, 2026-12-07, issue 45 premise 4)

@@ -294,7 +294,10 @@ class StreamDecoder:
     it (:class:`Concealer`). A packet that does not decode is concealed as lost (counted in
     ``damaged``). Sequence numbers are the transport's: :class:`speechcodec.bitstream.pipe.Sequencer`
     turns a numbered stream into these calls. After a loss the output is bit-exact again at most
-    :data:`packets.INTRA_INTERVAL` packets plus the network's context later.
+    :data:`packets.INTRA_INTERVAL` packets plus the network's context plus the low-band comb's
+    memory (:data:`comb.MEMORY_FRAMES`, where it runs) later. At 16 kbps or less (the stream's
+    rate, ``bitrate_bps``: the codec's unless given) its output goes through
+    :class:`speechcodec.perceptual.comb.LowBandComb`.
     """
 
     def __init__(self, codec, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
