@@ -337,6 +337,7 @@ def test_cli_stream_encode_decode_pipe(speech_path, tmp_path):
     assert facts["packets"] == frames and facts["algorithmic_delay_ms"] == 40 and facts["model"] == "pc"
     assert abs(facts["bitrate_kbps"] / 12 - 1) < 0.04 and facts["rate_control"] == "vbr"
     assert facts["largest_packet_bytes"] <= facts["largest_packet_allowed_bytes"] == 90
+    assert facts["postfilter"] == "low-band pitch comb (g 0.1 below 3 kHz)"  # 12 kbps: the decoder combs
     # the framing (header, and a page per packet: sync, sequence number, count, length, CRC32) apart
     assert facts["framing_bytes"] == facts["num_bytes"] - facts["payload_bytes"] > 9 * frames
     # a saved packet stream decodes as a file: what the live decoder played, without its 20 ms lag

@@ -490,6 +490,8 @@ def packet_stream_facts(f, size: int) -> dict:
         "largest_packet_allowed_bytes": largest_packet_bytes(header.bitrate_bps, header.cbr),
         "frame_ms": FRAME_MS,
         "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
+        "postfilter": (f"low-band pitch comb (g {comb.GAIN:g} below {comb.CUTOFF_HZ / 1000:g} kHz)"
+                       if comb.for_bitrate(header.bitrate_bps) else "off"),
     }
     if header.source_sample_rate_hz:
         facts["source_sample_rate_hz"] = header.source_sample_rate_hz
