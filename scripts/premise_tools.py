@@ -24,12 +24,16 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                bins below 80 (2 kHz) only
     models     the same packets decoded by other enhancers (``--options`` model files or names,
                the first the reference), e.g. rounds of training against the shipped ``pc``
+    envelope   an oracle of temporal shaping: the decoded band above 2 or 4 kHz given the
+               original's temporal envelope (its RMS over blocks of 2.5, 5, 10 or 20 ms, the gain
+               between block centres interpolated), the room a coded envelope, TNS or short
+               blocks could take at most
     lowcomb    the decoder's low-band pitch comb (:mod:`speechcodec.perceptual.comb`) on pc's
                output without it: ``--options G/ORDER/CUTOFF_HZ/HOP`` (gain, the low-pass's
                order 2 or 4, its cutoff, samples a lag: 320 is the decoder's 20 ms), ``0`` for
                none (a Butterworth low-pass ``ORDER`` 0: the comb over the whole band)
 
-bands, postfilter, comb and lowcomb start from pc's output without its comb (decoded as a stream
+bands, postfilter, comb, envelope and lowcomb start from pc's output without its comb (decoded as a stream
 above 16 kbps would be); deadzone and models decode as the shipped decoder does (the comb at 16
 kbps or less).
 
@@ -38,6 +42,7 @@ kbps or less).
     .venv/bin/python scripts/premise_tools.py comb --rates 12,24
     .venv/bin/python scripts/premise_tools.py deadzone --rates 6,12,24 --options 0.1,0.2
     .venv/bin/python scripts/premise_tools.py models --rates 6,12,24 --options pc,round.safetensors
+    .venv/bin/python scripts/premise_tools.py envelope --rates 12,24,6
     .venv/bin/python scripts/premise_tools.py lowcomb --rates 12,6,24 --options 0.1/4/3000/320,0.1/4/3000/160
 
 The numbers: docs/history.md ("issue 45").
@@ -164,6 +169,29 @@ def _combs(x, y) -> dict:
         chosen[a:a + frame] = filtered[best][a:a + frame]
     out["comb, gain per frame (closed loop, 3 bits)"] = chosen
     return out
+
+
+def _envelopes(x: np.ndarray, y: np.ndarray) -> dict:
+    """pc as is, and its band above 2 or 4 kHz with the original's temporal envelope over blocks
+    of 2.5 to 20 ms (an oracle: what shaping the high band in time could buy at most)."""
+    out = {"as is": y}
+    for hz in (4000, 2000):
+        _, xh = _split(x, hz)
+        yl, yh = _split(y, hz)
+        for block in (40, 80, 160, 320):
+            name = f"original envelope above {hz / 1000:g} kHz, {block / 16:g} ms"
+            out[name] = yl + yh * _envelope_gain(xh, yh, block)
+    return out
+
+
+def _envelope_gain(want: np.ndarray, have: np.ndarray, block: int) -> np.ndarray:
+    """Per sample: the ratio of ``want``'s RMS to ``have``'s over each block (held within 1/16 ..
+    16), linearly between block centres."""
+    n = len(have) // block * block
+    rms = [np.sqrt(np.mean(v[:n].reshape(-1, block) ** 2, axis=1) + 1e-12) for v in (want, have)]
+    ratio = np.clip(rms[0] / rms[1], 1 / 16, 16)
+    centres = np.arange(len(ratio)) * block + block / 2
+    return np.interp(np.arange(len(have)), centres, ratio)
 
 
 def _low_combs(y: np.ndarray, options: list[str]) -> dict:
@@ -302,14 +330,16 @@ def _job(job):
                 for name, v in variants.items()}
     x, y = _coded(path, kbps)
     variants = {"bands": lambda: _bands(x, y), "postfilter": lambda: _postfilters(x, y, options),
-                "comb": lambda: _combs(x, y), "lowcomb": lambda: _low_combs(y, options)}[command]()
+                "comb": lambda: _combs(x, y), "lowcomb": lambda: _low_combs(y, options),
+                "envelope": lambda: _envelopes(x, y)}[command]()
     return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
             for name, v in variants.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb"))
+    parser.add_argument("command",
+                        choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb", "envelope"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
