@@ -30,8 +30,8 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                blocks could take at most
     lowcomb    the decoder's low-band pitch comb (:mod:`speechcodec.perceptual.comb`) on pc's
                output without it: ``--options G/ORDER/CUTOFF_HZ/HOP`` (gain, the low-pass's
-               order 2 or 4, its cutoff, samples a lag: 320 is the decoder's 20 ms), ``0`` for
-               none (a Butterworth low-pass ``ORDER`` 0: the comb over the whole band)
+               order 2 or 4, or 0 for none: the comb over the whole band; its cutoff, samples a
+               lag: 320 is the decoder's 20 ms)
 
 bands, postfilter, comb, envelope and lowcomb start from pc's output without its comb (decoded as a stream
 above 16 kbps would be); deadzone and models decode as the shipped decoder does (the comb at 16
@@ -205,20 +205,9 @@ def _low_combs(y: np.ndarray, options: list[str]) -> dict:
         g, order, cutoff, hop = option.split("/")
         n = len(y) // int(hop) * int(hop)
         z = y.astype(np.float64)
-        if int(order):
-            z[:n] = comb.comb_signal(z[:n], float(g), float(cutoff), int(order), int(hop))
-        else:  # the whole band: a low-pass that passes everything
-            z[:n] = _whole_band_comb(z[:n], float(g), int(hop))
+        z[:n] = comb.comb_signal(z[:n], float(g), float(cutoff), int(order), int(hop))
         out[f"low-band comb {option}"] = z
     return out
-
-
-def _whole_band_comb(y: np.ndarray, g: float, hop: int) -> np.ndarray:
-    from speechcodec.perceptual import comb
-
-    c = comb.LowBandComb(g, 3000.0, 2, hop)
-    c.taps = np.array([1.0])
-    return c(y)
 
 
 def _models(path: str, kbps: int, models: list[str]) -> tuple[np.ndarray, dict]:

@@ -51,9 +51,12 @@ def _biquad_lowpass(cutoff_hz: float) -> tuple[tuple[float, float, float], tuple
 
 def lowpass_taps(cutoff_hz: float, order: int) -> np.ndarray:
     """The first :data:`LOWPASS_TAPS` taps of an ``order``-th order (2 or 4: one or two biquads
-    in cascade) Butterworth low-pass's impulse response, summing to 1."""
-    if order not in (2, 4):
-        raise ValueError("the comb's low-pass is of order 2 or 4")
+    in cascade) Butterworth low-pass's impulse response, summing to 1; order 0: no low-pass (the
+    comb over the whole band)."""
+    if order not in (0, 2, 4):
+        raise ValueError("the comb's low-pass is of order 0, 2 or 4")
+    if not order:
+        return np.ones(1)
     b, a = _biquad_lowpass(cutoff_hz)
     x = [1.0] + [0.0] * (LOWPASS_TAPS - 1)
     for _ in range(order // 2):
@@ -126,6 +129,11 @@ def comb_signal(y: np.ndarray, gain: float, cutoff_hz: float, order: int, hop: i
     return LowBandComb(gain, cutoff_hz, order, hop)(y)
 
 
+def runs_at(bitrate_bps: int) -> bool:
+    """Whether the decoder of a stream at ``bitrate_bps`` (its header's) combs."""
+    return bitrate_bps <= MAX_BITRATE_BPS
+
+
 def for_bitrate(bitrate_bps: int) -> LowBandComb | None:
     """The comb a decoder of a stream at ``bitrate_bps`` (its header's) runs, or ``None``."""
-    return LowBandComb(GAIN, CUTOFF_HZ, ORDER) if bitrate_bps <= MAX_BITRATE_BPS else None
+    return LowBandComb(GAIN, CUTOFF_HZ, ORDER) if runs_at(bitrate_bps) else None

@@ -202,7 +202,7 @@ def payload_at(a: FrameAnalysis, code: int) -> bytes:
     # shortest cut that still decodes, worked out from the coder's state and checked by decoding
     # it (were the check ever to fail, the whole words: never a packet that decodes otherwise)
     packet = shortest_cut(encoder, full)
-    try:
+    try:  # read as _symbols_of reads it, with the grid indices the encoder has already
         decoder = _decoder(packet)
         same = bool(decoder.decode(_KIND, 1)[0]) == a.intra and int(decoder.decode(_CODE, 1)[0]) == code \
             and np.array_equal(TABLES.decode(decoder, RESIDUAL_SCALES if a.intra else INTER_SCALES,

@@ -491,7 +491,7 @@ def packet_stream_facts(f, size: int) -> dict:
         "frame_ms": FRAME_MS,
         "algorithmic_delay_ms": ALGORITHMIC_DELAY_MS,
         "postfilter": (f"low-band pitch comb (g {comb.GAIN:g} below {comb.CUTOFF_HZ / 1000:g} kHz)"
-                       if comb.for_bitrate(header.bitrate_bps) else "off"),
+                       if comb.runs_at(header.bitrate_bps) else "off"),
     }
     if header.source_sample_rate_hz:
         facts["source_sample_rate_hz"] = header.source_sample_rate_hz

@@ -81,11 +81,18 @@ def rd_symbols(units: np.ndarray, index: np.ndarray, bit_weight: float) -> np.nd
 
 def _nearer(units: np.ndarray, magnitude: np.ndarray, index: np.ndarray, bit_weight: float) -> np.ndarray:
     """bool: where :func:`rd_symbols` takes magnitude ``m - 1`` over the rounded ``m``."""
-    thresholds = TABLES.rd_thresholds(bit_weight)  # (builds the tables first)
-    core = TABLES.core[index - J_MIN]
+    core = TABLES.core[index - J_MIN]  # (builds the tables first)
+    return _steps_down(np.abs(units), magnitude, core, TABLES.offset[index - J_MIN] + core, bit_weight)
+
+
+def _steps_down(size: np.ndarray, magnitude: np.ndarray, core: np.ndarray, zero: np.ndarray,
+                bit_weight: float) -> np.ndarray:
+    """The rate-distortion choice, one table look-up a symbol: bool, where a unit of magnitude
+    ``size`` rounded to ``magnitude`` is coded as ``magnitude - 1`` (``core``: its table's C,
+    ``zero``: symbol 0's place in the flat tables;
+    :meth:`~speechcodec.transform.laplace.LaplaceTables.rd_thresholds`)."""
     top = np.minimum(magnitude, core + 1)  # symbol +m's place, the escape's beyond the core
-    return (np.abs(units) - magnitude < thresholds[TABLES.offset[index - J_MIN] + core + top]) \
-        & (magnitude <= core + 1)
+    return (size - magnitude < TABLES.rd_thresholds(bit_weight)[zero + top]) & (magnitude <= core + 1)
 
 
 def rd_bits_steps(magnitude: np.ndarray, gains: np.ndarray, band_index: np.ndarray, edges,
@@ -114,9 +121,7 @@ def rd_bits_steps(magnitude: np.ndarray, gains: np.ndarray, band_index: np.ndarr
     m = np.minimum(np.rint(units), MAX_SYMBOL).astype(np.int64)
     low = int(np.searchsorted(at, bins))  # the live bins below ``bins``
     if low and bit_weight:
-        thresholds = TABLES.rd_thresholds(bit_weight)
-        ml, cl = m[:, :low], core[:, :low] + 1
-        ml -= (units[:, :low] - ml < thresholds[zero[:, :low] + np.minimum(ml, cl)]) & (ml <= cl)
+        m[:, :low] -= _steps_down(units[:, :low], m[:, :low], core[:, :low], zero[:, :low], bit_weight)
     escaped = np.count_nonzero(m > core, axis=1)
     return total + TABLES.flat_bits[zero + np.minimum(m, core + 1)].sum(axis=1) + (1 + ESCAPE_BITS) * escaped
 
@@ -143,7 +148,7 @@ def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarr
     ``noise_fill16 / 16`` of the band's decoded RMS, at most half a quantiser step. ``seed``: one
     int (every frame's noise from one generator), or one a frame (each frame's from its own: the
     same noise as that frame alone)."""
-    edges = _edges(settings.layout)
+    edges = np.asarray(bands.LAYOUTS[settings.layout])
     band_level = level_qo[:, edges[:-1]]
     empty = (np.add.reduceat(symbols != 0, edges[:-1], axis=1) == 0) \
         & (band_level > bands.floor_level(settings.energy_step) * settings.energy_step)  # [T, B]
@@ -161,12 +166,3 @@ def fill_noise(coefficients: np.ndarray, symbols: np.ndarray, level_qo: np.ndarr
         noise = np.random.default_rng(seed).uniform(-np.sqrt(3), np.sqrt(3), per_bin.shape)  # unit RMS
     coefficients += per_bin * noise
 
-
-_EDGE_ARRAYS: dict[str, np.ndarray] = {}
-
-
-def _edges(layout: str) -> np.ndarray:
-    """A band layout's edges as an array (made once a layout)."""
-    if layout not in _EDGE_ARRAYS:
-        _EDGE_ARRAYS[layout] = np.asarray(bands.LAYOUTS[layout])
-    return _EDGE_ARRAYS[layout]
