@@ -40,13 +40,8 @@ def pc(tmp_path_factory):
 
 
 def _packets_at(audio: np.ndarray, code: int) -> list[bytes]:
-    """Packets of ``audio`` all at one step code (no rate control), intra as the encoder puts them."""
-    out, levels = [], None
-    for t, spectrum in enumerate(odft(audio)):
-        a = packets.analyse(spectrum, None if t % packets.INTRA_INTERVAL == 0 else levels)
-        levels = a.levels
-        out.append(packets.payload_at(a, code))
-    return out
+    """Intra packets of ``audio`` all at one step code (no rate control)."""
+    return [packets.payload_at(packets.analyse(spectrum), code) for spectrum in odft(audio)]
 
 
 def _pieces(chunk, parts: int) -> list:
@@ -190,9 +185,12 @@ def test_cli_codes_a_perceptual_model_at_the_rate_asked(tmp_path, synth_corpus):
     facts = json.loads(info.stdout)
     assert info.returncode == 0 and facts["bitrate_asked_kbps"] == 9.0 and facts["rate_control"] == "vbr"
     assert 0.8 < facts["bitrate_kbps"] / 9 <= 1.01 and facts["framing_kbps"] > 0
-    cbr = run_cli("encode", synth_corpus[0], out, "--model", "tiny-pc", "--bitrate", "9k", "--cbr", env=env)
+    assert facts["intra_packets"] == -(-facts["packets"] // 8)  # a file: an intra packet every 8
+    cbr = run_cli("encode", synth_corpus[0], out, "--model", "tiny-pc", "--bitrate", "9k", "--cbr",
+                  "--intra-interval", "1", env=env)
     assert cbr.returncode == 0, cbr.stderr
-    assert json.loads(run_cli("info", out, "--json", env=env).stdout)["rate_control"] == "cbr"
+    facts = json.loads(run_cli("info", out, "--json", env=env).stdout)
+    assert facts["rate_control"] == "cbr" and facts["intra_packets"] == facts["packets"]
     listed = run_cli("models", env=env).stdout
     assert "tiny-pc-6k" in listed and "perceptual" in listed
     sc = run_cli("encode", synth_corpus[0], tmp_path / "x.spcd", "--model", "tiny-pc-6k", "--bitrate", "1k",

@@ -27,6 +27,7 @@ from speechcodec.perceptual.network import Enhancer
 from speechcodec.perceptual.stream import (
     ALGORITHMIC_DELAY_MS,
     SLACK_BYTES,
+    decode_all,
     decode_pipe,
     encode_pipe,
     largest_packet_bytes,
@@ -234,7 +235,7 @@ def test_delay_is_40_ms_by_cross_correlation(pc, speech):
 def test_a_loss_is_concealed_and_the_decoder_recovers_exactly(pc, speech):
     """Three packets lost: their 60 ms are concealed (not silence), and the output is the
     lossless one again within the stated bound: the next intra packet (at most
-    ``INTRA_INTERVAL`` packets on), the network's memory after it, and the low-band comb's (at
+    ``STREAM_INTRA_INTERVAL`` packets on), the network's memory after it, and the low-band comb's (at
     12 kbps it runs). The file decoder conceals the same losses the same way."""
     stream = pc.encode_packets(speech, 12000)
     clean = np.concatenate([d.pull(p) for d in [pc.stream_decoder()] for p in stream])
@@ -243,7 +244,7 @@ def test_a_loss_is_concealed_and_the_decoder_recovers_exactly(pc, speech):
     assert dec.lost == 3 and len(lossy) == len(clean)
     concealed = lossy[41 * HOP:43 * HOP]
     assert np.sqrt(np.mean(concealed ** 2)) > 0.1 * np.sqrt(np.mean(clean[41 * HOP:43 * HOP] ** 2))
-    settled = (43 + packets.INTRA_INTERVAL + pc.enhancer.context_frames + comb.MEMORY_FRAMES + 1) * HOP
+    settled = (43 + packets.STREAM_INTRA_INTERVAL + pc.enhancer.context_frames + comb.MEMORY_FRAMES + 1) * HOP
     assert np.abs(lossy[settled:] - clean[settled:]).max() < 1e-5
     assert np.abs(lossy[40 * HOP:43 * HOP] - clean[40 * HOP:43 * HOP]).max() > 1e-3
     whole = pc.decode_packets([None if 40 <= i < 43 else p for i, p in enumerate(stream)])
@@ -338,6 +339,7 @@ def test_cli_stream_encode_decode_pipe(speech_path, tmp_path):
     assert abs(facts["bitrate_kbps"] / 12 - 1) < 0.04 and facts["rate_control"] == "vbr"
     assert facts["largest_packet_bytes"] <= facts["largest_packet_allowed_bytes"] == 90
     assert facts["postfilter"] == "low-band pitch comb (g 0.1 below 3 kHz)"  # 12 kbps: the decoder combs
+    assert facts["intra_packets"] == frames  # live: every packet intra
     # the framing (header, and a page per packet: sync, sequence number, count, length, CRC32) apart
     assert facts["framing_bytes"] == facts["num_bytes"] - facts["payload_bytes"] > 9 * frames
     # a saved packet stream decodes as a file: what the live decoder played, without its 20 ms lag
@@ -395,12 +397,13 @@ def test_the_sequence_numbers_say_what_was_lost_late_or_repeated():
 
 
 def test_a_file_is_the_packets_of_a_call(tiny):
-    """One encoder, one decoder: a file holds the packets a stream encoder makes, framed in pages
-    of a second, and decodes to what a stream decoder plays (320 samples earlier), within 1e-5.
-    Its bitrate counts the packets; the framing is apart."""
+    """One encoder, one decoder: a file holds the packets a stream encoder makes (told to send an
+    intra packet every 8, as a file's encoder does), framed in pages of a second, and decodes to
+    what a stream decoder plays (320 samples earlier), within 1e-5. Its bitrate counts the
+    packets; the framing is apart."""
     x = synth_speech(3.0, seed=8)
     data = tiny.encode(x, 16000)
-    stream = tiny.encode_packets(x)
+    stream = tiny.encode_packets(x, intra_interval=packets.FILE_INTRA_INTERVAL)
     assert tiny.packets_of(data) == stream
     assert tiny.payload_bytes(data) == sum(map(len, stream)) < len(data)
     y, rate = tiny.decode(data)
@@ -444,23 +447,50 @@ def test_older_files_still_decode_and_older_pipes_say_what_to_do(pc):
     assert bad.returncode == 1 and "re-encode" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_inter_packets_decode_as_the_stream_decoder_plays_them(tiny, monkeypatch):
-    """The format's inter packets (band energies predicted from the frame before): an encoder that
-    sends an intra packet every 8 makes packets that the file decoder and a stream decoder read
-    alike, and fewer bytes of energies go into them."""
-    x = synth_speech(2.0, seed=9)
+def test_inter_packets_decode_as_the_stream_decoder_plays_them(tiny):
+    """Inter packets (band energies predicted from the packet before), an intra one every 8: the
+    file decoder and a stream decoder read them alike, and fewer bytes of energies go into them.
+    After a loss the inter packets are concealed (``skipped``) up to the next intra packet, and
+    the output is the lossless one again within the bound that interval sets."""
+    x = synth_speech(3.0, seed=9)
     every = tiny.encode_packets(x, 12000, cbr=True)
-    monkeypatch.setattr(packets, "INTRA_INTERVAL", 8)
-    stream = tiny.encode_packets(x, 12000, cbr=True)
-    kinds = []
-    levels = None
-    for p in stream:
-        _, levels, intra = packets.unpack(p, levels)
-        kinds.append(intra)
-    assert kinds == [i % 8 == 0 for i in range(len(stream))] and stream != every
+    stream = tiny.encode_packets(x, 12000, cbr=True, intra_interval=8)
+    assert [packets.is_intra(p) for p in stream] == [i % 8 == 0 for i in range(len(stream))]
+    assert all(packets.is_intra(p) for p in every) and stream != every
     dec = tiny.stream_decoder()
     played = np.concatenate([dec.pull(p) for p in stream])
-    assert np.abs(played[HOP:] - tiny.decode_packets(stream)).max() < 1e-5
+    assert np.abs(played[HOP:] - tiny.decode_packets(stream)).max() < 1e-5 and dec.skipped == 0
+    lossy = [None if i == 50 else p for i, p in enumerate(stream)]  # the next intra packet: 56
+    dec = tiny.stream_decoder()
+    heard = np.concatenate([dec.pull(p) for p in lossy])
+    assert dec.lost == 6 and dec.skipped == 5 and dec.damaged == 0
+    whole, counts = decode_all(tiny, lossy)
+    assert counts == {"lost": 1, "damaged": 0, "skipped": 5} and np.abs(heard[HOP:] - whole).max() < 1e-5
+    settled = (56 + tiny.enhancer.context_frames + comb.MEMORY_FRAMES + 1) * HOP
+    assert np.abs(heard[settled:] - played[settled:]).max() < 1e-5
+    assert np.abs(heard[50 * HOP:56 * HOP] - played[50 * HOP:56 * HOP]).max() > 1e-3
+
+
+def test_a_file_sends_an_intra_packet_every_8_and_a_call_every_packet(tiny, tmp_path):
+    """The encoders' defaults, as the CLI's help states them: a file (no loss) takes inter packets
+    with an intra one every :data:`packets.FILE_INTRA_INTERVAL`, a stream every packet intra;
+    ``--intra-interval`` sets it, within 1 .. 250."""
+    x = synth_speech(2.0, seed=3)
+    filed = tiny.packets_of(tiny.encode(x, 16000))
+    every = packets.FILE_INTRA_INTERVAL
+    assert [packets.is_intra(p) for p in filed] == [i % every == 0 for i in range(len(filed))]
+    assert every == 8 and packets.STREAM_INTRA_INTERVAL == 1
+    assert all(packets.is_intra(p) for p in tiny.encode_packets(x))
+    assert all(packets.is_intra(p) for p in tiny.packets_of(tiny.at(12000, intra_interval=1).encode(x, 16000)))
+    for bad in (0, 251, 2.5, True):
+        with pytest.raises(SpeechCodecError, match="intra interval"):
+            tiny.stream_encoder(intra_interval=bad)
+    for command, default in (("encode", every), ("stream-encode", packets.STREAM_INTRA_INTERVAL)):
+        assert f"(default: {default})" in " ".join(run_cli(command, "--help").stdout.split())
+    wav, out = tmp_path / "x.wav", tmp_path / "x.spcd"
+    sf.write(wav, x, 16000)
+    bad = run_cli("encode", str(wav), str(out), "--model", "pc", "--bitrate", "12k", "--intra-interval", "0")
+    assert bad.returncode == 1 and "intra interval is 1 to 250" in bad.stderr and not out.exists()
 
 
 def test_the_low_band_comb_finds_the_pitch_and_leaves_the_rest():
@@ -495,7 +525,7 @@ def test_the_decoder_combs_as_the_streams_header_says(tiny):
     decoding codec was loaded at: a file and a pipe at 24 kbps decode without it, at 6 kbps with it."""
     audio = synth_speech(3.0, seed=5)
     for bps in (24000, 6000):
-        packets_ = tiny.encode_packets(audio, bps)
+        packets_ = tiny.encode_packets(audio, bps, intra_interval=packets.FILE_INTRA_INTERVAL)  # a file's
         plain = tiny.at(24000).decode_packets(packets_)  # no comb
         combed = tiny.at(6000).decode_packets(packets_)
         assert np.abs(plain - combed).max() > 1e-3

@@ -41,7 +41,13 @@ from speechcodec.errors import (
 from speechcodec.modelfile import ModelFile
 from speechcodec.perceptual import packets
 from speechcodec.perceptual.frames import DecodedChunk, decode_chunk, empty_bands
-from speechcodec.perceptual.stream import CONCEAL_DECAY_DB, StreamDecoder, StreamEncoder, decode_all
+from speechcodec.perceptual.stream import (
+    CONCEAL_DECAY_DB,
+    StreamDecoder,
+    StreamEncoder,
+    checked_intra_interval,
+    decode_all,
+)
 from speechcodec.postfilter import OFF
 from speechcodec.transform import bands
 from speechcodec.transform.mdct import HOP, imdct, num_frames
@@ -65,6 +71,7 @@ class PerceptualCodec(Codec):
         self._bitrate_bps = self._checked_bitrate(bitrate_bps if bitrate_bps is not None
                                                   else self.info.get("bitrate_bps", 12000))
         self.cbr = False  # the rate is variable (as Opus's) unless at(..., cbr=True)
+        self.intra_interval: int | None = None  # packets; None: a file's or a stream's default
 
     @staticmethod
     def _checked_bitrate(bps) -> int:
@@ -82,12 +89,16 @@ class PerceptualCodec(Codec):
         """The model at this rate, as ``speechcodec models`` lists it: ``pc-12k``."""
         return f"{self.model_file.name}-{self.bitrate_bps / 1000:g}k"
 
-    def at(self, bitrate_bps: int, cbr: bool | None = None) -> PerceptualCodec:
+    def at(self, bitrate_bps: int, cbr: bool | None = None, intra_interval: int | None = None
+           ) -> PerceptualCodec:
         """The same model (network shared) coding at ``bitrate_bps`` (``cbr``: each packet within
-        its 20 ms of bytes; default as this codec)."""
+        its 20 ms of bytes; ``intra_interval``: an intra packet every this many, 1 for every
+        packet; each default as this codec)."""
         other = copy.copy(self)
         other._bitrate_bps = self._checked_bitrate(bitrate_bps)
         other.cbr = self.cbr if cbr is None else bool(cbr)
+        if intra_interval is not None:
+            other.intra_interval = checked_intra_interval(intra_interval)
         return other
 
     def __repr__(self) -> str:
@@ -113,7 +124,7 @@ class PerceptualCodec(Codec):
                             min(channels, 64), n)
         written = len(header.to_bytes())
         out.write(header.to_bytes())
-        enc = StreamEncoder(self.bitrate_bps, self.cbr)
+        enc = StreamEncoder(self.bitrate_bps, self.cbr, self.intra_interval or packets.FILE_INTRA_INTERVAL)
         pending: list[bytes] = []
         seq = payload = pages = 0
 
@@ -150,11 +161,17 @@ class PerceptualCodec(Codec):
 
     # ---- streaming -------------------------------------------------------------------------
 
-    def stream_encoder(self, bitrate: int | None = None, cbr: bool | None = None) -> StreamEncoder:
+    def stream_encoder(self, bitrate: int | None = None, cbr: bool | None = None,
+                       intra_interval: int | None = None) -> StreamEncoder:
         """A live encoder: ``push(samples)`` returns a packet per 20 ms frame completed
         (:mod:`speechcodec.perceptual.stream`); ``bitrate`` in bps, this codec's unless given;
-        ``cbr``: every packet within its 20 ms of bytes (default: variable, as this codec's)."""
-        return StreamEncoder(self.bitrate_bps if bitrate is None else bitrate, self.cbr if cbr is None else cbr)
+        ``cbr``: every packet within its 20 ms of bytes (default: variable, as this codec's);
+        ``intra_interval``: an intra packet every this many (default: this codec's, else every
+        packet, as a lossy link wants; a file's encoder sends one every 8)."""
+        if intra_interval is None:
+            intra_interval = self.intra_interval or packets.STREAM_INTRA_INTERVAL
+        return StreamEncoder(self.bitrate_bps if bitrate is None else bitrate, self.cbr if cbr is None else cbr,
+                             intra_interval)
 
     def stream_decoder(self, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
                        bitrate_bps: int | None = None) -> StreamDecoder:
@@ -165,9 +182,9 @@ class PerceptualCodec(Codec):
         return StreamDecoder(self, conceal, decay_db, bitrate_bps)
 
     def encode_packets(self, audio: np.ndarray, bitrate: int | None = None,
-                       cbr: bool | None = None) -> list[bytes]:
+                       cbr: bool | None = None, intra_interval: int | None = None) -> list[bytes]:
         """Every packet of a stream of ``audio`` (16 kHz mono): a stream encoder fed all of it."""
-        enc = self.stream_encoder(bitrate, cbr)
+        enc = self.stream_encoder(bitrate, cbr, intra_interval)
         return enc.push(audio) + enc.flush()
 
     @in_its_threads
@@ -233,8 +250,8 @@ class PerceptualCodec(Codec):
                 stream += [None] * missing
                 sequencer.lost += missing
         audio, counts = decode_all(self, stream, bitrate_bps=header.bitrate_bps)
-        self.last_decode = {"packets": len(stream), "lost": counts["lost"], "damaged": counts["damaged"],
-                            "late": sequencer.late, "damaged_pages": sequencer.damaged_pages}
+        self.last_decode = {"packets": len(stream), **counts, "late": sequencer.late,
+                            "damaged_pages": sequencer.damaged_pages}
         if header.num_samples is not None:
             if len(audio) < header.num_samples:
                 raise TruncatedBitstreamError(f"packet file is cut short: {len(stream)} packets hold "

@@ -20,13 +20,14 @@ from the bands below it (closed loop). An inter packet predicts each band from t
 the frame before plus part of the change the bands below just made (the file stream's
 predictor): 27.2 bits a frame on held-out speakers with an intra packet every 8, against 38.3
 for intra only (``scripts/premise_stream.py inter``). But the coefficients' Laplace scales
-follow the levels, so an inter packet after a loss decodes to noise, not to speech a little off:
-with an intra packet every 8 the loss table fell to 1.39 / 1.52 / 1.65 PESQ-WB at 5 % loss (6 /
-12 / 24 kbps) from 1.78 / 2.33 / 2.77 (docs/history.md). So the encoder sends an intra packet
-every :data:`INTRA_INTERVAL` packets, 1: every packet, and a decoder recovers at the first good
-packet after a loss (plus the network's memory). Inter packets stay in the format (a decoder
-reads them). Levels are held within the floor and ceiling any encoder writes, whatever a packet
-says.
+follow the levels, so an inter packet whose frame before was lost cannot be decoded: read from
+stale levels it decodes to noise (the loss table fell to 1.39 / 1.52 / 1.65 PESQ-WB at 5 % loss,
+6 / 12 / 24 kbps, from 1.78 / 2.33 / 2.77; docs/history.md). So a decoder that lost a packet
+conceals the inter packets after it until the next intra one (:func:`is_intra`), and the encoder
+chooses how often it sends an intra packet, as Opus's encoder is told the loss to expect: every
+:data:`STREAM_INTRA_INTERVAL` packets live (1: every packet, where losses are expected), every
+:data:`FILE_INTRA_INTERVAL` in a file (no loss; a damaged page costs at most that many packets
+more). Levels are held within the floor and ceiling any encoder writes, whatever a packet says.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ INTER_PREVIOUS8, INTER_BELOW8, INTER_BELOW2_8 = 8, 5, 2
 # issue 45 premise 3).
 RD_BIT_WEIGHT = 0.05
 RD_BINS = 160
-INTRA_INTERVAL = 1  # an intra packet every this many (1: every packet; see the module docstring)
+# An intra packet every this many (see the module docstring): live, where packets get lost, every
+# packet; in a file, every 8 (160 ms), which saves 11 bits a frame (docs/history.md, "inter
+# packets in files").
+STREAM_INTRA_INTERVAL, FILE_INTRA_INTERVAL = 1, 8
+MAX_INTRA_INTERVAL = 250  # 5 s: the most an encoder may be asked for
 # Fitted on 42 training speakers, none held out (``scripts/premise_stream.py energies``; energy
 # steps of 6 dB, bark16): each band's median level, and the Laplace grid index that codes its
 # residual (given the prediction from below) in the fewest bits.
@@ -307,6 +312,14 @@ def _symbols_of(packet: bytes, previous: np.ndarray | None):
     index = scale_index(index_base(SETTINGS, level_qo), step_of(code), COEFFICIENT_OFFSET)
     symbols = TABLES.decode(decoder, index)
     return intra, code, residuals, symbols, levels
+
+
+def is_intra(packet: bytes) -> bool:
+    """Whether a packet (bytes) is intra: decodable without the frame before it."""
+    try:
+        return bool(_decoder(packet).decode(_KIND, 1)[0])
+    except Exception as exc:  # constriction raises plain exceptions on invalid data
+        raise BitstreamError(f"packet does not decode: {exc}") from None
 
 
 def _known(previous: np.ndarray | None) -> np.ndarray:

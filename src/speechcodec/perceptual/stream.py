@@ -88,6 +88,16 @@ def largest_packet_bytes(bitrate_bps: int, cbr: bool = False) -> int:
     return math.floor(MAX_PACKET_RATIO * bitrate_bps * FRAME_MS / 8000)
 
 
+def checked_intra_interval(packets_count) -> int:
+    """An encoder's intra interval (packets), or a one-line error."""
+    top = packets.MAX_INTRA_INTERVAL
+    if isinstance(packets_count, bool) or not isinstance(packets_count, (int, np.integer)) \
+            or not 1 <= packets_count <= top:
+        raise SpeechCodecError(f"the intra interval is 1 to {top} packets (1: every packet intra), "
+                               f"got {packets_count!r}")
+    return int(packets_count)
+
+
 class RateControl:
     """Which step each packet takes, causally (no look-ahead beyond its frame).
 
@@ -162,9 +172,11 @@ class RateControl:
 class StreamEncoder:
     """Made by :meth:`PerceptualCodec.stream_encoder`: samples in, packets out (one per 20 ms)."""
 
-    def __init__(self, bitrate_bps: int, cbr: bool = False):
+    def __init__(self, bitrate_bps: int, cbr: bool = False,
+                 intra_interval: int = packets.STREAM_INTRA_INTERVAL):
         self.bitrate_bps = checked_stream_bitrate(bitrate_bps)
         self.cbr = bool(cbr)
+        self.intra_interval = checked_intra_interval(intra_interval)
         self.rate = RateControl(self.bitrate_bps, self.cbr)
         self._previous = np.zeros(HOP)  # the 20 ms before the frame being filled
         self._pending = np.zeros(0)
@@ -228,7 +240,7 @@ class StreamEncoder:
         return self._code(spectrum)
 
     def _code(self, spectrum: np.ndarray, raw: np.ndarray | None = None) -> bytes:
-        intra = self.packets % packets.INTRA_INTERVAL == 0
+        intra = self.packets % self.intra_interval == 0
         a = packets.analyse(spectrum, None if intra else self._levels, raw)
         self._levels = a.levels
         _, packet = self.rate.code(a)
@@ -263,11 +275,13 @@ class Concealer:
 
 
 class _Unpacker:
-    """Packets to frames, keeping the band levels an inter packet is predicted from."""
+    """Packets to frames, keeping the band levels an inter packet is predicted from. After a lost
+    or damaged packet it does not know them: the inter packets that follow are skipped (concealed)
+    until the next intra one."""
 
     def __init__(self):
         self.levels: np.ndarray | None = None
-        self.damaged = 0
+        self.damaged = self.skipped = 0
 
     def __call__(self, packet):
         """The frame decoded, or ``None`` for a packet that is lost or does not decode."""
@@ -275,13 +289,20 @@ class _Unpacker:
         return None if r is None else packets.frame_of(r)
 
     def read(self, packet) -> packets.Read | None:
-        """The packet range decoded (:func:`packets.read`), or ``None`` if lost or damaged."""
+        """The packet range decoded (:func:`packets.read`), or ``None`` if lost, damaged or an
+        inter packet the decoder lost the frame before of."""
         if packet is None:
+            self.levels = None
             return None
         try:
+            if self.levels is None and isinstance(packet, (bytes, bytearray, memoryview)) \
+                    and not packets.is_intra(bytes(packet)):
+                self.skipped += 1
+                return None
             r = packets.read(packet, self.levels)
         except BitstreamError:
             self.damaged += 1
+            self.levels = None
             return None
         self.levels = r.levels
         return r
@@ -292,12 +313,13 @@ class StreamDecoder:
 
     ``pull(packet)`` decodes the next frame; ``pull(None)`` says its packet was lost and conceals
     it (:class:`Concealer`). A packet that does not decode is concealed as lost (counted in
-    ``damaged``). Sequence numbers are the transport's: :class:`speechcodec.bitstream.pipe.Sequencer`
+    ``damaged``), and so are the inter packets after either until the next intra packet (counted in
+    ``skipped``). Sequence numbers are the transport's: :class:`speechcodec.bitstream.pipe.Sequencer`
     turns a numbered stream into these calls. After a loss the output is bit-exact again at most
-    :data:`packets.INTRA_INTERVAL` packets plus the network's context plus the low-band comb's
-    memory (:data:`comb.MEMORY_FRAMES`, where it runs) later. At 16 kbps or less (the stream's
-    rate, ``bitrate_bps``: the codec's unless given) its output goes through
-    :class:`speechcodec.perceptual.comb.LowBandComb`.
+    the encoder's intra interval (1 packet live by default, 8 in files) plus the network's context
+    plus the low-band comb's memory (:data:`comb.MEMORY_FRAMES`, where it runs) later. At 16 kbps
+    or less (the stream's rate, ``bitrate_bps``: the codec's unless given) its output goes
+    through :class:`speechcodec.perceptual.comb.LowBandComb`.
     """
 
     def __init__(self, codec, conceal: str = "repeat", decay_db: float = CONCEAL_DECAY_DB,
@@ -317,6 +339,10 @@ class StreamDecoder:
     @property
     def damaged(self) -> int:
         return self._unpack.damaged
+
+    @property
+    def skipped(self) -> int:
+        return self._unpack.skipped
 
     @in_its_threads
     def pull(self, packet: bytes | None) -> np.ndarray:
@@ -353,7 +379,8 @@ def decode_all(codec, stream: list, conceal: str = "repeat", decay_db: float = C
     one network pass over every frame, one inverse MDCT, each lost or damaged packet concealed as
     :class:`StreamDecoder` conceals it. Returns float32 samples from the first input sample on,
     ``320 x (packets - 1)`` of them (a stream decoder gives the same 320 samples later), and
-    counts: ``lost``, ``damaged``. ``bitrate_bps``: the stream's (its header's; the codec's
+    counts: ``lost`` (packets the stream lacks), ``damaged``, ``skipped`` (inter packets after
+    either, until an intra one): each concealed. ``bitrate_bps``: the stream's (its header's; the codec's
     unless given), which sets the postfilter (:func:`speechcodec.perceptual.comb.for_bitrate`)."""
     unpack, concealer = _Unpacker(), Concealer(conceal, decay_db)
     frames = [unpack.read(p) for p in stream]
@@ -380,8 +407,8 @@ def decode_all(codec, stream: list, conceal: str = "repeat", decay_db: float = C
     else:
         audio = imdct(coefficients, n, HOP)
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32) if n else np.zeros(0, np.float32)
-    lost = sum(f is None for f in frames)
-    return audio, {"lost": lost, "damaged": unpack.damaged}
+    lost = sum(p is None for p in stream)
+    return audio, {"lost": lost, "damaged": unpack.damaged, "skipped": unpack.skipped}
 
 
 def encode_pipe(codec, src, out) -> tuple[StreamEncoder, dict]:
@@ -458,6 +485,13 @@ def loopback(codec, audio: np.ndarray, bitrate_bps: int | None = None, loss: flo
     return out[HOP: HOP + len(audio)], stats
 
 
+def _is_intra(packet: bytes) -> bool:
+    try:
+        return packets.is_intra(packet)
+    except BitstreamError:
+        return False
+
+
 def packet_stream_facts(f, size: int) -> dict:
     """What ``speechcodec info`` says of packets (a perceptual file or a saved live stream, open
     as ``f``, ``size`` bytes in all):
@@ -479,6 +513,7 @@ def packet_stream_facts(f, size: int) -> dict:
         "rate_control": "cbr" if header.cbr else "vbr",
         "packets": len(stream),
         "packets_lost": len(stream) - len(sent),
+        "intra_packets": sum(_is_intra(p) for p in stream if p is not None),
         "pages_damaged": sequencer.damaged_pages,
         "duration_s": round(header.duration_s if header.duration_s is not None else seconds, 3),
         "num_bytes": size,
