@@ -14,6 +14,7 @@ for either; ``speechcodec info`` gives ours).
                                         [--workers 2] [--csv FILE] [--plot FILE]
     .venv/bin/python benchmarks/loss.py --from-csv FILE --plot FILE   # again, without measuring
     .venv/bin/python benchmarks/loss.py --others-from OLD.csv ...     # a new model beside the same Opus
+    .venv/bin/python benchmarks/loss.py --intra-interval 8 --losses 0 ...  # the packets a file holds
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def opus_rate_for(files: list[str], kbps: float, attempts: int = 4) -> int:
 
 
 def _job(job) -> dict:
-    path, bps, loss, seed, which = job
+    path, bps, loss, seed, which, intra = job
     import torch
 
     import speechcodec
@@ -82,15 +83,16 @@ def _job(job) -> dict:
         from speechcodec.transform.mdct import HOP, imdct
 
         codec = speechcodec.load(which[9:], threads=1)
-        stream = codec.encode_packets(x, bps)
+        stream = codec.encode_packets(x, bps, intra_interval=intra)
         c = codec.frames_of(stream).coefficients
         y = np.clip(imdct(c, HOP * (len(stream) - 1), HOP), -1, 1).astype(np.float32)[: len(x)]
         kbps = sum(map(len, stream)) * 8 / (len(stream) * 0.02) / 1000
     else:
-        y, stats = loopback(speechcodec.load(which, threads=1), x, bps, loss, seed)
+        codec = speechcodec.load(which, threads=1)
+        y, stats = loopback(codec.at(codec.bitrate_bps, intra_interval=intra), x, bps, loss, seed)
         kbps = stats["bitrate_bps"] / 1000
     return {"file": Path(path).name, "codec": which, "bitrate_bps": bps, "loss": loss, "kbps": kbps,
-            "pesq_wb": pesq_wb(x, y), "visqol": visqol(x, y)}
+            "pesq_wb": pesq_wb(x, y), "visqol": visqol(x, y), "intra_interval": intra}
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -106,6 +108,9 @@ def main() -> int:
     parser.add_argument("--model", default="pc", help="a perceptual-family model (default: pc)")
     parser.add_argument("--rates", nargs="+", type=int, default=[12000], help="bps (default: 12000)")
     parser.add_argument("--losses", nargs="+", type=float, default=[0.0, 0.05, 0.1, 0.2])
+    parser.add_argument("--intra-interval", type=int, default=1, metavar="PACKETS",
+                        help="our encoder's intra packet every PACKETS (default: 1, every packet, as a stream "
+                             "encoder's; a file's encoder sends one every 8)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--csv", help="also write every file's scores as CSV")
     parser.add_argument("--plot", help="also draw PESQ-WB and ViSQOL against loss (PNG)")
@@ -126,17 +131,19 @@ def main() -> int:
             sys.exit(f"no speech under {args.speech}")
         others = []
         if args.others_from:
+            # Opus's, and the textbook decoder's of packets made as these are (older CSVs: every packet intra)
             others = [r for path in args.others_from for r in _read_rows(path)
-                      if r["codec"] in ("opus", "textbook")]
+                      if r["codec"] == "opus" or (r["codec"] == "textbook"
+                                                  and int(r.get("intra_interval") or 1) == args.intra_interval)]
             wanted = {(Path(f).name, bps, loss) for f in files for bps in args.rates for loss in args.losses}
             if not wanted <= {(r["file"], r["bitrate_bps"], r["loss"]) for r in others if r["codec"] == "opus"}:
                 sys.exit(f"{' '.join(args.others_from)}: Opus was not run on these files, rates and losses")
             others = [r for r in others if (r["file"], r["bitrate_bps"], r["loss"]) in wanted]
         opus_bps = {} if others else {bps: opus_rate_for(files, bps / 1000) for bps in args.rates}
-        jobs = [(f, bps, loss, seed, which) for bps in args.rates for loss in args.losses
+        jobs = [(f, bps, loss, seed, which, args.intra_interval) for bps in args.rates for loss in args.losses
                 for which in (args.model, *([f"opus:{opus_bps[bps]}"] if opus_bps else []))
                 for seed, f in enumerate(files)]
-        jobs += [(f, bps, 0.0, seed, f"textbook:{args.model}")
+        jobs += [(f, bps, 0.0, seed, f"textbook:{args.model}", args.intra_interval)
                  for bps in args.rates for seed, f in enumerate(files)
                  if not any(r["codec"] == "textbook" for r in others)]
         with ProcessPoolExecutor(args.workers) as pool:

@@ -32,6 +32,13 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                output without it: ``--options G/ORDER/CUTOFF_HZ/HOP`` (gain, the low-pass's
                order 2 or 4, or 0 for none: the comb over the whole band; its cutoff, samples a
                lag: 320 is the decoder's 20 ms)
+    intra      issue 42: inter packets (band energies predicted from the packet before) with an
+               intra packet every N (``--options`` N,..., the first the reference), no loss
+    ltp        long-term prediction of the low bins (``--bins``) from the decoded past: per frame
+               a lag of 2.5-60 ms (the past before the frame's window, repeated where the lag is
+               shorter than the window) and a gain per band (8 levels); the bits of the symbols at
+               the frame's own step with and without it (the best Laplace scale per band for both,
+               as if it were sent free), with the side information each way of sending it costs
 
 bands, postfilter, comb, envelope and lowcomb start from pc's output without its comb (decoded as a stream
 above 16 kbps would be); deadzone and models decode as the shipped decoder does (the comb at 16
@@ -44,6 +51,8 @@ kbps or less).
     .venv/bin/python scripts/premise_tools.py models --rates 6,12,24 --options pc,round.safetensors
     .venv/bin/python scripts/premise_tools.py envelope --rates 12,24,6
     .venv/bin/python scripts/premise_tools.py lowcomb --rates 12,6,24 --options 0.1/4/3000/320,0.1/4/3000/160
+    .venv/bin/python scripts/premise_tools.py intra --rates 6,12,24 --options 1,8,16
+    .venv/bin/python scripts/premise_tools.py ltp --rates 12,6 --bins 80
 
 The numbers: docs/history.md ("issue 45").
 """
@@ -305,10 +314,116 @@ def _dead_zones(path: str, kbps: int, offsets: list[str]) -> tuple[np.ndarray, d
     return x, out
 
 
+def _intra(path: str, kbps: int, intervals: list[str]) -> tuple[np.ndarray, dict]:
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+
+    torch.set_num_threads(1)
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * RATE_HZ)]
+    coded = {n: codec.encode_packets(x, intra_interval=int(n)) for n in intervals}
+    return x, {f"intra every {n}": codec.decode_packets(stream)[: len(x)] for n, stream in coded.items()}
+
+
+LTP_LAGS = np.arange(40, 961)  # 2.5 to 60 ms
+LTP_GAINS = 8  # levels from 0 to 1: 3 bits a band
+LTP_LAG_BITS = 10
+
+
+def _ltp(path: str, kbps: int, bins: int) -> dict:
+    """Bits a frame of the first ``bins`` coefficients' symbols: as coded, with the best scale per
+    band, and predicted from the decoded past in the ways below (each side information charged)."""
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+    from speechcodec.perceptual import packets
+    from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES
+    from speechcodec.transform.mdct import HOP, imdct, odft, odft_blocks
+    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, gain, index_base, scale_index
+
+    torch.set_num_threads(1)
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float64")
+    x = x[: int(MAX_S * RATE_HZ)]
+    reads = [packets.read(p) for p in codec.encode_packets(x.astype(np.float32), intra_interval=1)]
+    decoded = packets.dequantised(reads).coefficients
+    spectra = odft(x).real
+    frames = min(len(spectra), len(decoded))
+    y = imdct(decoded[:frames], len(x))  # the textbook decoder's output: what both ends know
+    edges = packets._EDGES[: int(np.searchsorted(packets._EDGES, bins)) + 1]
+    widths = np.diff(edges)
+    m = np.arange(2 * HOP)
+
+    def bits(symbols, base, shift=True):
+        """Ideal bits, band by band under the scale sent (``shift``: the best of -12..+4 more)."""
+        total = 0.0
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            shifts = range(-12, 5) if shift else (0,)
+            total += min(TABLES.bits(symbols[a:b], np.clip(base[a:b] + d, J_MIN, J_MAX)) for d in shifts)
+        return total
+
+    def predicted(start, lag, gains):  # the window's samples from the past before it, period lag
+        block = y[start + m - (m // lag + 1) * lag]
+        return np.repeat(gains, widths) * odft_blocks(block[None]).real[0, :bins]
+
+    got = {k: 0.0 for k in ("as coded", "best scale a band", "free", "lag + a gain a band",
+                            "lag + one gain", "from the past alone")}
+    for t in range(4, frames):  # (the first frames have too little past)
+        start = (t - 1) * HOP
+        want = spectra[t, :bins]
+        r = reads[t]
+        level_qo = (r.levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN][:bins]
+        unit = gain(packets.SETTINGS, level_qo, r.step)
+        base = scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET)
+        plain = bits(np.rint(want / unit).astype(np.int64), base)
+        got["as coded"] += bits(np.rint(want / unit).astype(np.int64), base, shift=False)
+        got["best scale a band"] += plain
+        # every lag at once: each band's best gain, and the lag that leaves the least
+        blocks = y[start + m[None] - (m[None] // LTP_LAGS[:, None] + 1) * LTP_LAGS[:, None]]
+        past = odft_blocks(blocks).real[:, :bins]
+        e = np.add.reduceat(want ** 2, edges[:-1])
+        c = np.add.reduceat(past * want, edges[:-1], axis=1)
+        p = np.add.reduceat(past ** 2, edges[:-1], axis=1) + 1e-12
+        g = np.rint(np.clip(c / p, 0, 1) * (LTP_GAINS - 1)) / (LTP_GAINS - 1)
+        k = int(np.argmax((widths / 2 * np.log2((e + 1e-9) / (e - 2 * g * c + g * g * p + 1e-9))).sum(1)))
+        residual = bits(np.rint((want - np.repeat(g[k], widths) * past[k]) / unit).astype(np.int64), base)
+        got["free"] += min(residual, plain)
+        side = 1 + LTP_LAG_BITS + 3 * len(widths)
+        got["lag + a gain a band"] += min(residual + side, plain + 1)
+        one = np.rint(np.clip(c.sum(1) / p.sum(1), 0, 1) * (LTP_GAINS - 1)) / (LTP_GAINS - 1)
+        k1 = int(np.argmax(2 * one * c.sum(1) - one * one * p.sum(1)))
+        single = bits(np.rint((want - one[k1] * past[k1]) / unit).astype(np.int64), base)
+        got["lag + one gain"] += min(single + 1 + LTP_LAG_BITS + 3, plain + 1)
+        # backward: the lag of the 20 ms before, and each band's gain as it predicted the last
+        # whole window (both ends can work these out): a bit a frame says whether to use it
+        recent = y[start - HOP:start]
+        lags = LTP_LAGS[LTP_LAGS <= HOP]
+        before = np.stack([y[start - HOP - lag:start - lag] for lag in lags])
+        r_ = before @ recent / (np.sqrt((before ** 2).sum(1) * (recent @ recent)) + 1e-12)
+        lag = int(lags[np.argmax(r_)])
+        last = odft_blocks(y[start - 2 * HOP:start][None]).real[0, :bins]
+        guess = predicted(start - 2 * HOP, lag, np.ones(len(widths)))
+        fit = np.add.reduceat(last * guess, edges[:-1]) / (np.add.reduceat(guess ** 2, edges[:-1]) + 1e-12)
+        gains = np.clip(fit, 0, 1)
+        back = bits(np.rint((want - predicted(start, lag, gains)) / unit).astype(np.int64), base)
+        got["from the past alone"] += min(back + 1, plain + 1)
+    return {k: v / (frames - 4) for k, v in got.items()}
+
+
 def _job(job):
     from speechcodec.metrics import pesq_wb, visqol
 
     path, kbps, command, options = job
+    if command == "ltp":
+        return _ltp(path, kbps, int(options[0]))
+    if command == "intra":
+        x, variants = _intra(path, kbps, options)
+        return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
+                for name, v in variants.items()}
     if command == "deadzone":
         x, variants = _dead_zones(path, kbps, options)
         return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)), k)
@@ -328,12 +443,14 @@ def _job(job):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command",
-                        choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb", "envelope"))
+                        choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb", "envelope",
+                                 "intra", "ltp"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
     parser.add_argument("--options", default="0.2/0,0.4/0,0/0.2,0.2/0.2",
                         help="postfilter: COMB/FORMANT strengths; models: model names or files")
+    parser.add_argument("--bins", type=int, default=80, help="ltp: the bins predicted (80: below 2 kHz)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--save", type=Path, help="write each rate's per-file scores here (.npz)")
     args = parser.parse_args()
@@ -342,9 +459,16 @@ def main() -> None:
     _, held = split_speakers(args.speech)
     files = [str(sorted(s.glob("*.flac"))[0]) for s in held][: args.files]
     for kbps in [int(k) for k in args.rates.split(",")]:
-        jobs = [(f, kbps, args.command, args.options.split(",")) for f in files]
+        options = [str(args.bins)] if args.command == "ltp" else args.options.split(",")
+        jobs = [(f, kbps, args.command, options) for f in files]
         with ProcessPoolExecutor(args.workers) as pool:
             got = list(pool.map(_job, jobs))
+        if args.command == "ltp":
+            print(f"\nltp: {len(files)} held-out files, {MAX_S:g} s, pc live at {kbps} kbps, the first "
+                  f"{args.bins} bins: bits a frame (mean over files)\n")
+            for name in got[0]:
+                print(f"| {name} | {np.mean([g[name] for g in got]):.1f} |")
+            continue
         names = list(got[0])
         scores = np.array([[g[n] for n in names] for g in got])  # [file, variant, metric]
         if args.save:
