@@ -33,7 +33,8 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                order 2 or 4, or 0 for none: the comb over the whole band; its cutoff, samples a
                lag: 320 is the decoder's 20 ms)
     intra      issue 42: inter packets (band energies predicted from the packet before) with an
-               intra packet every N (``--options`` N,..., the first the reference), no loss
+               intra packet every N (``--options`` N,..., the first the reference), no loss, or
+               N@LOSS: that share of the packets lost at random (the same packets for every N)
     ltp        long-term prediction of the low bins (``--bins``) from the decoded past: per frame
                a lag of 2.5-60 ms (the past before the frame's window, repeated where the lag is
                shorter than the window) and a gain per band (8 levels); the bits of the symbols at
@@ -52,6 +53,7 @@ kbps or less).
     .venv/bin/python scripts/premise_tools.py envelope --rates 12,24,6
     .venv/bin/python scripts/premise_tools.py lowcomb --rates 12,6,24 --options 0.1/4/3000/320,0.1/4/3000/160
     .venv/bin/python scripts/premise_tools.py intra --rates 6,12,24 --options 1,8,16
+    .venv/bin/python scripts/premise_tools.py intra --rates 6,12 --options 1,2,4,1@0.05,2@0.05,4@0.05
     .venv/bin/python scripts/premise_tools.py ltp --rates 12,6 --bins 80
 
 The numbers: docs/history.md ("issue 45").
@@ -61,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -324,8 +327,17 @@ def _intra(path: str, kbps: int, intervals: list[str]) -> tuple[np.ndarray, dict
     codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
     x, _ = sf.read(path, dtype="float32")
     x = x[: int(MAX_S * RATE_HZ)]
-    coded = {n: codec.encode_packets(x, intra_interval=int(n)) for n in intervals}
-    return x, {f"intra every {n}": codec.decode_packets(stream)[: len(x)] for n, stream in coded.items()}
+    from speechcodec.perceptual.stream import loss_pattern
+
+    out = {}
+    for option in intervals:
+        n, _, loss = option.partition("@")
+        stream = codec.encode_packets(x, intra_interval=int(n))
+        lost = loss_pattern(len(stream), float(loss or 0), zlib.crc32(path.encode()))
+        name = f"intra every {n}" + (f", {float(loss):.0%} lost" if loss else "")
+        heard = [None if gone else p for p, gone in zip(stream, lost, strict=True)]
+        out[name] = codec.decode_packets(heard)[: len(x)]
+    return x, out
 
 
 LTP_LAGS = np.arange(40, 961)  # 2.5 to 60 ms
