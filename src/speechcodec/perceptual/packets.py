@@ -315,11 +315,20 @@ def _symbols_of(packet: bytes, previous: np.ndarray | None):
 
 
 def is_intra(packet: bytes) -> bool:
-    """Whether a packet (bytes) is intra: decodable without the frame before it."""
+    """Whether a packet is intra: decodable without the frame before it (its first symbol only).
+    Raises :class:`BitstreamError` for a packet that is not bytes or does not decode."""
     try:
-        return bool(_decoder(packet).decode(_KIND, 1)[0])
+        return bool(_decoder(_as_bytes(packet)).decode(_KIND, 1)[0])
+    except BitstreamError:
+        raise
     except Exception as exc:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"packet does not decode: {exc}") from None
+
+
+def _as_bytes(packet) -> bytes:
+    if not isinstance(packet, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"a packet is bytes, got {type(packet).__name__}")
+    return bytes(packet)
 
 
 def _known(previous: np.ndarray | None) -> np.ndarray:
@@ -341,9 +350,7 @@ def read(packet: bytes, previous: np.ndarray | None = None) -> Read:
     """A packet range decoded. ``previous``: the levels of the frame before (``None`` when the
     decoder does not know them: an inter packet is then predicted from the profile). Raises
     :class:`BitstreamError` for a packet that is not bytes or that no encoder could have written."""
-    if not isinstance(packet, (bytes, bytearray, memoryview)):
-        raise BitstreamError(f"a packet is bytes, got {type(packet).__name__}")
-    packet = bytes(packet)
+    packet = _as_bytes(packet)
     try:
         intra, code, _, symbols, levels = _symbols_of(packet, previous)
     except BitstreamError:

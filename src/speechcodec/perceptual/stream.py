@@ -295,8 +295,7 @@ class _Unpacker:
             self.levels = None
             return None
         try:
-            if self.levels is None and isinstance(packet, (bytes, bytearray, memoryview)) \
-                    and not packets.is_intra(bytes(packet)):
+            if self.levels is None and not packets.is_intra(packet):
                 self.skipped += 1
                 return None
             r = packets.read(packet, self.levels)
