@@ -197,11 +197,12 @@ def _symbols(a: FrameAnalysis, step: int) -> tuple[np.ndarray, np.ndarray]:
 def payload_at(a: FrameAnalysis, code: int) -> bytes:
     """The packet of frame ``a`` at step code ``code``: as few bytes as decode to its symbols."""
     symbols, index = _symbols(a, step_of(code))
+    plan = TABLES.plan(index)  # once, for the encoder and the check
     encoder = new_encoder()
     encoder.encode(np.array([int(a.intra)], np.int32), _KIND)
     encoder.encode(np.array([code], np.int32), _CODE)
-    TABLES.encode(encoder, a.residuals, RESIDUAL_SCALES if a.intra else INTER_SCALES)
-    TABLES.encode(encoder, symbols, index)
+    TABLES.encode(encoder, a.residuals, RESIDUAL_SCALES if a.intra else INTER_SCALES, _SCALE_PLANS[a.intra])
+    TABLES.encode(encoder, symbols, index, plan)
     full = finish_cut(encoder)
     # the decoder needs the interval the last symbol left, not all of the coder's last word: the
     # shortest cut that still decodes, worked out from the coder's state and checked by decoding
@@ -212,7 +213,7 @@ def payload_at(a: FrameAnalysis, code: int) -> bytes:
         same = bool(decoder.decode(_KIND, 1)[0]) == a.intra and int(decoder.decode(_CODE, 1)[0]) == code \
             and np.array_equal(TABLES.decode(decoder, RESIDUAL_SCALES if a.intra else INTER_SCALES,
                                              _SCALE_PLANS[a.intra]), a.residuals) \
-            and np.array_equal(TABLES.decode(decoder, index), symbols)
+            and np.array_equal(TABLES.decode(decoder, index, plan), symbols)
     except Exception:  # a cut that does not decode (constriction raises plain exceptions)
         same = False
     return packet if same else full

@@ -150,13 +150,14 @@ class LaplaceTables:
         stops = np.concatenate([cuts, [len(order)]])
         return order, [(int(sorted_j[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True) if b > a]
 
-    def encode(self, encoder, symbols: np.ndarray, index: np.ndarray) -> None:
-        """Code ``symbols`` (ints within ``+-(MAX_CORE + 2**16)``) with their grid ``index``."""
+    def encode(self, encoder, symbols: np.ndarray, index: np.ndarray, plan: tuple | None = None) -> None:
+        """Code ``symbols`` (ints within ``+-(MAX_CORE + 2**16)``) with their grid ``index``
+        (``plan``: :meth:`plan` of the same ``index``, if made already)."""
         self._ready()
         symbols, index = np.ravel(symbols).astype(np.int64), np.ravel(index).astype(np.int64)
         if np.any((index < J_MIN) | (index > J_MAX)):
             raise ValueError(f"grid indices must lie within {J_MIN}..{J_MAX}")
-        order, groups = self._groups(index)
+        _, order, groups = plan or self.plan(index)
         values = symbols[order]
         core = self.core[index[order] - J_MIN]
         big = np.abs(values) > core
@@ -171,7 +172,8 @@ class LaplaceTables:
             encoder.encode(magnitude.astype(np.int32), _uniform(ESCAPE_BITS))
 
     def plan(self, index: np.ndarray) -> tuple:
-        """What :meth:`decode` works out from ``index`` alone, to decode many times with it."""
+        """What :meth:`encode` and :meth:`decode` work out from ``index`` alone, to code many
+        times with it."""
         flat = np.ravel(index).astype(np.int64)
         return (flat, *self._groups(flat))
 
