@@ -14,12 +14,18 @@ scores are on the first file of each, cut to 8 s.
                before as well with an intra packet every N, for several predictors
     vbr        rate controls: CBR against VBR of several spreads and gains (mean and worst second
                against the rate asked, the largest packet, PESQ-WB, ViSQOL, files better)
+    tables     issue 42: what the coefficients would cost if their Laplace scales did not follow
+               the band levels (so that an inter packet could be decoded after a loss): bits a
+               frame of the live packets' own symbols under scales from the levels (as coded),
+               from levels one step off, from the profile plus one offset a frame, from the
+               profile alone
 
     .venv/bin/python scripts/premise_stream.py energies
     .venv/bin/python scripts/premise_stream.py conceal --kbps 12 --loss 0.1 --workers 2
     .venv/bin/python scripts/premise_stream.py conceal --options repeat@3,repeat@1.5,repeat@6,repeat@0
     .venv/bin/python scripts/premise_stream.py inter
     .venv/bin/python scripts/premise_stream.py vbr --rates 6,12,24 --options cbr,vbr@16/0.5,vbr@8/0.5
+    .venv/bin/python scripts/premise_stream.py tables --rates 6,12
 
 The numbers: docs/history.md ("issue 35, streaming").
 """
@@ -282,12 +288,55 @@ def vbr(args) -> None:
                   f"{r[:, 3].mean():.3f} | {r[:, 4].mean():.3f} | {better[0]}, {better[1]} |", flush=True)
 
 
+def _table_bits(job):
+    path, kbps = job
+    import soundfile as sf
+
+    import speechcodec
+    from speechcodec.perceptual import packets
+    from speechcodec.transform.laplace import TABLES
+    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, index_base, scale_index
+
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float32")
+    totals = np.zeros(6)
+    for packet in codec.encode_packets(x[: int(MAX_S * 16000)]):
+        r = packets.read(packet)
+
+        def bits(levels):
+            level_qo = (levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN]
+            index = scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET)
+            return TABLES.bits(r.symbols, index)
+
+        offset = int(np.round(np.mean(r.levels - packets.LEVEL_PROFILE)))
+        totals += [1, 8 * len(packet), bits(r.levels), (bits(r.levels + 1) + bits(r.levels - 1)) / 2,
+                   bits(packets.LEVEL_PROFILE + offset), bits(packets.LEVEL_PROFILE)]
+    return totals
+
+
+def tables(args) -> None:
+    """Bits a frame of the coefficients of live packets (every one intra) under Laplace scales
+    that do not all follow the decoded band levels; the symbols as the packets carry them."""
+    _, held = split_speakers(args.speech)
+    files = [str(sorted(s.glob("*.flac"))[0]) for s in held]
+    print(f"{len(files)} held-out files, {MAX_S:g} s; coefficient bits a frame if range coding were ideal\n")
+    print("| kbps | packet | scales from the levels (as coded) | from levels one step off (either way) | "
+          "from the profile plus one offset a frame (the offset not counted) | from the profile alone |")
+    print("|---|---|---|---|---|---|")
+    for kbps in [int(k) for k in args.rates.split(",")]:
+        with ProcessPoolExecutor(args.workers) as pool:
+            t = sum(pool.map(_table_bits, [(f, kbps) for f in files]))
+        n = t[0]
+        print(f"| {kbps} | {t[1] / n:.1f} | {t[2] / n:.1f} | {t[3] / n:.1f} (+{(t[3] - t[2]) / n:.1f}) | "
+              f"{t[4] / n:.1f} (+{(t[4] - t[2]) / n:.1f}) | {t[5] / n:.1f} (+{(t[5] - t[2]) / n:.1f}) |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("energies", "inter", "conceal", "vbr"))
+    parser.add_argument("command", choices=("energies", "inter", "conceal", "vbr", "tables"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--kbps", type=int, default=12)
-    parser.add_argument("--rates", default="6,12,24", help="kbps, for vbr")
+    parser.add_argument("--rates", default="6,12,24", help="kbps, for vbr and tables")
     parser.add_argument("--files", type=int, default=None, help="vbr: the first N held-out files only")
     parser.add_argument("--csv", type=Path, help="vbr: append every file's scores to this CSV")
     parser.add_argument("--loss", type=float, default=0.1)
@@ -299,7 +348,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.speech.is_dir():
         sys.exit(f"no training speech at {args.speech}: pass --speech")
-    {"energies": energies, "inter": inter, "conceal": conceal, "vbr": vbr}[args.command](args)
+    {"energies": energies, "inter": inter, "conceal": conceal, "vbr": vbr, "tables": tables}[args.command](args)
 
 
 if __name__ == "__main__":

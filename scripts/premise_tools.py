@@ -35,6 +35,12 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
     intra      issue 42: inter packets (band energies predicted from the packet before) with an
                intra packet every N (``--options`` N,..., the first the reference), no loss, or
                N@LOSS: that share of the packets lost at random (the same packets for every N)
+    contexts   context coding of the coefficients (issue 45's tool 2): each symbol's Laplace scale
+               moved by a shift per context (fitted on training speakers, integers only), the
+               context from symbols already decoded: within the frame (the bin below; or a
+               checkerboard: the odd bins given both even neighbours) and, for a file's inter
+               packets, the frame before (the same bin and its neighbours); the bits of the
+               packets' own symbols (an intra packet every 8, as in files) against as coded
     ltp        long-term prediction of the low bins (``--bins``) from the decoded past: per frame
                a lag of 2.5-60 ms (the past before the frame's window, repeated where the lag is
                shorter than the window) and a gain per band (8 levels); the bits of the symbols at
@@ -55,6 +61,7 @@ kbps or less).
     .venv/bin/python scripts/premise_tools.py intra --rates 6,12,24 --options 1,8,16
     .venv/bin/python scripts/premise_tools.py intra --rates 6,12 --options 1,2,4,1@0.05,2@0.05,4@0.05
     .venv/bin/python scripts/premise_tools.py ltp --rates 12,6 --bins 80
+    .venv/bin/python scripts/premise_tools.py contexts --rates 6,12,24
 
 The numbers: docs/history.md ("issue 45").
 """
@@ -452,11 +459,105 @@ def _job(job):
             for name, v in variants.items()}
 
 
+def _file_symbols(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(symbols ``[T, 320]``, their grid indices, which packets are intra, the packets' bits) of a
+    file's packets (an intra packet every 8) at ``kbps``."""
+    path, kbps = job
+    import soundfile as sf
+
+    import speechcodec
+    from speechcodec.perceptual import packets
+    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, index_base, scale_index
+
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float32")
+    symbols, index, intra, bits, levels = [], [], [], 0.0, None
+    for packet in codec.encode_packets(x[: int(MAX_S * RATE_HZ)], intra_interval=packets.FILE_INTRA_INTERVAL):
+        r = packets.read(packet, levels)
+        levels = r.levels
+        level_qo = (r.levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN]
+        index.append(scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET))
+        symbols.append(r.symbols)
+        intra.append(r.intra)
+        bits += 8 * len(packet)
+    return np.array(symbols), np.array(index), np.array(intra), bits
+
+
+CONTEXTS = {  # name: (contexts, the symbols they apply to: all, odd bins, inter packets)
+    "the bin below": (4, "all"),
+    "checkerboard (odd bins given both even neighbours)": (4, "odd"),
+    "the frame before (the bin and its neighbours)": (5, "inter"),
+    "the frame before and the bin below": (16, "inter"),
+}
+
+
+def _context(name: str, symbols: np.ndarray) -> np.ndarray:
+    """Each symbol's context (int, the shape of ``symbols`` ``[T, 320]``) from symbols decoded before it."""
+    a = np.abs(symbols)
+    below = np.pad(a, ((0, 0), (1, 0)))[:, :-1]
+    above = np.pad(a, ((0, 0), (0, 1)))[:, 1:]
+    before = np.pad(a, ((1, 0), (0, 0)))[:-1]
+    around = before + np.pad(before, ((0, 0), (1, 0)))[:, :-1] + np.pad(before, ((0, 0), (0, 1)))[:, 1:]
+    if name == "the bin below":
+        return np.minimum(below, 3)
+    if name.startswith("checkerboard"):
+        return np.minimum(below + above, 3)
+    if name == "the frame before (the bin and its neighbours)":
+        return np.minimum(around, 4)
+    return 4 * np.minimum(around, 3) + np.minimum(below, 3)
+
+
+def _applies(name: str, symbols: np.ndarray, intra: np.ndarray) -> np.ndarray:
+    where = CONTEXTS[name][1]
+    mask = np.zeros(symbols.shape, bool)
+    if where == "all":
+        mask[:] = True
+    elif where == "odd":
+        mask[:, 1::2] = True
+    else:  # an inter packet's frame before is known whenever the packet can be decoded
+        mask[~intra] = True
+    return mask
+
+
+def contexts(args, files: list[str]) -> None:
+    """Bits a frame of the coefficients with each context's shifts (fitted on training speakers)."""
+    from speechcodec.transform.laplace import J_MAX, J_MIN, TABLES
+
+    train, _ = split_speakers(args.speech)
+    fit_files = [str(sorted(s.glob("*.flac"))[0]) for s in train[:: max(1, len(train) // 40)]]
+    print(f"contexts: shifts fitted on {len(fit_files)} training speakers, bits on {len(files)} held-out "
+          f"files ({MAX_S:g} s; a file's packets, an intra packet every 8): coefficient bits a frame, ideal\n")
+    print("| kbps | packet | as coded | " + " | ".join(CONTEXTS) + " |")
+    print("|---|---|---|" + "---|" * len(CONTEXTS))
+    for kbps in [int(k) for k in args.rates.split(",")]:
+        with ProcessPoolExecutor(args.workers) as pool:
+            fit = list(pool.map(_file_symbols, [(f, kbps) for f in fit_files]))
+            held = list(pool.map(_file_symbols, [(f, kbps) for f in files]))
+        frames = sum(len(h[0]) for h in held)
+        base = sum(TABLES.bits(h[0], h[1]) for h in held) / frames
+        cells = []
+        for name, (count, _) in CONTEXTS.items():
+            pooled = [(s[m], i[m], _context(name, s)[m])
+                      for s, i, intra, _ in fit for m in [_applies(name, s, intra)]]
+            sy, ix, cx = (np.concatenate(v) for v in zip(*pooled))
+            shift = np.array([min(range(-24, 25), key=lambda d: TABLES.bits(sy[cx == c], np.clip(ix[cx == c] + d, J_MIN, J_MAX)))
+                              for c in range(count)])
+            bits = 0.0
+            for s, i, intra, _ in held:
+                m = _applies(name, s, intra)
+                moved = i.copy()
+                moved[m] = np.clip(i[m] + shift[_context(name, s)[m]], J_MIN, J_MAX)
+                bits += TABLES.bits(s, moved)
+            cells.append(f"{bits / frames:.1f} ({100 * (bits / frames - base) / base:+.1f} %; shifts {shift.tolist()})")
+        packet = sum(h[3] for h in held) / frames
+        print(f"| {kbps} | {packet:.1f} | {base:.1f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command",
                         choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb", "envelope",
-                                 "intra", "ltp"))
+                                 "intra", "ltp", "contexts"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
@@ -470,6 +571,8 @@ def main() -> None:
         sys.exit(f"{args.speech} is not a folder of speech (the shared training data)")
     _, held = split_speakers(args.speech)
     files = [str(sorted(s.glob("*.flac"))[0]) for s in held][: args.files]
+    if args.command == "contexts":
+        return contexts(args, files)
     for kbps in [int(k) for k in args.rates.split(",")]:
         options = [str(args.bins)] if args.command == "ltp" else args.options.split(",")
         jobs = [(f, kbps, args.command, options) for f in files]
