@@ -303,7 +303,7 @@ def _table_bits(job):
     for packet in codec.encode_packets(x[: int(MAX_S * 16000)]):
         r = packets.read(packet)
 
-        def bits(levels):
+        def bits(levels, r=r):
             level_qo = (levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN]
             index = scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET)
             return TABLES.bits(r.symbols, index)
@@ -319,7 +319,8 @@ def tables(args) -> None:
     that do not all follow the decoded band levels; the symbols as the packets carry them."""
     _, held = split_speakers(args.speech)
     files = [str(sorted(s.glob("*.flac"))[0]) for s in held]
-    print(f"{len(files)} held-out files, {MAX_S:g} s; coefficient bits a frame if range coding were ideal\n")
+    print(f"{len(files)} held-out files, {MAX_S:g} s; coefficient bits a frame if range coding were "
+          "ideal\n")
     print("| kbps | packet | scales from the levels (as coded) | from levels one step off (either way) | "
           "from the profile plus one offset a frame (the offset not counted) | from the profile alone |")
     print("|---|---|---|---|---|---|")
@@ -328,7 +329,8 @@ def tables(args) -> None:
             t = sum(pool.map(_table_bits, [(f, kbps) for f in files]))
         n = t[0]
         print(f"| {kbps} | {t[1] / n:.1f} | {t[2] / n:.1f} | {t[3] / n:.1f} (+{(t[3] - t[2]) / n:.1f}) | "
-              f"{t[4] / n:.1f} (+{(t[4] - t[2]) / n:.1f}) | {t[5] / n:.1f} (+{(t[5] - t[2]) / n:.1f}) |", flush=True)
+              f"{t[4] / n:.1f} (+{(t[4] - t[2]) / n:.1f}) | {t[5] / n:.1f} (+{(t[5] - t[2]) / n:.1f}) |",
+              flush=True)
 
 
 def main() -> None:

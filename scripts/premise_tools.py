@@ -539,16 +539,21 @@ def contexts(args, files: list[str]) -> None:
         for name, (count, _) in CONTEXTS.items():
             pooled = [(s[m], i[m], _context(name, s)[m])
                       for s, i, intra, _ in fit for m in [_applies(name, s, intra)]]
-            sy, ix, cx = (np.concatenate(v) for v in zip(*pooled))
-            shift = np.array([min(range(-24, 25), key=lambda d: TABLES.bits(sy[cx == c], np.clip(ix[cx == c] + d, J_MIN, J_MAX)))
-                              for c in range(count)])
+            sy, ix, cx = (np.concatenate(v) for v in zip(*pooled, strict=True))
+
+            def best_shift(c, sy=sy, ix=ix, cx=cx):
+                s, i = sy[cx == c], ix[cx == c]
+                return min(range(-24, 25), key=lambda d: TABLES.bits(s, np.clip(i + d, J_MIN, J_MAX)))
+
+            shift = np.array([best_shift(c) for c in range(count)])
             bits = 0.0
             for s, i, intra, _ in held:
                 m = _applies(name, s, intra)
                 moved = i.copy()
                 moved[m] = np.clip(i[m] + shift[_context(name, s)[m]], J_MIN, J_MAX)
                 bits += TABLES.bits(s, moved)
-            cells.append(f"{bits / frames:.1f} ({100 * (bits / frames - base) / base:+.1f} %; shifts {shift.tolist()})")
+            saved = 100 * (bits / frames - base) / base
+            cells.append(f"{bits / frames:.1f} ({saved:+.1f} %; shifts {shift.tolist()})")
         packet = sum(h[3] for h in held) / frames
         print(f"| {kbps} | {packet:.1f} | {base:.1f} | " + " | ".join(cells) + " |", flush=True)
 
