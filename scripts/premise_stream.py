@@ -9,7 +9,8 @@ scores are on the first file of each, cut to 8 s.
                recovers at the next good packet); the within-frame profile and Laplace scales
                fitted on the training speakers
     conceal    PESQ-WB and ViSQOL of each concealment at --loss (default 10 %), and the stream
-               at no loss beside the file coder at the same rate
+               at no loss beside the file coder at the same rate; ``pitch<BINS>R@DB`` (a premise,
+               not in the library): a voiced lost frame continued by its last pitch period
     inter      bits a frame of a packet's band energies, intra only or predicted from the frame
                before as well with an intra packet every N, for several predictors
     vbr        rate controls: CBR against VBR of several spreads and gains (mean and worst second
@@ -23,6 +24,7 @@ scores are on the first file of each, cut to 8 s.
     .venv/bin/python scripts/premise_stream.py energies
     .venv/bin/python scripts/premise_stream.py conceal --kbps 12 --loss 0.1 --workers 2
     .venv/bin/python scripts/premise_stream.py conceal --options repeat@3,repeat@1.5,repeat@6,repeat@0
+    .venv/bin/python scripts/premise_stream.py conceal --lossy-only --options "repeat@6,pitch@6,pitch<80@6"
     .venv/bin/python scripts/premise_stream.py inter
     .venv/bin/python scripts/premise_stream.py vbr --rates 6,12,24 --options cbr,vbr@16/0.5,vbr@8/0.5
     .venv/bin/python scripts/premise_stream.py tables --rates 6,12
@@ -185,10 +187,48 @@ def _score(job):
         opus = OpusCodec(kbps * 1000)
         data = opus.encode(x, 16000)
         y, _ = opus.decode(data, loss_pattern(opus.packet_count(data), loss, seed))
+    elif conceal.startswith("pitch"):  # pitch<BINS>R@DB: see _pitch_loopback
+        spec, _, decay = conceal.partition("@")
+        bins, _, r = spec[len("pitch"):].lstrip("<").partition(">")
+        y = _pitch_loopback(codec, x, kbps * 1000, loss, seed, float(decay or 6.0), int(bins or 320),
+                            float(r or 0.5))
     else:  # "repeat" or "repeat@1.5": a concealment, and its fade in dB a frame
         name, _, decay = conceal.partition("@")
         y, _ = loopback(codec, x, kbps * 1000, loss, seed, name, float(decay or 3.0))
     return conceal, pesq_wb(x, y), visqol(x, y)
+
+
+def _pitch_loopback(codec, x, bps: int, loss: float, seed: int, decay_db: float, bins: int, r_min: float):
+    """``loopback`` with a pitch concealment (a premise; not in the library): where the 40 ms
+    played before a lost frame are voiced (normalised correlation at least ``r_min`` at the
+    decoder's comb's pitch lag), the lost frame's first ``bins`` coefficients are the MDCT of
+    that speech continued by its last pitch period (``decay_db`` quieter than what was played),
+    the rest the last good spectrum again, faded as ``repeat`` fades it."""
+    from speechcodec.perceptual import comb
+    from speechcodec.perceptual.stream import CONCEAL_SILENT_AFTER, loss_pattern
+    from speechcodec.transform.mdct import HOP, odft_blocks
+
+    played = np.zeros(comb.WINDOW + comb.MAX_LAG)
+
+    def conceal(last, run):
+        if last is None or run > CONCEAL_SILENT_AFTER:
+            return np.zeros(HOP)
+        out = last * 10 ** (-decay_db * run / 20)
+        lag, r = comb.pitch(played)
+        if r >= r_min:
+            continued = np.tile(played[-lag:], -(-2 * HOP // lag))[:2 * HOP] * 10 ** (-decay_db / 20)
+            out[:bins] = odft_blocks(continued[None])[0].real[:bins]
+        return out
+
+    enc = codec.stream_encoder(bps)
+    dec = codec.stream_decoder(bitrate_bps=bps)
+    dec._concealer = conceal
+    sent = enc.push(x) + enc.flush()
+    heard = []
+    for packet, gone in zip(sent, loss_pattern(len(sent), loss, seed), strict=True):
+        heard.append(dec.pull(None if gone else packet))
+        played = np.concatenate([played[HOP:], heard[-1]])
+    return np.concatenate(heard)[HOP: HOP + len(x)]
 
 
 def conceal(args) -> None:
