@@ -130,6 +130,12 @@ def test_laplace_coding_round_trips_with_escapes_and_costs_what_it_estimates():
     data = rangecoder.finish(encoder)
     np.testing.assert_array_equal(laplace.TABLES.decode(rangecoder.new_decoder(data), index), symbols)
     assert len(data) * 8 == pytest.approx(laplace.TABLES.bits(symbols, index), abs=64)
+    # A plan worked out once codes and decodes as the index does
+    plan = laplace.TABLES.plan(index)
+    planned = rangecoder.new_encoder()
+    laplace.TABLES.encode(planned, symbols, index, plan)
+    assert rangecoder.finish(planned) == data
+    np.testing.assert_array_equal(laplace.TABLES.decode(rangecoder.new_decoder(data), index, plan), symbols)
     # An escape costs the same whatever its sign, in the lowest table too.
     for j in (laplace.J_MIN, 0, laplace.J_MAX):
         beyond = int(laplace.TABLES.core[j - laplace.J_MIN]) + 5
