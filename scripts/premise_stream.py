@@ -187,23 +187,26 @@ def _score(job):
         opus = OpusCodec(kbps * 1000)
         data = opus.encode(x, 16000)
         y, _ = opus.decode(data, loss_pattern(opus.packet_count(data), loss, seed))
-    elif conceal.startswith("pitch"):  # pitch<BINS>R@DB: see _pitch_loopback
+    elif conceal.startswith("pitch"):  # pitch[sign|mix]<BINS>R@DB: see _pitch_loopback
         spec, _, decay = conceal.partition("@")
-        bins, _, r = spec[len("pitch"):].lstrip("<").partition(">")
+        mode = spec[len("pitch"):].split("<")[0].split(">")[0]
+        bins, _, r = spec[len("pitch") + len(mode):].lstrip("<").partition(">")
         y = _pitch_loopback(codec, x, kbps * 1000, loss, seed, float(decay or 6.0), int(bins or 320),
-                            float(r or 0.5))
+                            float(r or 0.5), mode)
     else:  # "repeat" or "repeat@1.5": a concealment, and its fade in dB a frame
         name, _, decay = conceal.partition("@")
         y, _ = loopback(codec, x, kbps * 1000, loss, seed, name, float(decay or 3.0))
     return conceal, pesq_wb(x, y), visqol(x, y)
 
 
-def _pitch_loopback(codec, x, bps: int, loss: float, seed: int, decay_db: float, bins: int, r_min: float):
+def _pitch_loopback(codec, x, bps: int, loss: float, seed: int, decay_db: float, bins: int, r_min: float,
+                    mode: str = ""):
     """``loopback`` with a pitch concealment (a premise; not in the library): where the 40 ms
     played before a lost frame are voiced (normalised correlation at least ``r_min`` at the
     decoder's comb's pitch lag), the lost frame's first ``bins`` coefficients are the MDCT of
     that speech continued by its last pitch period (``decay_db`` quieter than what was played),
-    the rest the last good spectrum again, faded as ``repeat`` fades it."""
+    the rest the last good spectrum again, faded as ``repeat`` fades it. ``mode`` "sign": the
+    repeated spectrum's magnitudes with the continuation's signs; "mix": half of each."""
     from speechcodec.perceptual import comb
     from speechcodec.perceptual.stream import CONCEAL_SILENT_AFTER, loss_pattern
     from speechcodec.transform.mdct import HOP, odft_blocks
@@ -217,7 +220,12 @@ def _pitch_loopback(codec, x, bps: int, loss: float, seed: int, decay_db: float,
         lag, r = comb.pitch(played)
         if r >= r_min:
             continued = np.tile(played[-lag:], -(-2 * HOP // lag))[:2 * HOP] * 10 ** (-decay_db / 20)
-            out[:bins] = odft_blocks(continued[None])[0].real[:bins]
+            pitch = odft_blocks(continued[None])[0].real[:bins]
+            if mode == "sign":
+                pitch = np.abs(out[:bins]) * np.sign(pitch)
+            elif mode == "mix":
+                pitch = 0.5 * (pitch + out[:bins])
+            out[:bins] = pitch
         return out
 
     enc = codec.stream_encoder(bps)
