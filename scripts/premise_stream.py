@@ -9,8 +9,9 @@ scores are on the first file of each, cut to 8 s.
                recovers at the next good packet); the within-frame profile and Laplace scales
                fitted on the training speakers
     conceal    PESQ-WB and ViSQOL of each concealment at --loss (default 10 %), and the stream
-               at no loss beside the file coder at the same rate; ``pitch<BINS>R@DB`` (a premise,
-               not in the library): a voiced lost frame continued by its last pitch period
+               at no loss beside the file coder at the same rate; ``pitch[sign|mix]<BINS>R@DB`` (a
+               premise, not in the library): a voiced lost frame continued by its last pitch
+               period (sign: the repeated spectrum's magnitudes with the continuation's signs)
     inter      bits a frame of a packet's band energies, intra only or predicted from the frame
                before as well with an intra packet every N, for several predictors
     vbr        rate controls: CBR against VBR of several spreads and gains (mean and worst second
@@ -24,7 +25,7 @@ scores are on the first file of each, cut to 8 s.
     .venv/bin/python scripts/premise_stream.py energies
     .venv/bin/python scripts/premise_stream.py conceal --kbps 12 --loss 0.1 --workers 2
     .venv/bin/python scripts/premise_stream.py conceal --options repeat@3,repeat@1.5,repeat@6,repeat@0
-    .venv/bin/python scripts/premise_stream.py conceal --lossy-only --options "repeat@6,pitch@6,pitch<80@6"
+    .venv/bin/python scripts/premise_stream.py conceal --lossy-only --options "repeat@6,pitch@6,pitchsign<80@6"
     .venv/bin/python scripts/premise_stream.py inter
     .venv/bin/python scripts/premise_stream.py vbr --rates 6,12,24 --options cbr,vbr@16/0.5,vbr@8/0.5
     .venv/bin/python scripts/premise_stream.py tables --rates 6,12
