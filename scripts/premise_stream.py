@@ -344,7 +344,6 @@ def _table_bits(job):
     import speechcodec
     from speechcodec.perceptual import packets
     from speechcodec.transform.laplace import TABLES
-    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, index_base, scale_index
 
     codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
     x, _ = sf.read(path, dtype="float32")
@@ -353,9 +352,7 @@ def _table_bits(job):
         r = packets.read(packet)
 
         def bits(levels, r=r):
-            level_qo = (levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN]
-            index = scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET)
-            return TABLES.bits(r.symbols, index)
+            return TABLES.bits(r.symbols, packets.coefficient_index(levels, r.step))
 
         offset = int(np.round(np.mean(r.levels - packets.LEVEL_PROFILE)))
         totals += [1, 8 * len(packet), bits(r.levels), (bits(r.levels + 1) + bits(r.levels - 1)) / 2,

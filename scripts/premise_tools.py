@@ -467,7 +467,6 @@ def _file_symbols(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
 
     import speechcodec
     from speechcodec.perceptual import packets
-    from speechcodec.transform.quantiser import COEFFICIENT_OFFSET, index_base, scale_index
 
     codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
     x, _ = sf.read(path, dtype="float32")
@@ -475,8 +474,7 @@ def _file_symbols(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     for packet in codec.encode_packets(x[: int(MAX_S * RATE_HZ)], intra_interval=packets.FILE_INTRA_INTERVAL):
         r = packets.read(packet, levels)
         levels = r.levels
-        level_qo = (r.levels * packets.SETTINGS.energy_step)[packets._BAND_OF_BIN]
-        index.append(scale_index(index_base(packets.SETTINGS, level_qo), r.step, COEFFICIENT_OFFSET))
+        index.append(packets.coefficient_index(r.levels, r.step))
         symbols.append(r.symbols)
         intra.append(r.intra)
         bits += 8 * len(packet)

@@ -309,10 +309,15 @@ def _symbols_of(packet: bytes, previous: np.ndarray | None):
     # an encoder writes levels within these; an inter packet predicted from levels a loss made
     # stale (or a forged one) may say more, and is held to them
     levels = np.minimum(np.maximum(levels, _FLOOR), _CEILING)
-    level_qo = (levels * SETTINGS.energy_step)[_BAND_OF_BIN]
-    index = scale_index(index_base(SETTINGS, level_qo), step_of(code), COEFFICIENT_OFFSET)
-    symbols = TABLES.decode(decoder, index)
+    symbols = TABLES.decode(decoder, coefficient_index(levels, step_of(code)))
     return intra, code, residuals, symbols, levels
+
+
+def coefficient_index(levels: np.ndarray, step: int) -> np.ndarray:
+    """int ``[320]``: the Laplace grid index each coefficient of a packet is coded with, from its
+    band levels (int ``[16]``, energy steps) and its step (64ths of an octave)."""
+    level_qo = (np.asarray(levels) * SETTINGS.energy_step)[_BAND_OF_BIN]
+    return scale_index(index_base(SETTINGS, level_qo), step, COEFFICIENT_OFFSET)
 
 
 def is_intra(packet: bytes) -> bool:
