@@ -41,15 +41,28 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                checkerboard: the odd bins given both even neighbours) and, for a file's inter
                packets, the frame before (the same bin and its neighbours); the bits of the
                packets' own symbols (an intra packet every 8, as in files) against as coded
+    bandwidth  the decoded band above each ``--options`` frequency (Hz) removed, or 6 dB down (a
+               zero-phase split): what Opus's narrower band at low rates would do to pc
+    lowbins    an oracle of where the low band's gap lives: pc's decoded MDCT coefficients below
+               ``--bins`` with the original's put back in the bands that quantised to all zeros
+               (the noise fill's), in the others, in their bins that quantised to zero or not (those
+               beside a nonzero bin, the rest); in the coded bands' zero bins: the network's output
+               zeroed, the original's magnitude with the network's or random signs, half the
+               original, the network's scaled to the original's RMS, half a step with the
+               original's sign where it is over a quarter (a refinement whose bits are not
+               charged); and two decoder-only tools on the same packets: the network's output in
+               the empty bands instead of the fill, and a harmonic fill (the fill's energy in each
+               empty band moved onto the harmonics of the pitch, from the original's window or
+               from the 20 ms of decoded speech before it)
     ltp        long-term prediction of the low bins (``--bins``) from the decoded past: per frame
                a lag of 2.5-60 ms (the past before the frame's window, repeated where the lag is
                shorter than the window) and a gain per band (8 levels); the bits of the symbols at
                the frame's own step with and without it (the best Laplace scale per band for both,
                as if it were sent free), with the side information each way of sending it costs
 
-bands, postfilter, comb, envelope and lowcomb start from pc's output without its comb (decoded as a stream
-above 16 kbps would be); deadzone and models decode as the shipped decoder does (the comb at 16
-kbps or less).
+bands, postfilter, comb, envelope, lowcomb and bandwidth start from pc's output without its comb (decoded as
+a stream above 16 kbps would be); deadzone, models and lowbins decode as the shipped decoder does (the comb
+at 16 kbps or less).
 
     .venv/bin/python scripts/premise_tools.py bands --rates 12
     .venv/bin/python scripts/premise_tools.py postfilter --rates 6,12,24 --options 0.2/0,0.4/0,0/0.2,0.2/0.2
@@ -62,6 +75,8 @@ kbps or less).
     .venv/bin/python scripts/premise_tools.py intra --rates 6,12 --options 1,2,4,1@0.05,2@0.05,4@0.05
     .venv/bin/python scripts/premise_tools.py ltp --rates 12,6 --bins 80
     .venv/bin/python scripts/premise_tools.py contexts --rates 6,12,24
+    .venv/bin/python scripts/premise_tools.py bandwidth --rates 6 --options 3500,4000,5000,6000
+    .venv/bin/python scripts/premise_tools.py lowbins --rates 12 --bins 80
 
 The numbers: docs/history.md ("issue 45").
 """
@@ -227,6 +242,159 @@ def _low_combs(y: np.ndarray, options: list[str]) -> dict:
         z[:n] = comb.comb_signal(z[:n], float(g), float(cutoff), int(order), int(hop))
         out[f"low-band comb {option}"] = z
     return out
+
+
+def _bandwidths(y: np.ndarray, options: list[str]) -> dict:
+    """pc as is, and its band above each frequency of ``options`` (Hz) removed or 6 dB down."""
+    out = {"as is": y}
+    for option in options:
+        low, high = _split(y, float(option))
+        out[f"nothing above {option} Hz"] = low
+        out[f"6 dB down above {option} Hz"] = low + 0.5 * high
+    return out
+
+
+def _harmonic_shape(f0_hz: float, bins: int, sigma_hz: float = 20.0, floor: float = 0.1) -> np.ndarray:
+    """[320]: a comb over the MDCT's bins (25 Hz each) with a bump of ``sigma_hz`` on each harmonic
+    of ``f0_hz`` over ``floor``; 1 from bin ``bins`` on."""
+    centres = (np.arange(320) + 0.5) * 25.0
+    harmonics = np.arange(1, int(8000 / f0_hz) + 2) * f0_hz
+    bumps = np.exp(-0.5 * ((centres[:, None] - harmonics[None]) / sigma_hz) ** 2).sum(axis=1)
+    shape = floor + (1 - floor) * np.minimum(bumps, 1.0)
+    shape[bins:] = 1.0
+    return shape
+
+
+def _harmonic_units(c, bins: int, signal: np.ndarray, own_window: bool) -> np.ndarray:
+    """The decoded units of chunk ``c`` with each voiced frame's noise fill below ``bins`` moved
+    onto the harmonics (each empty band's energy kept). The pitch: of frame ``t``'s own window of
+    ``signal`` (``own_window``: the original's, an oracle), else of the 20 ms before the window."""
+    from speechcodec.perceptual import comb
+    from speechcodec.perceptual.frames import empty_bands
+    from speechcodec.transform import bands
+
+    edges = np.asarray(bands.LAYOUTS[c.settings.layout])
+    empty = empty_bands(c.symbols, c.settings.layout)
+    pad = comb.WINDOW + comb.MAX_LAG + 640
+    padded = np.concatenate([np.zeros(pad), signal.astype(np.float64), np.zeros(640)])
+    units = c.units.copy()
+    for t in range(len(units)):
+        end = pad + RATE_HZ // 50 * (t + 1 if own_window else t - 1)
+        lag, r = comb.pitch(padded[end - comb.WINDOW - comb.MAX_LAG: end])
+        if r < comb.VOICED_R or not empty[t, :bins].any():
+            continue
+        shaped = units[t] * np.where(empty[t], _harmonic_shape(RATE_HZ / lag, bins), 1.0)
+        have, want = (np.add.reduceat(v ** 2, edges[:-1]) for v in (shaped, units[t]))
+        gains = np.repeat(np.sqrt(want / np.maximum(have, 1e-20)), np.diff(edges))
+        units[t] = np.where(empty[t], shaped * gains, units[t])
+    return units
+
+
+def _low_bins(path: str, kbps: int, bins: int) -> tuple[np.ndarray, dict]:
+    """(the original, pc's live packets decoded as shipped, and with each oracle or decoder tool
+    of the ``lowbins`` command below ``bins``)."""
+    import dataclasses
+
+    import soundfile as sf
+    import torch
+
+    import speechcodec
+    import speechcodec.perceptual.codec as family
+    from speechcodec.perceptual.frames import empty_bands
+    from speechcodec.transform import bands
+    from speechcodec.transform.mdct import HOP, odft_blocks
+    from speechcodec.transform.quantiser import gain
+
+    torch.set_num_threads(1)
+    codec = speechcodec.load("pc", threads=1, bitrate_bps=kbps * 1000)
+    x, _ = sf.read(path, dtype="float32")
+    x = x[: int(MAX_S * RATE_HZ)]
+    stream = codec.encode_packets(x)
+    # the original's MDCT frames, as the encoder analyses them (frame t: input [320 (t - 1), 320 (t + 1)))
+    signal = np.concatenate([np.zeros(HOP), x.astype(np.float64)])
+    signal = np.pad(signal, (0, max(HOP * (len(stream) + 1) - len(signal), 0)))
+    original = odft_blocks(np.lib.stride_tricks.sliding_window_view(signal, 2 * HOP)[::HOP][: len(stream)]).real
+    shipped = codec.synthesis_coefficients
+    edges = np.asarray(bands.LAYOUTS["bark16"])
+    noise = np.random.default_rng(0)
+
+    def oracle(name: str):
+        def synthesis(c, y):
+            ours, theirs = shipped(c, y), original[: len(y)]
+            empty = empty_bands(c.symbols, c.settings.layout)
+            low = np.arange(HOP) < bins
+            coded, zero = ~empty & low, ~empty & low & (c.symbols == 0)
+            nonzero = c.symbols != 0
+            beside = np.zeros_like(nonzero)  # a bin next to a nonzero one
+            beside[:, 1:] |= nonzero[:, :-1]
+            beside[:, :-1] |= nonzero[:, 1:]
+            put = {"original in the empty bands": empty & low, "original in the coded bands": coded,
+                   "original in every bin": low, "original in the coded bins zero": zero,
+                   "original in the coded bins not zero": coded & nonzero,
+                   "original in the coded bins zero beside a nonzero one": zero & beside,
+                   "original in the other coded bins zero": zero & ~beside}
+            if name in put:
+                return np.where(put[name], theirs, ours)
+            if name == "coded bands, the original's signs":
+                return np.where(coded, np.abs(ours) * np.sign(theirs), ours)
+            if name == "coded bands, the original's magnitudes":
+                return np.where(coded, np.abs(theirs) * np.sign(ours), ours)
+            if name == "zero bins: the network's output zeroed":
+                return np.where(zero, 0.0, ours)
+            if name == "zero bins: the original's magnitudes, the network's signs":
+                return np.where(zero, np.abs(theirs) * np.sign(ours), ours)
+            if name == "zero bins: the original's magnitudes, random signs":
+                return np.where(zero, np.abs(theirs) * noise.choice([-1.0, 1.0], ours.shape), ours)
+            if name.startswith("zero bins: +-1/2 step"):  # a ternary refinement, its bits not charged
+                step = gain(c.settings, c.level_qo, c.step)
+                refined = np.where(np.abs(theirs) > step / 4, np.sign(theirs) * step / 2, 0.0)
+                where = zero & beside if name.endswith("beside a nonzero one") else zero
+                return np.where(where, refined, ours)
+            if name == "zero bins: half the original":
+                return np.where(zero, theirs / 2, ours)
+            if name == "zero bins: the network's scaled to the original's RMS a band":
+                have, want = (np.add.reduceat(np.where(zero, v ** 2, 0.0), edges[:-1], axis=1)
+                              for v in (ours, theirs))
+                gains = np.repeat(np.sqrt(want / np.maximum(have, 1e-20)), np.diff(edges), axis=1)
+                return np.where(zero, ours * gains, ours)
+            raise ValueError(name)
+        return synthesis
+
+    def decoded(synthesis=None, empty=None) -> np.ndarray:
+        codec.synthesis_coefficients = synthesis or shipped
+        family.empty_bands = empty or empty_bands
+        try:
+            return codec.decode_packets(stream)[: len(x)]
+        finally:
+            del codec.synthesis_coefficients
+            family.empty_bands = empty_bands
+
+    as_is = decoded()
+    out = {"as is": as_is}
+    for name in ("original in the empty bands", "original in the coded bands", "original in every bin",
+                 "original in the coded bins not zero", "original in the coded bins zero",
+                 "original in the coded bins zero beside a nonzero one",
+                 "original in the other coded bins zero",
+                 "coded bands, the original's signs", "coded bands, the original's magnitudes",
+                 "zero bins: the network's output zeroed",
+                 "zero bins: the original's magnitudes, the network's signs",
+                 "zero bins: the original's magnitudes, random signs", "zero bins: half the original",
+                 "zero bins: +-1/2 step where the original's is over 1/4, beside a nonzero one",
+                 "zero bins: +-1/2 step where the original's is over 1/4",
+                 "zero bins: the network's scaled to the original's RMS a band"):
+        out[name] = decoded(oracle(name))
+
+    def network_below(symbols, layout):
+        e = empty_bands(symbols, layout).copy()
+        e[..., :bins] = False
+        return e
+
+    out["the network's output in the empty bands (no fill)"] = decoded(empty=network_below)
+    for source, sig, own in (("the original's window", x, True), ("the decoded 20 ms before", as_is, False)):
+        def harmonic(c, y, sig=sig, own=own):
+            return shipped(dataclasses.replace(c, units=_harmonic_units(c, bins, sig, own)), y)
+        out[f"harmonic fill, pitch of {source}"] = decoded(harmonic)
+    return x, out
 
 
 def _models(path: str, kbps: int, models: list[str]) -> tuple[np.ndarray, dict]:
@@ -447,6 +615,10 @@ def _job(job):
         x, variants = _dead_zones(path, kbps, options)
         return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)), k)
                 for name, (v, k) in variants.items()}
+    if command == "lowbins":
+        x, variants = _low_bins(path, kbps, int(options[0]))
+        return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
+                for name, v in variants.items()}
     if command == "models":
         x, variants = _models(path, kbps, options)
         return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
@@ -454,7 +626,7 @@ def _job(job):
     x, y = _coded(path, kbps)
     variants = {"bands": lambda: _bands(x, y), "postfilter": lambda: _postfilters(x, y, options),
                 "comb": lambda: _combs(x, y), "lowcomb": lambda: _low_combs(y, options),
-                "envelope": lambda: _envelopes(x, y)}[command]()
+                "envelope": lambda: _envelopes(x, y), "bandwidth": lambda: _bandwidths(y, options)}[command]()
     return {name: (pesq_wb(x, v.astype(np.float32)), visqol(x, v.astype(np.float32)))
             for name, v in variants.items()}
 
@@ -560,13 +732,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command",
                         choices=("bands", "postfilter", "comb", "deadzone", "models", "lowcomb", "envelope",
-                                 "intra", "ltp", "contexts"))
+                                 "intra", "ltp", "contexts", "bandwidth", "lowbins"))
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
     parser.add_argument("--options", default="0.2/0,0.4/0,0/0.2,0.2/0.2",
                         help="postfilter: COMB/FORMANT strengths; models: model names or files")
-    parser.add_argument("--bins", type=int, default=80, help="ltp: the bins predicted (80: below 2 kHz)")
+    parser.add_argument("--bins", type=int, default=80,
+                        help="ltp: the bins predicted; lowbins: the bins the oracles touch (80: below 2 kHz)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--save", type=Path, help="write each rate's per-file scores here (.npz)")
     args = parser.parse_args()
@@ -577,7 +750,7 @@ def main() -> None:
     if args.command == "contexts":
         return contexts(args, files)
     for kbps in [int(k) for k in args.rates.split(",")]:
-        options = [str(args.bins)] if args.command == "ltp" else args.options.split(",")
+        options = [str(args.bins)] if args.command in ("ltp", "lowbins") else args.options.split(",")
         jobs = [(f, kbps, args.command, options) for f in files]
         with ProcessPoolExecutor(args.workers) as pool:
             got = list(pool.map(_job, jobs))
