@@ -53,7 +53,7 @@ rate. Every row gives PESQ-WB, ViSQOL and how many files it makes better than ``
                charged); and two decoder-only tools on the same packets: the network's output in
                the empty bands instead of the fill, and a harmonic fill (the fill's energy in each
                empty band moved onto the harmonics of the pitch, from the original's window or
-               from the 20 ms of decoded speech before it)
+               from the 20 ms before it of pc's decoded speech as is)
     ltp        long-term prediction of the low bins (``--bins``) from the decoded past: per frame
                a lag of 2.5-60 ms (the past before the frame's window, repeated where the lag is
                shorter than the window) and a gain per band (8 levels); the bits of the symbols at
@@ -96,6 +96,8 @@ from premise_perceptual import MAX_S, SHARED, split_speakers  # noqa: E402
 
 RATE_HZ = 16000
 COMB_GAINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # 3 bits a frame
+# --options when none is given (the postfilter's for every command not named)
+DEFAULT_OPTIONS = {"postfilter": "0.2/0,0.4/0,0/0.2,0.2/0.2", "bandwidth": "3500,4000,5000,6000"}
 
 
 def _coded(path: str, kbps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -736,8 +738,9 @@ def main() -> None:
     parser.add_argument("--speech", type=Path, default=SHARED)
     parser.add_argument("--rates", default="12", help="kbps, comma-separated")
     parser.add_argument("--files", type=int, default=None, help="the first N held-out files only")
-    parser.add_argument("--options", default="0.2/0,0.4/0,0/0.2,0.2/0.2",
-                        help="postfilter: COMB/FORMANT strengths; models: model names or files")
+    parser.add_argument("--options", default=None,
+                        help="postfilter: COMB/FORMANT strengths (default 0.2/0,0.4/0,0/0.2,0.2/0.2); models: "
+                             "model names or files; bandwidth: Hz (default 3500,4000,5000,6000)")
     parser.add_argument("--bins", type=int, default=80,
                         help="ltp: the bins predicted; lowbins: the bins the oracles touch (80: below 2 kHz)")
     parser.add_argument("--workers", type=int, default=2)
@@ -750,7 +753,8 @@ def main() -> None:
     if args.command == "contexts":
         return contexts(args, files)
     for kbps in [int(k) for k in args.rates.split(",")]:
-        options = [str(args.bins)] if args.command in ("ltp", "lowbins") else args.options.split(",")
+        given = args.options or DEFAULT_OPTIONS.get(args.command, DEFAULT_OPTIONS["postfilter"])
+        options = [str(args.bins)] if args.command in ("ltp", "lowbins") else given.split(",")
         jobs = [(f, kbps, args.command, options) for f in files]
         with ProcessPoolExecutor(args.workers) as pool:
             got = list(pool.map(_job, jobs))
