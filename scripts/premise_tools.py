@@ -267,6 +267,13 @@ def _harmonic_shape(f0_hz: float, bins: int, sigma_hz: float = 20.0, floor: floa
     return shape
 
 
+def _band_scaled(v: np.ndarray, reference: np.ndarray, where: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``v`` (``[..., 320]``) scaled band by band (``edges``) so that its energy over ``where``
+    is ``reference``'s there."""
+    have, want = (np.add.reduceat(np.where(where, u ** 2, 0.0), edges[:-1], axis=-1) for u in (v, reference))
+    return v * np.repeat(np.sqrt(want / np.maximum(have, 1e-20)), np.diff(edges), axis=-1)
+
+
 def _harmonic_units(c, bins: int, signal: np.ndarray, own_window: bool) -> np.ndarray:
     """The decoded units of chunk ``c`` with each voiced frame's noise fill below ``bins`` moved
     onto the harmonics (each empty band's energy kept). The pitch: of frame ``t``'s own window of
@@ -286,9 +293,7 @@ def _harmonic_units(c, bins: int, signal: np.ndarray, own_window: bool) -> np.nd
         if r < comb.VOICED_R or not empty[t, :bins].any():
             continue
         shaped = units[t] * np.where(empty[t], _harmonic_shape(RATE_HZ / lag, bins), 1.0)
-        have, want = (np.add.reduceat(v ** 2, edges[:-1]) for v in (shaped, units[t]))
-        gains = np.repeat(np.sqrt(want / np.maximum(have, 1e-20)), np.diff(edges))
-        units[t] = np.where(empty[t], shaped * gains, units[t])
+        units[t] = np.where(empty[t], _band_scaled(shaped, units[t], empty[t], edges), units[t])
     return units
 
 
@@ -304,7 +309,7 @@ def _low_bins(path: str, kbps: int, bins: int) -> tuple[np.ndarray, dict]:
     import speechcodec.perceptual.codec as family
     from speechcodec.perceptual.frames import empty_bands
     from speechcodec.transform import bands
-    from speechcodec.transform.mdct import HOP, odft_blocks
+    from speechcodec.transform.mdct import HOP, odft
     from speechcodec.transform.quantiser import gain
 
     torch.set_num_threads(1)
@@ -312,10 +317,7 @@ def _low_bins(path: str, kbps: int, bins: int) -> tuple[np.ndarray, dict]:
     x, _ = sf.read(path, dtype="float32")
     x = x[: int(MAX_S * RATE_HZ)]
     stream = codec.encode_packets(x)
-    # the original's MDCT frames, as the encoder analyses them (frame t: input [320 (t - 1), 320 (t + 1)))
-    signal = np.concatenate([np.zeros(HOP), x.astype(np.float64)])
-    signal = np.pad(signal, (0, max(HOP * (len(stream) + 1) - len(signal), 0)))
-    original = odft_blocks(np.lib.stride_tricks.sliding_window_view(signal, 2 * HOP)[::HOP][: len(stream)]).real
+    original = odft(x).real  # the original's MDCT frames, one a packet, as the encoder analyses them
     shipped = codec.synthesis_coefficients
     edges = np.asarray(bands.LAYOUTS["bark16"])
     noise = np.random.default_rng(0)
@@ -355,10 +357,7 @@ def _low_bins(path: str, kbps: int, bins: int) -> tuple[np.ndarray, dict]:
             if name == "zero bins: half the original":
                 return np.where(zero, theirs / 2, ours)
             if name == "zero bins: the network's scaled to the original's RMS a band":
-                have, want = (np.add.reduceat(np.where(zero, v ** 2, 0.0), edges[:-1], axis=1)
-                              for v in (ours, theirs))
-                gains = np.repeat(np.sqrt(want / np.maximum(have, 1e-20)), np.diff(edges), axis=1)
-                return np.where(zero, ours * gains, ours)
+                return np.where(zero, _band_scaled(ours, theirs, zero, edges), ours)
             raise ValueError(name)
         return synthesis
 
